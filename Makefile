@@ -1,0 +1,50 @@
+# lxdocker — see README.md. `make run` converts the bundled sample and serves it,
+# `make test` runs every check CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the converter, the server and the tests use (the real parts, no mocks).
+DEB_PACKAGES := squashfs-tools-ng busybox-static xz-utils umoci skopeo docker-registry \
+	apache2-utils lxd lxd-client iproute2 util-linux systemd
+
+.PHONY: setup deps venv test lint typecheck unit run bench clean
+
+setup: deps venv
+
+# Install only what is missing, so repeated runs cost nothing and need no network.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check lxdocker imgserver tests bench
+	$(BIN)/ruff format --check lxdocker imgserver tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q -ra
+
+test: setup lint typecheck unit
+
+run: setup
+	@echo "make run: the end-to-end sample arrives with the end-to-end issue"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""imgserver: a simplestreams image server for the LXD images lxdocker writes."""

@@ -1,0 +1,3 @@
+from imgserver.cli import main
+
+raise SystemExit(main())

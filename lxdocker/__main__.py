@@ -1,0 +1,3 @@
+from lxdocker.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Specs (one YAML file per image) and the batch job's configuration.
+
+Validation is pure and strict: an unknown key, a wrong type or a bad image name is
+a SpecError naming the file and the key, and one bad spec never stops the others
+(DESIGN section 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lxdocker.errors import SpecError
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+RestartPolicy = Literal["no", "on-failure", "always"]
+RESTART_POLICIES: tuple[str, ...] = ("no", "on-failure", "always")
+ImageFormat = Literal["squashfs", "gzip", "tar"]
+IMAGE_FORMATS: tuple[str, ...] = ("squashfs", "gzip", "tar")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One image to convert. None means "take it from the image config"."""
+
+    name: str
+    path: Path
+    image: str
+    disable_supervisor: bool = False
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    workdir: str | None = None
+    restart: RestartPolicy = "no"
+
+    def digest(self) -> str:
+        """sha256 of everything that shapes the output (not the file's path)."""
+        data = asdict(self)
+        del data["path"]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class SpecSet:
+    specs: tuple[Spec, ...]
+    errors: tuple[SpecError, ...] = field(default=())
+
+
+def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{path}: key '{key}' must be a list of strings")
+    return tuple(value)
+
+
+def _str(path: Path, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{path}: key '{key}' must be a non-empty string")
+    return value
+
+
+def _env(path: Path, value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{path}: key 'env' must be a mapping of NAME: value")
+    out: list[tuple[str, str]] = []
+    for k, v in value.items():
+        if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise SpecError(f"{path}: key 'env': invalid variable name {k!r}")
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise SpecError(f"{path}: key 'env.{k}' must be a string")
+        out.append((k, str(v)))
+    return tuple(sorted(out))
+
+
+def parse_spec(path: Path, text: str) -> Spec:
+    """Validate one spec file's text; the file stem is the image name."""
+    name = path.stem
+    if not NAME_RE.fullmatch(name):
+        raise SpecError(
+            f"{path}: image name {name!r} (the file name) must match [a-z0-9][a-z0-9._-]*"
+        )
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: a spec must be a mapping with at least the key 'image'")
+    kw: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "image":
+            kw["image"] = _str(path, key, value)
+        elif key == "disable_supervisor":
+            if not isinstance(value, bool):
+                raise SpecError(f"{path}: key 'disable_supervisor' must be true or false")
+            kw[key] = value
+        elif key in ("entrypoint", "cmd"):
+            kw[key] = _str_list(path, key, value)
+        elif key == "env":
+            kw[key] = _env(path, value)
+        elif key in ("user", "workdir"):
+            if isinstance(value, int) and not isinstance(value, bool) and key == "user":
+                value = str(value)
+            kw[key] = _str(path, key, value)
+            if key == "workdir" and not kw[key].startswith("/"):
+                raise SpecError(f"{path}: key 'workdir' must be an absolute path")
+        elif key == "restart":
+            # YAML 1.1 reads a bare `no` as false: accept it as the policy "no".
+            if value is False:
+                value = "no"
+            if value not in RESTART_POLICIES:
+                raise SpecError(
+                    f"{path}: key 'restart' must be one of {', '.join(RESTART_POLICIES)}"
+                )
+            kw[key] = value
+        else:
+            raise SpecError(f"{path}: unknown key {key!r}")
+    if "image" not in kw:
+        raise SpecError(f"{path}: missing required key 'image'")
+    return Spec(name=name, path=path, **kw)
+
+
+def load_specs(directory: Path) -> SpecSet:
+    """Load every *.yaml / *.yml at the top of `directory`; collect errors per file."""
+    if not directory.is_dir():
+        raise SpecError(f"{directory}: specs directory does not exist")
+    specs: list[Spec] = []
+    errors: list[SpecError] = []
+    seen: dict[str, Path] = {}
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    for path in files:
+        if not path.is_file():
+            continue
+        try:
+            spec = parse_spec(path, path.read_text(encoding="utf-8"))
+        except SpecError as e:
+            log.error("%s", e)
+            errors.append(e)
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            err = SpecError(f"{path}: cannot read: {e}")
+            log.error("%s", err)
+            errors.append(err)
+            continue
+        if spec.name in seen:
+            err = SpecError(
+                f"{path}: image name {spec.name!r} is also defined by {seen[spec.name]}"
+            )
+            log.error("%s", err)
+            errors.append(err)
+            continue
+        seen[spec.name] = path
+        specs.append(spec)
+    return SpecSet(tuple(specs), tuple(errors))

@@ -1,0 +1,60 @@
+"""The tar entry stream that flows flatten -> patch -> rootfs writer.
+
+An entry is a TarInfo plus, for regular files, a reader of exactly `info.size`
+bytes. Streams are single-pass: an entry's reader is valid only until the next
+entry is requested from the iterator, so consumers copy data before moving on and
+memory never holds file contents.
+
+Names are canonical: relative, cleaned ("etc/passwd", never "./etc/passwd", "/etc"
+or "etc/"), the root directory is not an entry. Link targets of hardlinks use the
+same canonical form; symlink targets are kept byte-for-byte.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+# PAX carries long names, xattrs (SCHILY.xattr.*), large uids and non-UTF-8 names.
+TAR_FORMAT = tarfile.PAX_FORMAT
+# Names that are not valid UTF-8 travel as surrogate escapes (PEP 383) and are
+# written back as the original bytes.
+TAR_ENCODING = "utf-8"
+TAR_ERRORS = "surrogateescape"
+COPY_BUFSIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    info: tarfile.TarInfo
+    data: BinaryIO | None = None  # regular files with size > 0 only
+
+
+def write_tar(entries: Iterable[Entry], out: BinaryIO) -> None:
+    """Serialise entries to `out` as one uncompressed PAX tar stream."""
+    with tarfile.open(
+        fileobj=out,
+        mode="w|",
+        format=TAR_FORMAT,
+        encoding=TAR_ENCODING,
+        errors=TAR_ERRORS,
+        bufsize=COPY_BUFSIZE,
+    ) as tar:
+        for entry in entries:
+            tar.addfile(entry.info, entry.data if entry.info.isreg() else None)
+
+
+def copy_exact(src: BinaryIO, dst: BinaryIO, size: int) -> None:
+    """Copy exactly `size` bytes or raise EOFError (a truncated layer)."""
+    remaining = size
+    while remaining:
+        chunk = src.read(min(COPY_BUFSIZE, remaining))
+        if not chunk:
+            raise EOFError(f"unexpected end of data, {remaining} bytes missing")
+        dst.write(chunk)
+        remaining -= len(chunk)
+
+
+__all__ = ["COPY_BUFSIZE", "TAR_FORMAT", "Entry", "copy_exact", "write_tar"]

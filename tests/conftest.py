@@ -1,0 +1,3 @@
+"""Shared fixtures live in tests/helpers/*; this file only registers them."""
+
+pytest_plugins: list[str] = []

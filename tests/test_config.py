@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lxdocker.config import Spec, load_specs, parse_spec
+from lxdocker.errors import SpecError
+
+
+def spec(tmp: Path, name: str, text: str) -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def test_minimal_spec(tmp_path: Path) -> None:
+    s = parse_spec(tmp_path / "nginx.yaml", "image: nginx:1.27\n")
+    assert s == Spec(name="nginx", path=tmp_path / "nginx.yaml", image="nginx:1.27")
+    assert not s.disable_supervisor and s.restart == "no"
+
+
+def test_all_keys(tmp_path: Path) -> None:
+    text = """
+image: ghcr.io/home-assistant/home-assistant:stable
+disable_supervisor: true
+entrypoint: ["/init"]
+cmd: ["--config", "/config"]
+env: {TZ: Europe/Berlin, PORT: 8123}
+user: "1000:1000"
+workdir: /config
+restart: on-failure
+"""
+    s = parse_spec(tmp_path / "ha.yml", text)
+    assert s.disable_supervisor and s.entrypoint == ("/init",)
+    assert s.cmd == ("--config", "/config")
+    assert s.env == (("PORT", "8123"), ("TZ", "Europe/Berlin"))
+    assert (s.user, s.workdir, s.restart) == ("1000:1000", "/config", "on-failure")
+
+
+def test_bare_no_is_restart_policy_no(tmp_path: Path) -> None:
+    assert parse_spec(tmp_path / "a.yaml", "image: a\nrestart: no\n").restart == "no"
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "needle"),
+    [
+        ("a.yaml", "image: a\nimagee: b\n", "unknown key 'imagee'"),
+        ("a.yaml", "disable_supervisor: true\n", "missing required key 'image'"),
+        ("a.yaml", "image: [a]\n", "key 'image'"),
+        ("a.yaml", "image: a\ndisable_supervisor: yes please\n", "key 'disable_supervisor'"),
+        ("a.yaml", "image: a\nentrypoint: /bin/sh -c\n", "key 'entrypoint'"),
+        ("a.yaml", "image: a\ncmd: [1, 2]\n", "key 'cmd'"),
+        ("a.yaml", "image: a\nenv: [A=1]\n", "key 'env'"),
+        ("a.yaml", "image: a\nenv: {1A: x}\n", "key 'env'"),
+        ("a.yaml", "image: a\nenv: {A: [x]}\n", "key 'env.A'"),
+        ("a.yaml", "image: a\nuser: [root]\n", "key 'user'"),
+        ("a.yaml", "image: a\nworkdir: rel/dir\n", "key 'workdir'"),
+        ("a.yaml", "image: a\nrestart: sometimes\n", "key 'restart'"),
+        ("a.yaml", "image: [unclosed\n", "invalid YAML"),
+        ("a.yaml", "- image: a\n", "must be a mapping"),
+        ("Bad_Name.yaml", "image: a\n", "image name 'Bad_Name'"),
+        ("-x.yaml", "image: a\n", "image name '-x'"),
+    ],
+)
+def test_spec_errors_name_file_and_key(
+    tmp_path: Path, filename: str, text: str, needle: str
+) -> None:
+    with pytest.raises(SpecError) as e:
+        parse_spec(tmp_path / filename, text)
+    assert str(tmp_path / filename) in str(e.value)
+    assert needle in str(e.value)
+
+
+def test_bad_spec_does_not_stop_the_others(tmp_path: Path) -> None:
+    spec(tmp_path, "good.yaml", "image: busybox\n")
+    spec(tmp_path, "also-good.yml", "image: nginx\n")
+    spec(tmp_path, "bad.yaml", "image: x\nfoo: 1\n")
+    spec(tmp_path, "notes.txt", "ignored")
+    (tmp_path / "sub").mkdir()
+    spec(tmp_path / "sub", "nested.yaml", "image: ignored\n")
+    result = load_specs(tmp_path)
+    assert [s.name for s in result.specs] == ["also-good", "good"]
+    assert len(result.errors) == 1 and "bad.yaml" in str(result.errors[0])
+
+
+def test_duplicate_name_between_yaml_and_yml(tmp_path: Path) -> None:
+    spec(tmp_path, "a.yaml", "image: x\n")
+    spec(tmp_path, "a.yml", "image: y\n")
+    result = load_specs(tmp_path)
+    assert len(result.specs) == 1 and "also defined" in str(result.errors[0])
+
+
+def test_spec_digest_changes_with_content_not_path(tmp_path: Path) -> None:
+    a = parse_spec(tmp_path / "x.yaml", "image: a\n")
+    b = parse_spec(tmp_path / "other" / "x.yaml", "image: a\n")
+    c = parse_spec(tmp_path / "x.yaml", "image: a\nrestart: always\n")
+    assert a.digest() == b.digest() != c.digest()
+
+
+def test_missing_specs_dir(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        load_specs(tmp_path / "nope")
