@@ -1,3 +1,5 @@
 """Shared fixtures live in tests/helpers/*; this file only registers them."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.helpers.lxd",
+]

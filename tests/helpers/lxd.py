@@ -1,0 +1,167 @@
+"""The real LXD daemon for end-to-end tests (DESIGN section 9).
+
+`lxd` (session) starts the daemon when it is not running (`lxd --group root` in a
+new session, `lxd waitready`, preseed a `dir` pool, no managed network) and gives
+an `lxc` runner. `lxd_scratch` (per test) hands out unique names and removes the
+containers, remotes and images a test made. Without LXD the tests skip, except
+with CI=true where they fail: CI must exercise the real daemon.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+LOCK = Path("/tmp/lxdocker-tests-lxd.lock")
+LOG = Path("/tmp/lxdocker-tests-lxd.log")
+# Debian's LXD keeps the simplestreams index cache here; it survives restarts.
+REMOTE_CACHE = Path("/var/cache/lxd")
+
+PRESEED = """\
+config: {}
+storage_pools:
+- name: default
+  driver: dir
+profiles:
+- name: default
+  devices:
+    root:
+      path: /
+      pool: default
+      type: disk
+"""
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI (the end-to-end tests must run there)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"LXD is required in CI: {reason}")
+    pytest.skip(reason)
+
+
+class Lxd:
+    def lxc(
+        self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["lxc", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=input,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"lxc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
+        return proc
+
+    def clear_remote_cache(self) -> None:
+        """Forget LXD's cached simplestreams index (DESIGN section 8)."""
+        if REMOTE_CACHE.is_dir():
+            for child in REMOTE_CACHE.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+
+    def image_fingerprints(self) -> set[str]:
+        out = self.lxc("image", "list", "--format", "csv", "-c", "F").stdout
+        return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def _daemon_ready(timeout: float) -> bool:
+    try:
+        proc = subprocess.run(
+            ["lxd", "waitready", f"--timeout={int(timeout)}"],
+            capture_output=True,
+            timeout=timeout + 5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
+def start_daemon() -> Lxd:
+    if shutil.which("lxd") is None or shutil.which("lxc") is None:
+        unavailable("lxd/lxc not installed (Debian packages lxd, lxd-client)")
+    with LOCK.open("w") as lock:
+        # Several test sessions may start at once: one of them starts the daemon.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _daemon_ready(1):
+            with LOG.open("ab") as log:
+                subprocess.Popen(
+                    ["lxd", "--group", "root", "--logfile", str(LOG)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if not _daemon_ready(60):
+                unavailable(f"the LXD daemon did not become ready; see {LOG}")
+        lxd = Lxd()
+        if lxd.lxc("storage", "show", "default", check=False).returncode != 0:
+            subprocess.run(
+                ["lxd", "init", "--preseed"], input=PRESEED, text=True, check=True, timeout=120
+            )
+    return lxd
+
+
+@pytest.fixture(scope="session")
+def lxd() -> Lxd:
+    return start_daemon()
+
+
+class Scratch:
+    def __init__(self, lxd: Lxd) -> None:
+        self.lxd = lxd
+        self.names: list[str] = []
+        self.images: list[str] = []
+
+    def name(self, base: str) -> str:
+        n = f"lxdt-{base}-{uuid.uuid4().hex[:8]}"
+        self.names.append(n)
+        return n
+
+    def track_image(self, fingerprint: str) -> None:
+        self.images.append(fingerprint)
+
+    def cleanup(self) -> None:
+        remotes = self.lxd.lxc("remote", "list", "--format", "csv", check=False).stdout
+        remote_names = {line.split(",", 1)[0].split(" ")[0] for line in remotes.splitlines()}
+        for n in self.names:
+            self.lxd.lxc("delete", "--force", n, check=False, timeout=120)
+            if n in remote_names:
+                self.lxd.lxc("remote", "remove", n, check=False)
+            cert = Path.home() / ".config" / "lxc" / "servercerts" / f"{n}.crt"
+            cert.unlink(missing_ok=True)
+        for fp in self.images:
+            self.lxd.lxc("image", "delete", fp, check=False)
+
+
+@pytest.fixture
+def lxd_scratch(lxd: Lxd) -> Iterator[Scratch]:
+    scratch = Scratch(lxd)
+    try:
+        yield scratch
+    finally:
+        scratch.cleanup()
+
+
+def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.2) -> bool:
+    """Poll a zero-argument callable until it returns truthy or time runs out."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
