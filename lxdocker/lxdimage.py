@@ -1,0 +1,162 @@
+"""The LXD metadata tarball (meta.tar.xz) and the image fingerprint.
+
+meta.tar.xz holds metadata.yaml and templates/ (DESIGN section 6). It is
+reproducible: entries in sorted order, mtime = the image's creation date, owner
+0:0 with empty user/group names, xz from Python's lzma module with fixed options,
+so converting the same image twice gives the same bytes and the same fingerprint.
+
+The fingerprint is what LXD computes for a split image and what simplestreams
+clients check: sha256(metadata tarball bytes || rootfs bytes) (DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import lzma
+import tarfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from lxdocker.arch import Arch
+from lxdocker.errors import StoreError
+from lxdocker.versioninfo import FileInfo
+
+HOSTNAME_TEMPLATE = "{{ container.name }}\n"
+# A full hosts file: the image may ship none (distroless) or a Docker one that
+# lacks the container's own name (Debian's layout, 127.0.1.1 for the host name).
+HOSTS_TEMPLATE = (
+    "127.0.0.1\tlocalhost\n"
+    "127.0.1.1\t{{ container.name }}\n"
+    "\n"
+    "# The following lines are desirable for IPv6 capable hosts\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+TEMPLATES: dict[str, tuple[str, str]] = {
+    # target path in the container -> (template file name, content)
+    "/etc/hostname": ("hostname.tpl", HOSTNAME_TEMPLATE),
+    "/etc/hosts": ("hosts.tpl", HOSTS_TEMPLATE),
+}
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What metadata.yaml says about an image."""
+
+    arch: Arch
+    created: str  # RFC 3339 from the image config ("" when the config has none)
+    description: str
+    os: str
+    release: str
+    variant: str
+
+
+def creation_epoch(created: str) -> int:
+    """Seconds since the epoch of an RFC 3339 time; 0 for "" (the OCI field is optional).
+
+    Go writes up to nanoseconds ("2024-01-02T03:04:05.123456789Z"); fromisoformat
+    takes at most microseconds, so the fraction is dropped first.
+    """
+    if not created:
+        return 0
+    text = created.strip()
+    main, _, rest = text.partition(".")
+    if rest:
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        text = main + rest[i:]
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise StoreError(f"image config: 'created' {created!r} is not an RFC 3339 time") from None
+    if dt.tzinfo is None:
+        raise StoreError(f"image config: 'created' {created!r} has no time zone")
+    return max(0, int(dt.timestamp()))
+
+
+def metadata_yaml(meta: ImageMeta) -> str:
+    """The text of metadata.yaml (LXD's image metadata)."""
+    doc = {
+        "architecture": meta.arch.lxd,  # LXD wants the kernel name here
+        "creation_date": creation_epoch(meta.created),
+        "expiry_date": 0,
+        "properties": {
+            "architecture": meta.arch.debian,
+            "description": meta.description,
+            "os": meta.os,
+            "release": meta.release,
+            "variant": meta.variant,
+        },
+        "templates": {
+            path: {"when": ["create", "copy"], "template": tpl}
+            for path, (tpl, _) in sorted(TEMPLATES.items())
+        },
+    }
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def meta_tar_bytes(meta: ImageMeta) -> bytes:
+    """The bytes of meta.tar.xz (pure: same meta, same bytes)."""
+    mtime = creation_epoch(meta.created)
+    files = {"metadata.yaml": metadata_yaml(meta).encode()}
+    files.update({f"templates/{tpl}": text.encode() for tpl, text in TEMPLATES.values()})
+    names = sorted({*files, "templates"})
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            ti = tarfile.TarInfo(name)
+            ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = mtime, 0, 0, "", ""
+            if name in files:
+                ti.mode, ti.size = 0o644, len(files[name])
+                tar.addfile(ti, io.BytesIO(files[name]))
+            else:
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(ti)
+    return lzma.compress(raw.getvalue(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
+
+
+def write_meta(out: Path, meta: ImageMeta) -> None:
+    """Write meta.tar.xz to `out`; a write error is a StoreError naming the file."""
+    try:
+        out.write_bytes(meta_tar_bytes(meta))
+    except OSError as e:
+        out.unlink(missing_ok=True)
+        raise StoreError(f"{out}: cannot write: {e.strerror or e}") from None
+
+
+def hash_files(meta: Path, rootfs: Path) -> tuple[FileInfo, FileInfo, str]:
+    """FileInfo of both files and the fingerprint sha256(meta || rootfs), one read each."""
+    combined = hashlib.sha256()
+    infos = []
+    for path in (meta, rootfs):
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(_HASH_CHUNK):
+                    h.update(chunk)
+                    combined.update(chunk)
+                    size += len(chunk)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
+        infos.append(FileInfo(name=path.name, size=size, sha256=h.hexdigest()))
+    return infos[0], infos[1], combined.hexdigest()
+
+
+__all__ = [
+    "ImageMeta",
+    "creation_epoch",
+    "hash_files",
+    "meta_tar_bytes",
+    "metadata_yaml",
+    "write_meta",
+]

@@ -1,0 +1,326 @@
+"""Version directories: atomic publish, listing, pruning, removal (DESIGN section 7).
+
+Layout: <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*, version.json}.
+
+Publishing never shows an incomplete version (DESIGN section 2): everything is
+written into `<root>/<name>/<arch>/.tmp-<pid>-<random>/` (a name the server never
+lists: it does not match YYYYMMDD_HHMM), fsynced, version.json is written under a
+temporary name and renamed in last, then the directory is renamed to its version
+key in one step. A crash leaves only a `.tmp-*` directory, which the next run
+removes (clean_stale_temp); a failed build removes its own.
+
+The batch job serialises runs with its lock; these functions assume one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from lxdocker import RECIPE_VERSION
+from lxdocker.config import NAME_RE, ImageFormat
+from lxdocker.errors import StoreError
+from lxdocker.lxdimage import ImageMeta, hash_files
+from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VERSION_RE, VersionInfo
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+KEY_FORMAT = "%Y%m%d_%H%M"
+DEFAULT_KEEP = 3
+# LXD daemons cache the simplestreams index for an hour (DESIGN section 8); a
+# version stays downloadable for twice that after a newer one replaced it.
+GRACE = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class VersionSource:
+    """The version.json fields that describe the input, known before building."""
+
+    image: str  # the spec's `image` as written
+    tag: str  # "" when pinned by digest only
+    manifest_digest: str  # "sha256:..." of the platform manifest converted
+    spec_digest: str  # Spec.digest()
+    rootfs_format: ImageFormat
+    meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
+    recipe: int = RECIPE_VERSION
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _published(v: VersionInfo) -> datetime:
+    """When a version became visible: its `built` time, else its key's minute."""
+    try:
+        t = datetime.fromisoformat(v.built.replace("Z", "+00:00"))
+    except ValueError:
+        t = datetime.strptime(v.version, KEY_FORMAT)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def next_version(existing: list[str], now: datetime) -> str:
+    """Now's YYYYMMDD_HHMM in UTC, or the newest existing key + 1 minute when that is
+    not older: keys must be strictly increasing or LXD would not see an update."""
+    key = now.astimezone(UTC).strftime(KEY_FORMAT)
+    keys = [k for k in existing if VERSION_RE.fullmatch(k)]
+    if keys and max(keys) >= key:
+        newest = datetime.strptime(max(keys), KEY_FORMAT)
+        key = (newest + timedelta(minutes=1)).strftime(KEY_FORMAT)
+    return key
+
+
+def _arch_dir(root: Path, name: str, arch: str) -> Path:
+    # The name is a spec file stem (already validated); check again because it
+    # becomes a path component.
+    if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(arch):
+        raise StoreError(f"{root}: invalid image name or arch {name!r}/{arch!r}")
+    return root / name / arch
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(
+    root: Path,
+    name: str,
+    source: VersionSource,
+    build: Callable[[Path], object],
+    *,
+    now: datetime | None = None,
+) -> VersionInfo:
+    """Build a new version of `name` in a temp dir and make it visible atomically.
+
+    `build(tmpdir)` writes meta.tar.xz (lxdimage.write_meta) and
+    ROOTFS_FILES[source.rootfs_format] (rootfs.write_rootfs) into tmpdir; its
+    return value is ignored. Any error removes the temp dir and leaves existing
+    versions as they were; OS errors become StoreError naming the path.
+    """
+    arch = source.meta.arch
+    parent = _arch_dir(root, name, arch.debian)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent))
+    except OSError as e:
+        raise StoreError(f"{parent}: cannot create a version directory: {e.strerror}") from None
+    try:
+        build(tmp)
+        info = _finish(tmp, parent, name, source, now or datetime.now(UTC))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "published %s/%s/%s (fingerprint %s)", name, arch.debian, info.version, info.fingerprint
+    )
+    return info
+
+
+def _finish(
+    tmp: Path, parent: Path, name: str, source: VersionSource, now: datetime
+) -> VersionInfo:
+    arch, m = source.meta.arch, source.meta
+    meta_path, rootfs_path = tmp / META_FILE, tmp / ROOTFS_FILES[source.rootfs_format]
+    for p in (meta_path, rootfs_path):
+        if not p.is_file():
+            raise StoreError(f"{p}: the build did not write this file")
+    try:
+        for p in (meta_path, rootfs_path):
+            _fsync(p)
+        meta, rootfs, fingerprint = hash_files(meta_path, rootfs_path)
+        version = next_version([p.name for p in parent.iterdir()], now)
+        info = VersionInfo(
+            name=name,
+            arch=arch.debian,
+            version=version,
+            image=source.image,
+            tag=source.tag,
+            manifest_digest=source.manifest_digest,
+            spec_digest=source.spec_digest,
+            recipe=source.recipe,
+            rootfs_format=source.rootfs_format,
+            created=m.created,
+            built=_rfc3339(now),
+            meta=meta,
+            rootfs=rootfs,
+            fingerprint=fingerprint,
+            description=m.description,
+            os=m.os,
+            release=m.release,
+            variant=m.variant,
+        )
+        info.check(str(tmp / VERSION_FILE))
+        partial = tmp / (VERSION_FILE + ".part")
+        with partial.open("w", encoding="utf-8") as f:
+            f.write(info.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        partial.rename(tmp / VERSION_FILE)
+        _fsync(tmp, directory=True)
+        # One rename makes the complete version visible; a name that exists
+        # already makes it fail (ENOTEMPTY/EEXIST) instead of mixing two versions.
+        final = parent / version
+        tmp.rename(final)
+        _fsync(parent, directory=True)
+    except OSError as e:
+        raise StoreError(
+            f"{name}/{arch.debian}: cannot publish {e.filename or tmp}: {e.strerror or e}"
+        ) from None
+    return info
+
+
+def complete_versions(root: Path, name: str, arch: str) -> list[VersionInfo]:
+    """The versions of an image/arch that have a valid version.json, newest last.
+
+    A directory with an unreadable or invalid version.json is skipped with a
+    warning (the server does not serve it either).
+    """
+    parent = _arch_dir(root, name, arch)
+    if not parent.is_dir():
+        return []
+    out: list[VersionInfo] = []
+    for d in sorted(parent.iterdir()):
+        vf = d / VERSION_FILE
+        if not VERSION_RE.fullmatch(d.name) or not vf.is_file():
+            continue
+        try:
+            info = VersionInfo.load(vf)
+        except StoreError as e:
+            log.warning("skipping %s: %s", d, e)
+            continue
+        if (info.name, info.arch, info.version) != (name, arch, d.name):
+            log.warning(
+                "skipping %s: version.json describes %s/%s/%s",
+                d,
+                info.name,
+                info.arch,
+                info.version,
+            )
+            continue
+        out.append(info)
+    return out
+
+
+def prunable(versions: list[VersionInfo], keep: int, now: datetime) -> list[VersionInfo]:
+    """Which of `versions` (oldest first) to remove: pure policy of DESIGN section 7.
+
+    Keep the newest `keep` (at least 1: never the only complete version), and
+    keep any version that was replaced less than GRACE ago, because an LXD daemon
+    may still hold an index naming it as the newest.
+    """
+    if keep < 1:
+        raise StoreError(f"keep must be at least 1, not {keep}")
+    doomed = []
+    for i, v in enumerate(versions[: max(0, len(versions) - keep)]):
+        if now - _published(versions[i + 1]) >= GRACE:
+            doomed.append(v)
+    return doomed
+
+
+def prune(root: Path, keep: int = DEFAULT_KEEP, now: datetime | None = None) -> list[Path]:
+    """Remove old versions of every image/arch under `root`; returns the removed dirs."""
+    now = now or datetime.now(UTC)
+    removed: list[Path] = []
+    for parent in sorted(root.glob("*/*")):
+        # Only <name>/<arch> directories: temp/trash dirs start with "." and fail
+        # NAME_RE, as does anything else an operator may keep there.
+        if not (
+            parent.is_dir()
+            and NAME_RE.fullmatch(parent.name)
+            and NAME_RE.fullmatch(parent.parent.name)
+        ):
+            continue
+        versions = complete_versions(root, parent.parent.name, parent.name)
+        for v in prunable(versions, keep, now):
+            d = parent / v.version
+            _remove_tree(d)
+            removed.append(d)
+            log.info("pruned %s", d)
+    return removed
+
+
+def _remove_tree(d: Path) -> None:
+    """Hide a directory from the server first (version.json away), then delete it."""
+    trash = d.parent / f"{TRASH_PREFIX}{d.name}-{os.getpid()}"
+    try:
+        d.rename(trash)
+        shutil.rmtree(trash)
+    except OSError as e:
+        raise StoreError(f"{d}: cannot remove: {e.strerror or e}") from None
+
+
+def remove_image(root: Path, name: str) -> None:
+    """Remove every version of an image (its spec is gone); absent is fine."""
+    d = root / name
+    if not NAME_RE.fullmatch(name):
+        raise StoreError(f"{root}: invalid image name {name!r}")
+    if d.exists():
+        _remove_tree(d)
+        log.info("removed image %s", d)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_pid(d: Path) -> int | None:
+    """The pid in `.tmp-<pid>-...` / `.trash-<key>-<pid>`, None when not ours."""
+    if d.name.startswith(TMP_PREFIX):
+        head = d.name[len(TMP_PREFIX) :].split("-", 1)[0]
+    elif d.name.startswith(TRASH_PREFIX):
+        head = d.name.rsplit("-", 1)[-1]
+    else:
+        return None
+    return int(head) if head.isdigit() else None
+
+
+def clean_stale_temp(root: Path) -> list[Path]:
+    """Remove temp and trash dirs left by runs that died (their pid is gone)."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    candidates = [*root.glob(".*"), *root.glob("*/.*"), *root.glob("*/*/.*")]
+    for d in sorted(candidates):
+        pid = _owner_pid(d)
+        if pid is None or not d.is_dir() or d.is_symlink():
+            continue
+        # Our own pid: a publish of this process may be under way; leave it.
+        if pid == os.getpid() or _pid_alive(pid):
+            log.info("leaving %s: process %d is still running", d, pid)
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d)
+            log.info("removed leftover %s", d)
+    return removed
+
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "GRACE",
+    "VersionSource",
+    "clean_stale_temp",
+    "complete_versions",
+    "next_version",
+    "prunable",
+    "prune",
+    "publish",
+    "remove_image",
+]

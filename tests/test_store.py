@@ -1,0 +1,365 @@
+"""Version directories: atomic publish, strictly increasing keys, reproducible
+versions, pruning, and the faults a cron job meets (SIGKILL, full disk)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lxdocker.arch import by_debian
+from lxdocker.config import ImageFormat
+from lxdocker.errors import LayerError, LxdockerError, StoreError
+from lxdocker.lxdimage import ImageMeta, hash_files, write_meta
+from lxdocker.rootfs import write_rootfs
+from lxdocker.store import (
+    GRACE,
+    VersionSource,
+    clean_stale_temp,
+    complete_versions,
+    next_version,
+    prunable,
+    prune,
+    publish,
+    remove_image,
+)
+from lxdocker.tarstream import Entry
+from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VersionInfo
+from tests.helpers.entries import edge_entries, entries_of
+from tests.helpers.images import Member, layer_tar
+
+REPO = Path(__file__).resolve().parents[1]
+AMD64 = by_debian("amd64")
+T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def source(fmt: ImageFormat = "tar", description: str = "app") -> VersionSource:
+    meta = ImageMeta(AMD64, "2024-01-02T03:04:05Z", description, "app", "1.0", "lxdocker")
+    return VersionSource("app:1.0", "1.0", "sha256:" + "a" * 64, "sha256:" + "b" * 64, fmt, meta)
+
+
+def builder(src: VersionSource, entries: Iterator[Entry] | None = None) -> Callable[[Path], None]:
+    def build(tmp: Path) -> None:
+        write_meta(tmp / META_FILE, src.meta)
+        stream = edge_entries() if entries is None else entries
+        write_rootfs(stream, tmp / ROOTFS_FILES[src.rootfs_format], src.rootfs_format, jobs=2)
+
+    return build
+
+
+def put(root: Path, when: datetime, fmt: ImageFormat = "tar") -> VersionInfo:
+    src = source(fmt)
+    return publish(root, "app", src, builder(src), now=when)
+
+
+def assert_intact(root: Path, info: VersionInfo) -> None:
+    """The version is listed and its files still match its version.json."""
+    vdir = root / info.name / info.arch / info.version
+    assert VersionInfo.load(vdir / VERSION_FILE) == info
+    meta, rootfs, fingerprint = hash_files(vdir / META_FILE, vdir / info.rootfs.name)
+    assert (meta, rootfs, fingerprint) == (info.meta, info.rootfs, info.fingerprint)
+
+
+def leftovers(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob(".*"))
+
+
+def test_publish_writes_a_complete_version(tmp_path: Path) -> None:
+    info = put(tmp_path, T0)
+    assert info.version == "20240506_0708"
+    assert info.built == "2024-05-06T07:08:09Z"
+    vdir = tmp_path / "app" / "amd64" / "20240506_0708"
+    assert sorted(p.name for p in vdir.iterdir()) == [META_FILE, "rootfs.tar", VERSION_FILE]
+    assert_intact(tmp_path, info)
+    assert (info.created, info.rootfs_format, info.os, info.release) == (
+        "2024-01-02T03:04:05Z",
+        "tar",
+        "app",
+        "1.0",
+    )
+    assert complete_versions(tmp_path, "app", "amd64") == [info]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("existing", "now", "key"),
+    [
+        ([], T0, "20240506_0708"),
+        (["20240506_0707"], T0, "20240506_0708"),
+        (["20240506_0708"], T0, "20240506_0709"),  # same minute: +1
+        (["20240506_0712", "20240506_0708"], T0, "20240506_0713"),  # clock went back
+        (["20241231_2359"], T0, "20250101_0000"),
+        ([".tmp-1-x", "latest"], T0, "20240506_0708"),  # not version keys
+        ([], T0.astimezone(datetime.now().astimezone().tzinfo), "20240506_0708"),  # UTC
+    ],
+)
+def test_version_keys_strictly_increase(existing: list[str], now: datetime, key: str) -> None:
+    assert next_version(existing, now) == key
+
+
+def test_two_runs_in_one_minute_get_increasing_keys(tmp_path: Path) -> None:
+    a = put(tmp_path, T0)
+    b = put(tmp_path, T0 + timedelta(seconds=20))
+    assert (a.version, b.version) == ("20240506_0708", "20240506_0709")
+    assert [v.version for v in complete_versions(tmp_path, "app", "amd64")] == [
+        a.version,
+        b.version,
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["squashfs", "gzip", "tar"])
+def test_converting_twice_gives_identical_versions(tmp_path: Path, fmt: ImageFormat) -> None:
+    """DESIGN 7: same input, two empty directories -> same bytes, same fingerprint."""
+    a = put(tmp_path / "a", T0, fmt)
+    b = put(tmp_path / "b", T0 + timedelta(days=1), fmt)
+    assert a.fingerprint == b.fingerprint
+    for name in (META_FILE, ROOTFS_FILES[fmt]):
+        da = tmp_path / "a" / "app" / "amd64" / a.version / name
+        db = tmp_path / "b" / "app" / "amd64" / b.version / name
+        assert da.read_bytes() == db.read_bytes()
+
+
+def test_a_failed_build_leaves_the_previous_version(tmp_path: Path) -> None:
+    good = put(tmp_path, T0)
+
+    def broken() -> Iterator[Entry]:
+        yield from edge_entries()
+        raise LayerError("layer sha256:ab..: unexpected end of data")
+
+    src = source("squashfs")
+    with pytest.raises(LayerError):
+        publish(tmp_path, "app", src, builder(src, broken()), now=T0 + timedelta(hours=1))
+    assert complete_versions(tmp_path, "app", "amd64") == [good]
+    assert_intact(tmp_path, good)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_build_that_skips_a_file_is_refused(tmp_path: Path) -> None:
+    src = source()
+    with pytest.raises(StoreError, match=r"rootfs\.tar: the build did not write"):
+        publish(tmp_path, "app", src, lambda tmp: write_meta(tmp / META_FILE, src.meta))
+    assert complete_versions(tmp_path, "app", "amd64") == []
+    assert leftovers(tmp_path) == []
+
+
+def test_invalid_version_json_is_not_listed(tmp_path: Path) -> None:
+    good = put(tmp_path, T0)
+    bad = tmp_path / "app" / "amd64" / "20240101_0000"
+    bad.mkdir()
+    (bad / VERSION_FILE).write_text("{not json")
+    incomplete = tmp_path / "app" / "amd64" / "20240102_0000"
+    incomplete.mkdir()
+    assert complete_versions(tmp_path, "app", "amd64") == [good]
+
+
+# --- pruning -----------------------------------------------------------------
+
+
+def fake(version: str, built: datetime) -> VersionInfo:
+    info = source().meta
+    zero = "0" * 64
+    from lxdocker.versioninfo import FileInfo
+
+    return VersionInfo(
+        "app", "amd64", version, "app", "1", "sha256:" + zero, "sha256:" + zero, 1, "tar",
+        info.created, built.strftime("%Y-%m-%dT%H:%M:%SZ"), FileInfo(META_FILE, 1, zero),
+        FileInfo("rootfs.tar", 1, zero), zero, "d", "o", "r", "v",
+    )  # fmt: skip
+
+
+def ages(*hours_ago: float, now: datetime = T0) -> list[VersionInfo]:
+    """Versions (oldest first) built the given number of hours before `now`."""
+    out = []
+    for h in hours_ago:
+        t = now - timedelta(hours=h)
+        out.append(fake(t.strftime("%Y%m%d_%H%M"), t))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("hours_ago", "keep", "removed"),
+    [
+        ((100, 50, 10, 5), 3, [0]),  # newest 3 stay
+        ((100, 50, 10, 5, 3), 3, [0, 1]),
+        ((100, 50, 10), 3, []),
+        ((100, 50), 1, [0]),  # replaced 50 h ago
+        ((100, 1), 1, []),  # replaced 1 h ago: daemons may still want it
+        ((100, 3, 1.9, 1), 1, [0]),  # replaced 1.9 h and 1 h ago: both stay
+        ((100, 3, 2.5, 2.1), 1, [0, 1, 2]),
+        ((100, 3, 2.5, 1.5), 2, [0, 1]),
+        ((5,), 1, []),  # never the only version
+        ((), 3, []),
+    ],
+)
+def test_prune_policy(hours_ago: tuple[float, ...], keep: int, removed: list[int]) -> None:
+    versions = ages(*hours_ago)
+    assert prunable(versions, keep, T0) == [versions[i] for i in removed]
+
+
+def test_prune_keep_zero_is_refused() -> None:
+    with pytest.raises(StoreError, match="keep"):
+        prunable(ages(3, 2, 1), 0, T0)
+
+
+def test_prune_removes_old_directories(tmp_path: Path) -> None:
+    infos = [put(tmp_path, T0 + timedelta(hours=h)) for h in range(5)]
+    other = publish(tmp_path, "other", source(), builder(source()), now=T0)
+    removed = prune(tmp_path, keep=3, now=T0 + timedelta(hours=10))
+    base = tmp_path / "app" / "amd64"
+    assert removed == [base / infos[0].version, base / infos[1].version]
+    assert complete_versions(tmp_path, "app", "amd64") == infos[2:]
+    assert complete_versions(tmp_path, "other", "amd64") == [other]
+    assert leftovers(tmp_path) == []
+    assert timedelta(hours=2) == GRACE
+
+
+def test_remove_image(tmp_path: Path) -> None:
+    put(tmp_path, T0)
+    remove_image(tmp_path, "app")
+    assert list(tmp_path.iterdir()) == []
+    remove_image(tmp_path, "app")  # absent is fine
+    with pytest.raises(StoreError):
+        remove_image(tmp_path, "../etc")
+
+
+def test_clean_stale_temp_removes_only_dead_runs(tmp_path: Path) -> None:
+    good = put(tmp_path, T0)
+    base = tmp_path / "app" / "amd64"
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    stale = base / f".tmp-{proc.pid}-abc"
+    stale.mkdir()
+    (stale / "rootfs.squashfs").write_bytes(b"partial")
+    live = base / f".tmp-{os.getppid()}-def"  # the parent of pytest is alive
+    live.mkdir()
+    trash = tmp_path / f".trash-app-{proc.pid}"
+    trash.mkdir()
+    assert clean_stale_temp(tmp_path) == sorted([trash, stale])
+    assert live.is_dir()
+    assert complete_versions(tmp_path, "app", "amd64") == [good]
+
+
+# --- faults ------------------------------------------------------------------
+
+KILL_SCRIPT = """
+import sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from tests.helpers.images import Member, layer_tar
+from tests.helpers.entries import entries_of
+from tests.test_store import source
+from lxdocker.lxdimage import write_meta
+from lxdocker.rootfs import write_rootfs
+from lxdocker.store import publish
+
+root, marker = Path(sys.argv[1]), Path(sys.argv[2])
+# Larger than tarfile's 1 MiB stream buffer, so tar2sqfs has data when we stop.
+big = layer_tar([Member(f"f{i}", data=bytes([i]) * 700_000) for i in range(4)])
+
+def entries():
+    yield from entries_of(big)
+    marker.write_text("writing")
+    time.sleep(120)
+
+def build(tmp):
+    write_meta(tmp / "meta.tar.xz", source("squashfs").meta)
+    write_rootfs(entries(), tmp / "rootfs.squashfs", "squashfs", jobs=1)
+
+publish(root, "app", source("squashfs"), build)
+"""
+
+
+def test_sigkill_while_writing_leaves_no_visible_version(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    good = put(root, T0)
+    marker = tmp_path / "marker"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(marker)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,  # its tar2sqfs child is in this process group
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the writer did not reach the middle of the rootfs"
+        base = root / "app" / "amd64"
+        (tmp,) = [p for p in base.iterdir() if p.name.startswith(".tmp-")]
+        assert (tmp / "rootfs.squashfs").exists() and (tmp / META_FILE).exists()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # tar2sqfs sees end of input and exits; wait for the whole group.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    # Nothing incomplete is visible: only the old version has a version.json.
+    assert [p.parent for p in root.rglob(VERSION_FILE)] == [base / good.version]
+    assert complete_versions(root, "app", "amd64") == [good]
+    # The next run removes the leftovers and publishes normally.
+    assert clean_stale_temp(root) == [tmp]
+    newer = put(root, T0 + timedelta(minutes=5))
+    assert [v.version for v in complete_versions(root, "app", "amd64")] == [
+        good.version,
+        newer.version,
+    ]
+    assert leftovers(root) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs as the image directory (we run as root in CI)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        msg = f"cannot mount a tmpfs: {proc.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("fmt", ["squashfs", "gzip"])
+def test_full_disk_is_a_clear_error(tiny_disk: Path, fmt: ImageFormat) -> None:
+    small = source()
+    etc = layer_tar([Member("etc", "dir"), Member("etc/passwd", data=b"root:x:0:0::/:/bin/sh\n")])
+    good = publish(tiny_disk, "app", small, builder(small, entries_of(etc)), now=T0)
+    # 2 MiB that do not compress (a fixed pseudo-random sequence).
+    noise = b"".join(((i * 2654435761) & 0xFFFFFFFF).to_bytes(4, "little") for i in range(1 << 19))
+    big = layer_tar([Member("data", data=noise)])
+    src = source(fmt)
+    with pytest.raises(LxdockerError, match="No space left on device") as e:
+        publish(tiny_disk, "app", src, builder(src, entries_of(big)), now=T0 + timedelta(hours=1))
+    assert ROOTFS_FILES[fmt] in str(e.value)
+    assert complete_versions(tiny_disk, "app", "amd64") == [good]
+    assert_intact(tiny_disk, good)
+    assert leftovers(tiny_disk) == []
