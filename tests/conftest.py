@@ -2,4 +2,5 @@
 
 pytest_plugins: list[str] = [
     "tests.helpers.lxd",
+    "tests.helpers.registry",
 ]

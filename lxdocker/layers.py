@@ -1,0 +1,126 @@
+"""A cached layer blob as an uncompressed tar stream, checked against its diff_id.
+
+Media types (OCI image spec layer.md and the Docker names): tar, tar+gzip,
+tar+zstd. Some registries and tools label layers wrongly (a gzip body under a
+`.tar` type, or the reverse), so the first bytes decide: gzip `1f 8b`, zstd
+`28 b5 2f fd`, anything else is read as plain tar. The uncompressed bytes are
+hashed as they are read; at EOF the sha256 must equal the config's
+`rootfs.diff_ids` entry, otherwise DigestError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from typing import BinaryIO, Literal, Protocol
+
+import zstandard
+
+from lxdocker.cache import BlobCache
+from lxdocker.errors import DigestError, LayerError
+from lxdocker.oci import LAYER_GZIP, LAYER_TYPES, LAYER_ZSTD, Descriptor, check_digest
+
+log = logging.getLogger(__name__)
+
+Compression = Literal["gzip", "zstd", "none"]
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def sniff(head: bytes) -> Compression:
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
+def declared(media_type: str) -> Compression:
+    if media_type in LAYER_GZIP:
+        return "gzip"
+    if media_type in LAYER_ZSTD:
+        return "zstd"
+    return "none"
+
+
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class _DiffIdReader(io.RawIOBase):
+    """Reads the decompressed stream, hashing; verifies the diff_id at EOF."""
+
+    def __init__(self, src: _Readable, diff_id: str, what: str) -> None:
+        self._src, self._diff_id, self._what = src, diff_id, what
+        self._hash = hashlib.sha256()
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._src.read(len(b))
+        except (OSError, EOFError, zstandard.ZstdError) as e:
+            raise LayerError(f"{self._what}: cannot decompress: {e}") from None
+        if not data:
+            self.verify()
+            return 0
+        self._hash.update(data)
+        b[: len(data)] = data
+        return len(data)
+
+    def verify(self) -> None:
+        if self._verified:
+            return
+        actual = "sha256:" + self._hash.hexdigest()
+        if actual != self._diff_id:
+            raise DigestError(
+                f"{self._what}: uncompressed digest {actual} does not match "
+                f"rootfs.diff_ids entry {self._diff_id}"
+            )
+        self._verified = True
+
+
+@contextlib.contextmanager
+def open_layer(cache: BlobCache, layer: Descriptor, diff_id: str) -> Iterator[BinaryIO]:
+    """Open a cached layer as an uncompressed tar stream (re-openable, one pass).
+
+    On a normal exit of the `with` block the rest of the stream is read and the
+    diff_id checked, so a consumer that stops at the tar end-of-archive marker
+    still gets the check; on an exception nothing more is read.
+    """
+    check_digest(diff_id, f"layer {layer.digest} diff_id")
+    what = f"layer {layer.digest}"
+    if layer.media_type not in LAYER_TYPES:
+        log.warning("%s: unknown media type %r, reading by content", what, layer.media_type)
+    raw = cache.open(layer.digest)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(raw)
+        head = raw.read(4)
+        raw.seek(0)
+        kind = sniff(head)
+        if kind != declared(layer.media_type) and layer.media_type in LAYER_TYPES:
+            log.warning("%s: media type %s but content is %s", what, layer.media_type, kind)
+        src: _Readable
+        if kind == "gzip":
+            src = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        elif kind == "zstd":
+            dctx = zstandard.ZstdDecompressor()
+            src = stack.enter_context(dctx.stream_reader(raw, read_across_frames=True))
+        else:
+            src = raw
+        reader = _DiffIdReader(src, diff_id, what)
+        buffered = io.BufferedReader(reader, buffer_size=1 << 20)
+        yield buffered
+        # Normal exit: anything the consumer left unread still counts.
+        while buffered.read(1 << 20):
+            pass
+        reader.verify()
+
+
+__all__ = ["Compression", "declared", "open_layer", "sniff"]

@@ -1,0 +1,173 @@
+"""Reference -> manifest -> config -> blobs in the cache.
+
+`resolve` is cheap (manifest requests only: one for a single image, two for an
+index), so the batch job can skip an image whose manifest digest did not change.
+`pull` stores the manifest, the config and every layer in the verified cache,
+layers concurrently (bounded by `jobs`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from lxdocker.arch import Arch
+from lxdocker.cache import BlobCache
+from lxdocker.errors import RegistryError
+from lxdocker.layers import open_layer
+from lxdocker.localsource import DockerArchiveSource, OciLayoutSource
+from lxdocker.oci import (
+    Descriptor,
+    ImageConfig,
+    Index,
+    choose_platform,
+    parse_manifest,
+    platform_arch,
+)
+from lxdocker.progress import Progress
+from lxdocker.reference import Reference, parse
+from lxdocker.registry import FetchedManifest, RegistryClient
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    def get_manifest(self, ref: str) -> FetchedManifest: ...
+
+    def fetch_blob(
+        self, desc: Descriptor, cache: BlobCache, progress: Callable[[int], None] = ...
+    ) -> int: ...
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    reference: Reference
+    manifest_digest: str  # the platform manifest's digest (what pins the content)
+    manifest: bytes
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    arch: Arch
+    media_type: str = ""
+    index_digest: str | None = None  # the manifest list / index it was chosen from
+    auth_file: Path | None = None
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    resolved: ResolvedImage
+    config: ImageConfig
+    bytes_downloaded: int
+
+
+def open_source(
+    ref: Reference, *, auth_file: Path | None = None, ca_bundle: Path | None = None
+) -> Source:
+    if ref.transport == "oci":
+        assert ref.path is not None
+        return OciLayoutSource(ref.path, ref.tag)
+    if ref.transport == "docker-archive":
+        assert ref.path is not None
+        return DockerArchiveSource(ref.path)
+    return RegistryClient(
+        ref.registry,
+        ref.repository,
+        auth_file=auth_file,
+        tls_verify=str(ca_bundle) if ca_bundle else True,
+    )
+
+
+def resolve(
+    image: str | Reference,
+    arch: Arch,
+    *,
+    auth_file: Path | None = None,
+    ca_bundle: Path | None = None,
+) -> ResolvedImage:
+    """Fetch the manifest for `arch` (choosing from an index); no blobs."""
+    ref = parse(image) if isinstance(image, str) else image
+    src = open_source(ref, auth_file=auth_file, ca_bundle=ca_bundle)
+    what = str(ref)
+    top = src.get_manifest(ref.ref if ref.transport == "docker" else ref.tag or "")
+    parsed = parse_manifest(top.raw, top.media_type, what)
+    index_digest = None
+    fetched = top
+    if isinstance(parsed, Index):
+        entry = choose_platform(parsed, arch, what)
+        index_digest = top.digest
+        fetched = src.get_manifest(entry.digest)
+        parsed = parse_manifest(fetched.raw, fetched.media_type or entry.media_type, what)
+        if isinstance(parsed, Index):
+            raise RegistryError(f"{what}: nested index {entry.digest} is not supported")
+    log.debug("%s: manifest %s for %s", what, fetched.digest, arch.debian)
+    return ResolvedImage(
+        reference=ref,
+        manifest_digest=fetched.digest,
+        manifest=fetched.raw,
+        config=parsed.config,
+        layers=parsed.layers,
+        arch=arch,
+        media_type=parsed.media_type,
+        index_digest=index_digest,
+        auth_file=auth_file,
+        ca_bundle=ca_bundle,
+    )
+
+
+def pull(
+    resolved: ResolvedImage,
+    cache: BlobCache,
+    *,
+    jobs: int = 3,
+    progress: Progress | None = None,
+) -> PulledImage:
+    """Manifest, config and layers into `cache` (verified); the parsed config."""
+    ref, what = resolved.reference, str(resolved.reference)
+    src = open_source(ref, auth_file=resolved.auth_file, ca_bundle=resolved.ca_bundle)
+    progress = progress or Progress()
+    cache.put_bytes(resolved.manifest_digest, resolved.manifest)
+    downloaded = src.fetch_blob(resolved.config, cache)
+    config = ImageConfig.parse(cache.read(resolved.config.digest), f"{what} config")
+    if config.os or config.architecture:
+        got = platform_arch(config.platform)
+        if got != resolved.arch:
+            raise RegistryError(
+                f"{what}: image is for {config.platform}, not for "
+                f"{resolved.arch.debian} (linux/{resolved.arch.oci})"
+            )
+    if len(config.diff_ids) != len(resolved.layers):
+        raise RegistryError(
+            f"{what}: manifest has {len(resolved.layers)} layers but config has "
+            f"{len(config.diff_ids)} rootfs.diff_ids"
+        )
+    unique = list({d.digest: d for d in resolved.layers}.values())
+
+    def fetch(desc: Descriptor) -> int:
+        n = src.fetch_blob(desc, cache, progress.task(desc.digest, desc.size))
+        progress.finish(desc.digest, n)
+        return n
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
+        downloaded += sum(pool.map(fetch, unique))
+    log.info("%s: %d layers in cache, %d bytes downloaded", what, len(unique), downloaded)
+    return PulledImage(resolved, config, downloaded)
+
+
+LayerOpener = Callable[[], AbstractContextManager[BinaryIO]]
+
+
+def layer_openers(pulled: PulledImage, cache: BlobCache) -> tuple[LayerOpener, ...]:
+    """Re-openable uncompressed layer streams, oldest first (for the flattener)."""
+    return tuple(
+        functools.partial(open_layer, cache, desc, diff_id)
+        for desc, diff_id in zip(pulled.resolved.layers, pulled.config.diff_ids, strict=True)
+    )
+
+
+__all__ = ["PulledImage", "ResolvedImage", "layer_openers", "open_source", "pull", "resolve"]

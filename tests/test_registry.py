@@ -1,0 +1,209 @@
+"""The registry client against the real registry: auth variants, 429, cut downloads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from lxdocker import arch
+from lxdocker.cache import BlobCache
+from lxdocker.errors import RegistryError
+from lxdocker.pull import pull, resolve
+from lxdocker.registry import RegistryClient, RetryPolicy, find_credentials
+from tests.helpers.images import Member, build_image, layer_tar
+from tests.helpers.registry import PASSWORD, USER, FaultProxy, RunningRegistry, push_image
+
+pytestmark = pytest.mark.registry
+AMD64 = arch.by_debian("amd64")
+
+
+def _auth_file(tmp_path: Path, host: str, user: str, password: str) -> Path:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+    return path
+
+
+def _no_secret(text: str) -> None:
+    for secret in (PASSWORD, "wrong-Pa55", base64.b64encode(f"{USER}:".encode()).decode()[:8]):
+        assert secret not in text
+
+
+def test_credentials_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "config.json"
+    f.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw").decode()},
+                    "https://reg.example:5000": {"username": "u", "password": "p:x"},
+                }
+            }
+        )
+    )
+    assert find_credentials("registry-1.docker.io", [f]) == ("hub", "pw", f)
+    assert find_credentials("reg.example:5000", [f]) == ("u", "p:x", f)
+    assert find_credentials("other.example", [f]) is None
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(f))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    client = RegistryClient("reg.example:5000", "x")
+    assert client._user == "u"
+
+
+@pytest.mark.parametrize("variant", ["basic", "token"])
+def test_pull_with_credentials(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    variant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reg: RunningRegistry = request.getfixturevalue(f"registry_{variant}")
+    img = build_image([layer_tar([Member("f", data=variant.encode())])], docker=True)
+    push_image(reg, "private/app", img)
+    auth = _auth_file(tmp_path, reg.host, USER, PASSWORD)
+    resolved = resolve(f"{reg.host}/private/app", AMD64, auth_file=auth, ca_bundle=reg.ca)
+    assert resolved.manifest_digest == img.manifest.digest
+    pulled = pull(resolved, BlobCache(tmp_path / "cache"))
+    assert pulled.config.diff_ids == img.diff_ids
+    _no_secret(caplog.text)
+
+
+def test_tls_ca_from_environment(
+    registry_basic: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = build_image([layer_tar([Member("f", data=b"env-ca")])])
+    push_image(registry_basic, "private/env", img)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(registry_basic.ca))
+    monkeypatch.setenv(
+        "REGISTRY_AUTH_FILE", str(_auth_file(tmp_path, registry_basic.host, USER, PASSWORD))
+    )
+    assert (
+        resolve(f"{registry_basic.host}/private/env", AMD64).manifest_digest == img.manifest.digest
+    )
+
+
+def test_anonymous_token(
+    registry_token: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.docker/config.json
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    img = build_image([layer_tar([Member("f", data=b"public")])])
+    push_image(registry_token, "public/app", img)
+    resolved = resolve(f"{registry_token.host}/public/app", AMD64)
+    assert pull(resolved, BlobCache(tmp_path / "c")).config.diff_ids == img.diff_ids
+    # Anonymous tokens carry no access to private repositories.
+    with pytest.raises(RegistryError, match=registry_token.host):
+        resolve(f"{registry_token.host}/private/app", AMD64)
+
+
+@pytest.mark.parametrize("variant", ["basic", "token"])
+def test_wrong_credentials_are_a_clear_error_without_the_password(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    variant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reg: RunningRegistry = request.getfixturevalue(f"registry_{variant}")
+    auth = _auth_file(tmp_path, reg.host, USER, "wrong-Pa55")
+    start = time.monotonic()
+    with pytest.raises(RegistryError, match="authentication failed") as e:
+        resolve(f"{reg.host}/private/app", AMD64, auth_file=auth, ca_bundle=reg.ca)
+    assert time.monotonic() - start < 5  # no retry loop on a refused login
+    msg = str(e.value)
+    assert reg.host in msg and str(auth) in msg
+    _no_secret(msg + caplog.text)
+
+
+def test_missing_credentials_for_basic(
+    registry_basic: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    with pytest.raises(RegistryError, match=f"no credentials for {registry_basic.host}"):
+        resolve(f"{registry_basic.host}/private/app", AMD64, ca_bundle=registry_basic.ca)
+
+
+def test_429_retry_after_is_honoured(
+    registry: RunningRegistry, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    img = build_image([layer_tar([Member("f", data=b"throttled")])])
+    push_image(registry, "faults/throttled", img)
+    fault_proxy.throttle = {"/manifests/", "/blobs/"}
+    fault_proxy.retry_after = "1"
+    resolved = resolve(f"{fault_proxy.host}/faults/throttled", AMD64)
+    pull(resolved, BlobCache(tmp_path))
+    statuses = [(p.split("/")[-2], s) for _, p, _, s in fault_proxy.log]
+    assert statuses[0] == ("manifests", 429) and statuses[1] == ("manifests", 200)
+    i = [s for _, s in statuses].index(429, 1)
+    assert statuses[i + 1] == ("blobs", 200)
+    waited = [b - a for a, b in zip(fault_proxy.times, fault_proxy.times[1:], strict=False)]
+    assert waited[0] >= 0.95
+
+
+def test_429_gives_up_after_bounded_attempts(
+    registry: RunningRegistry, fault_proxy: FaultProxy
+) -> None:
+    sleeps: list[float] = []
+    client = RegistryClient(
+        fault_proxy.host,
+        "faults/none",
+        insecure=True,
+        retry=RetryPolicy(attempts=3),
+        sleep=sleeps.append,
+    )
+    fault_proxy.retry_after = "7"
+    fault_proxy.throttle = {"/manifests/"}
+    fault_proxy.throttle_always = True
+    with pytest.raises(RegistryError, match="failed after 3 attempts"):
+        client.get_manifest("latest")
+    assert sleeps == [7.0, 7.0, 7.0]
+
+
+def test_cut_download_resumes_with_range(
+    registry: RunningRegistry, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    img = build_image(
+        [layer_tar([Member("big", data=bytes(range(256)) * 4000)])], compression="none"
+    )
+    push_image(registry, "faults/cut", img)
+    fault_proxy.cut_blobs = True
+    cache = BlobCache(tmp_path)
+    pulled = pull(resolve(f"{fault_proxy.host}/faults/cut", AMD64), cache, jobs=1)
+    layer = img.layers[0]
+    assert cache.read(layer.digest) == layer.data
+    assert pulled.bytes_downloaded == sum(len(b.data) for b in img.blobs)
+    gets = [(rng, s) for m, p, rng, s in fault_proxy.log if p.endswith(layer.digest) and m == "GET"]
+    assert gets == [("", 200), (f"bytes={len(layer.data) // 2}-", 206)]
+
+
+def test_5xx_is_retried_with_bounded_backoff(
+    registry: RunningRegistry, fault_proxy: FaultProxy
+) -> None:
+    img = build_image([layer_tar([Member("f", data=b"flaky")])])
+    push_image(registry, "faults/flaky", img)
+    sleeps: list[float] = []
+    client = RegistryClient(fault_proxy.host, "faults/flaky", insecure=True, sleep=sleeps.append)
+    fault_proxy.throttle, fault_proxy.status, fault_proxy.retry_after = {"/manifests/"}, 503, ""
+    assert client.get_manifest("latest").digest == img.manifest.digest
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= RetryPolicy().max_backoff
+    fault_proxy.throttle_always = True
+    with pytest.raises(RegistryError, match=r"failed after 5 attempts \(HTTP 503\)"):
+        client.get_manifest("latest")
+    assert len(sleeps) == 6 and max(sleeps) <= RetryPolicy().max_backoff
+
+
+def test_dropped_manifest_connection_is_retried(
+    registry: RunningRegistry, fault_proxy: FaultProxy
+) -> None:
+    img = build_image([layer_tar([Member("f", data=b"dropped")])])
+    push_image(registry, "faults/dropped", img)
+    fault_proxy.cut_manifests = True
+    assert resolve(f"{fault_proxy.host}/faults/dropped", AMD64).manifest == img.manifest.data
+    assert [s for m, p, _, s in fault_proxy.log if "/manifests/" in p] == [200, 200]
