@@ -1,0 +1,393 @@
+"""What the container runs: the image's run settings after spec overrides, rendered
+as /sbin/init and our udhcpc event script (DESIGN section 6).
+
+Pure: no I/O. Both scripts start with `#!/busybox-lxd sh` because the image may
+have no shell at all (distroless). Every applet is called as `/busybox-lxd APPLET`:
+the image's PATH is the app's, not ours.
+
+Decisions worth knowing (measured with Debian's busybox-static 1.35):
+* Debian's busybox `setpriv` has no --reuid/--regid, so the user switch uses
+  `busybox nsenter -S UID -G GID` (no namespace entered): it needs no passwd entry,
+  clears the supplementary groups, and execs without forking.
+* That busybox prefers its applets over PATH (FEATURE_SH_STANDALONE), so a bare
+  `httpd` would run busybox's applet instead of the image's binary. The init looks
+  the command up in the image PATH itself, like runc, and keeps argv[0] with
+  `exec -a`.
+* Without job control, POSIX shells start `&` commands with SIGINT and SIGQUIT
+  ignored, and busybox ash cannot undo that. When the StopSignal is one of those
+  and the child still ignores it at stop time, the init sends SIGTERM instead and
+  says so, so that `lxc stop` stays graceful.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lxdocker.config import Spec
+from lxdocker.errors import PatchError
+
+log = logging.getLogger(__name__)
+
+BUSYBOX = "/busybox-lxd"
+UDHCPC_SCRIPT = "/lxd-udhcpc.script"
+REALINIT = "/lxd-realinit"
+# Docker's default when the image sets no PATH (moby oci/defaults.go).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Restart backoff in tenths of a second: 0.1 s doubling up to 30 s, reset after a
+# child that ran 10 s (Docker's policy: 100 ms doubling, capped, reset on success).
+BACKOFF_START_DS = 1
+BACKOFF_CAP_DS = 300
+BACKOFF_RESET_S = 10
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Linux signal numbers of the generic ABI (all arches of lxdocker.arch use it).
+SIGNALS: dict[str, int] = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
+    "FPE": 8, "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14,
+    "TERM": 15, "STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20,
+    "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26,
+    "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
+}  # fmt: skip
+_SIGRTMIN, _SIGRTMAX = 34, 64
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The run settings before the user name is resolved against the rootfs."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # without PATH; image order, spec overrides
+    path: str
+    workdir: str
+    user: str  # as the image or spec says: "", "name", "uid", "name:group", ...
+    stop_signal: str  # canonical: "TERM", or a number for real-time signals
+    supervise: bool
+    restart: str
+
+    def resolve(self, uid: int, gid: int, home: str) -> RunConfig:
+        env = self.env
+        if not any(k == "HOME" for k, _ in env):
+            # Docker sets HOME from the user's passwd entry ("/" without one).
+            env = (*env, ("HOME", home))
+        return RunConfig(
+            argv=self.argv,
+            env=env,
+            path=self.path,
+            workdir=self.workdir,
+            uid=uid,
+            gid=gid,
+            stop_signal=self.stop_signal,
+            supervise=self.supervise,
+            restart=self.restart,
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the init runs, after spec overrides and user resolution."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # PATH excluded; exported only if LXD did not
+    path: str | None  # None: Docker's default
+    workdir: str
+    uid: int
+    gid: int
+    stop_signal: str
+    supervise: bool
+    restart: str
+
+
+def sh_quote(value: str) -> str:
+    """One shell word, single-quoted ('\\'' for quotes): newlines and '' survive."""
+    if "\0" in value:
+        raise ValueError("a NUL byte cannot be passed to a program")
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def normalize_signal(value: str | int) -> str:
+    """'SIGQUIT', 'quit', '3' -> 'QUIT'; real-time signals -> their number."""
+    text = str(value).strip().upper()
+    text = text.removeprefix("SIG")
+    if text.isdigit():
+        num = int(text)
+        for name, n in SIGNALS.items():
+            if n == num:
+                return name
+        if _SIGRTMIN <= num <= _SIGRTMAX:
+            return str(num)
+        raise ValueError(f"unknown signal number {num}")
+    if text in SIGNALS:
+        return "IO" if text == "POLL" else "ABRT" if text == "IOT" else text
+    m = re.fullmatch(r"RTMIN(?:\+(\d+))?|RTMAX(?:-(\d+))?", text)
+    if m:
+        num = _SIGRTMIN + int(m[1] or 0) if text.startswith("RTMIN") else _SIGRTMAX - int(m[2] or 0)
+        if _SIGRTMIN <= num <= _SIGRTMAX:
+            return str(num)
+    raise ValueError(f"unknown signal {value!r}")
+
+
+def _str_list(ctx: str, key: str, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # Docker's shell form is stored as a list already
+        raise PatchError(f"{ctx}: image config {key} must be a list of strings")
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise PatchError(f"{ctx}: image config {key} must be a list of strings")
+    return tuple(value)
+
+
+def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
+    """Merge the OCI image config ("config" object) with the spec's overrides.
+
+    Docker semantics: an overridden entrypoint drops the image's Cmd; spec env
+    overrides image Env key by key; the spec's user and workdir win.
+    """
+    ctx = f"{spec.path}: image {spec.image}"
+    image_ep = _str_list(ctx, "Entrypoint", image_config.get("Entrypoint"))
+    image_cmd = _str_list(ctx, "Cmd", image_config.get("Cmd"))
+    if spec.entrypoint is not None:
+        argv = spec.entrypoint + (spec.cmd or ())
+    else:
+        argv = (image_ep or ()) + (spec.cmd if spec.cmd is not None else (image_cmd or ()))
+    if not argv:
+        raise PatchError(f"{ctx}: no command to run (image has no Entrypoint/Cmd; set 'cmd')")
+    if any("\0" in a for a in argv):
+        raise PatchError(f"{ctx}: a command argument contains a NUL byte")
+
+    env: dict[str, str] = {}
+    for item in _str_list(ctx, "Env", image_config.get("Env")) or ():
+        key, sep, val = item.partition("=")
+        if sep and key:
+            env[key] = val
+    env.update(dict(spec.env))
+    path = env.pop("PATH", DEFAULT_PATH)
+    for key in list(env):
+        if not _NAME_RE.fullmatch(key) or "\0" in env[key]:
+            # Docker allows any name; a shell cannot export it. Skip, don't fail the image.
+            log.warning("%s: skipping environment variable %r: not a shell name", ctx, key)
+            del env[key]
+
+    workdir = spec.workdir or str(image_config.get("WorkingDir") or "") or "/"
+    workdir = posixpath.normpath("/" + workdir)
+    workdir = "/" + workdir.lstrip("/")  # normpath keeps a leading "//"
+    user = spec.user if spec.user is not None else str(image_config.get("User") or "")
+    raw_signal = image_config.get("StopSignal") or "SIGTERM"
+    try:
+        stop_signal = normalize_signal(raw_signal)
+    except ValueError as e:
+        raise PatchError(f"{ctx}: StopSignal: {e}") from None
+    return RunRequest(
+        argv=argv,
+        env=tuple(env.items()),
+        path=path,
+        workdir=workdir,
+        user=user,
+        stop_signal=stop_signal,
+        supervise=not spec.disable_supervisor,
+        restart=spec.restart,
+    )
+
+
+def render_udhcpc_script() -> str:
+    """busybox udhcpc calls this with $1 = event and the lease in the environment."""
+    return _UDHCPC.replace("@BB@", BUSYBOX)
+
+
+def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
+    """The /sbin/init text. `realinit`: the image's own init is at /lxd-realinit."""
+    bb = BUSYBOX
+    out = [_INIT_HEAD.replace("@BB@", bb)]
+    out.append(f"export PATH={sh_quote(cfg.path or DEFAULT_PATH)}\n")
+    for key, value in cfg.env:
+        out.append(
+            f"case $_lxd_given in *' {key} '*) ;; *) export {key}={sh_quote(value)} ;; esac\n"
+        )
+    if realinit:
+        out.append(
+            f"# The image's own init, moved aside at conversion, is visible at /sbin/init again.\n"
+            f"{bb} mount --bind {REALINIT} /sbin/init 2>/dev/null"
+            f" || _lxd_log 'cannot bind-mount {REALINIT} on /sbin/init'\n"
+        )
+    out.append(_INIT_SETUP.replace("@BB@", bb).replace("@SCRIPT@", UDHCPC_SCRIPT))
+    wd = sh_quote(cfg.workdir)
+    out.append(f"{bb} mkdir -p {wd} 2>/dev/null\n")
+    out.append(f'cd {wd} || {{ _lxd_log "cannot change to the working directory"; exit 1; }}\n')
+    out.append("set -- " + " ".join(sh_quote(a) for a in cfg.argv) + "\n")
+    out.append(_INIT_LOOKUP)
+    if cfg.uid == 0 and cfg.gid == 0:
+        launch = 'exec -a "$_lxd_name" "$_lxd_cmd" "$@"'
+    else:
+        # nsenter without a namespace only switches ids; the inner sh keeps argv[0].
+        launch = (
+            f"exec {bb} nsenter -S {cfg.uid} -G {cfg.gid} -- {bb} sh -c"
+            f' \'exec -a "$0" "$@"\' "$_lxd_name" "$_lxd_cmd" "$@"'
+        )
+    if not cfg.supervise:
+        out.append("# disable_supervisor: the app becomes PID 1.\n" + launch + "\n")
+        return "".join(out)
+    sig = cfg.stop_signal
+    fallback = ""
+    if sig in ("INT", "QUIT"):
+        mask = 1 << (SIGNALS[sig] - 1)
+        fallback = _FALLBACK.replace("@MASK@", str(mask)).replace("@BB@", bb)
+    out.append(
+        _SUPERVISOR.replace("@LAUNCH@", launch)
+        .replace("@SIG@", sig)
+        .replace("@FALLBACK@", fallback)
+        .replace("@POLICY@", cfg.restart)
+        .replace("@BB@", bb)
+        .replace("@START@", str(BACKOFF_START_DS))
+        .replace("@CAP@", str(BACKOFF_CAP_DS))
+        .replace("@RESET@", str(BACKOFF_RESET_S))
+    )
+    return "".join(out)
+
+
+_INIT_HEAD = r"""#!@BB@ sh
+# /sbin/init written by lxdocker (DESIGN section 6); rewritten on every conversion.
+_lxd_log() { echo "lxd-init: $*" >&2; }
+# Names LXD gave PID 1 (environment.* keys) win over the image's defaults; PATH is
+# always the image's. NUL-separated, so newlines inside values are turned into \001.
+_lxd_given=' '
+if [ -r /proc/$$/environ ]; then
+	while IFS= read -r _lxd_l; do
+		_lxd_given="$_lxd_given${_lxd_l%%=*} "
+	done <<_LXD_EOF
+$(@BB@ tr '\000\n' '\n\001' < /proc/$$/environ)
+_LXD_EOF
+fi
+"""
+
+_INIT_SETUP = r"""@BB@ mkdir -p /dev/shm 2>/dev/null
+@BB@ grep -q ' /dev/shm ' /proc/mounts 2>/dev/null \
+	|| @BB@ mount -t tmpfs -o rw,nosuid,nodev,mode=1777 shm /dev/shm 2>/dev/null \
+	|| _lxd_log 'cannot mount tmpfs on /dev/shm'
+# A container is not a router unless it says so.
+{ echo 0 > /proc/sys/net/ipv4/ip_forward; } 2>/dev/null
+{ echo 0 > /proc/sys/net/ipv6/conf/all/forwarding; } 2>/dev/null
+# Docker (>= 20.10, moby#41030) lets every container user bind ports below 1024;
+# images that run as a non-root user on port 80 rely on it.
+{ echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start; } 2>/dev/null
+@BB@ ip link set lo up 2>/dev/null
+if [ -e /sys/class/net/eth0 ]; then
+	# In the background: boot never waits for DHCP.
+	@BB@ ip link set eth0 up 2>/dev/null
+	@BB@ udhcpc -f -i eth0 -s @SCRIPT@ -x "hostname:$(@BB@ hostname)" </dev/null &
+fi
+"""
+
+_INIT_LOOKUP = r"""# PATH lookup like runc; busybox would otherwise prefer its own applets.
+_lxd_name=$1
+_lxd_cmd=
+case $1 in
+*/*) _lxd_cmd=$1 ;;
+*)
+	_lxd_p=$PATH:
+	while [ -n "$_lxd_p" ]; do
+		_lxd_d=${_lxd_p%%:*}
+		_lxd_p=${_lxd_p#*:}
+		if [ -f "${_lxd_d:-.}/$1" ] && [ -x "${_lxd_d:-.}/$1" ]; then
+			_lxd_cmd=${_lxd_d:-.}/$1
+			break
+		fi
+	done
+	;;
+esac
+if [ -z "$_lxd_cmd" ]; then
+	_lxd_log "$1: executable file not found in \$PATH"
+	exit 127
+fi
+shift
+"""
+
+_FALLBACK = r"""		# Started with '&', the child may still ignore SIGINT/SIGQUIT (POSIX rule).
+		_lxd_ign=$(@BB@ sed -n 's/^SigIgn:[[:space:]]*//p' "/proc/$_lxd_child/status" 2>/dev/null)
+		if [ -n "$_lxd_ign" ] && [ $((0x$_lxd_ign & @MASK@)) -ne 0 ]; then
+			_lxd_log "the app ignores SIG$_lxd_sig; sending SIGTERM"
+			_lxd_sig=TERM
+		fi
+"""
+
+_SUPERVISOR = r"""# Supervisor: stay PID 1, forward LXD's stop (SIGPWR) and TERM/INT as the image's
+# StopSignal, reap orphans (ash reaps every child while it waits).
+_lxd_stopping=0
+_lxd_child=
+_lxd_rc=0
+_lxd_on_stop() {
+	_lxd_stopping=1
+	if [ -n "$_lxd_child" ]; then
+		_lxd_sig=@SIG@
+@FALLBACK@		kill -s "$_lxd_sig" "$_lxd_child" 2>/dev/null
+	fi
+}
+trap _lxd_on_stop PWR TERM INT
+_lxd_delay=@START@
+while [ "$_lxd_stopping" = 0 ]; do
+	read -r _lxd_t0 _lxd_x </proc/uptime 2>/dev/null || _lxd_t0=0
+	( @LAUNCH@ ) &
+	_lxd_child=$!
+	while :; do
+		wait "$_lxd_child"
+		_lxd_rc=$?
+		[ "$_lxd_rc" -le 128 ] && break
+		# >128: killed by a signal, or our trap interrupted the wait.
+		kill -0 "$_lxd_child" 2>/dev/null && continue
+		wait "$_lxd_child" 2>/dev/null
+		_lxd_x=$?
+		[ "$_lxd_x" -ne 127 ] && _lxd_rc=$_lxd_x
+		break
+	done
+	_lxd_child=
+	[ "$_lxd_stopping" = 0 ] || break
+	case @POLICY@ in
+	no) break ;;
+	on-failure) [ "$_lxd_rc" -eq 0 ] && break ;;
+	esac
+	read -r _lxd_t1 _lxd_x </proc/uptime 2>/dev/null || _lxd_t1=0
+	[ $((${_lxd_t1%.*} - ${_lxd_t0%.*})) -ge @RESET@ ] && _lxd_delay=@START@
+	_lxd_secs=$((_lxd_delay / 10)).$((_lxd_delay % 10))
+	_lxd_log "the app exited with status $_lxd_rc; restarting in ${_lxd_secs}s"
+	@BB@ sleep "$_lxd_secs" &
+	wait $!
+	_lxd_delay=$((_lxd_delay * 2))
+	[ "$_lxd_delay" -gt @CAP@ ] && _lxd_delay=@CAP@
+done
+exit "$_lxd_rc"
+"""
+
+_UDHCPC = r"""#!@BB@ sh
+# udhcpc event script written by lxdocker (DESIGN section 6): configures the
+# address, default route and DNS of $interface from the lease in the environment.
+bb=@BB@
+case "$1" in
+deconfig)
+	$bb ip link set dev "$interface" up
+	$bb ip -4 addr flush dev "$interface"
+	;;
+bound|renew)
+	# A renew with the same address must not drop the address (and connections).
+	if ! $bb ip -4 addr show dev "$interface" | $bb grep -q "inet $ip/$mask "; then
+		$bb ip -4 addr flush dev "$interface"
+		$bb ip -4 addr add "$ip/$mask" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+	fi
+	for r in $router; do
+		$bb ip -4 route replace default via "$r" dev "$interface"
+		break
+	done
+	if [ -n "$dns" ]; then
+		$bb mkdir -p /etc
+		tmp=/etc/.resolv.conf.lxd-udhcpc
+		{
+			[ -n "$domain" ] && echo "search $domain"
+			for s in $dns; do echo "nameserver $s"; done
+		} >"$tmp" && $bb mv -f "$tmp" /etc/resolv.conf
+	fi
+	;;
+esac
+exit 0
+"""
