@@ -56,6 +56,9 @@ class Spec:
 class SpecSet:
     specs: tuple[Spec, ...]
     errors: tuple[SpecError, ...] = field(default=())
+    # The image name of each error's file (same order as `errors`): their published
+    # versions must stay (a typo in a spec never unpublishes an image).
+    failed_names: tuple[str, ...] = field(default=())
 
 
 def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
@@ -136,6 +139,7 @@ def load_specs(directory: Path) -> SpecSet:
         raise SpecError(f"{directory}: specs directory does not exist")
     specs: list[Spec] = []
     errors: list[SpecError] = []
+    failed: list[str] = []
     seen: dict[str, Path] = {}
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
     for path in files:
@@ -143,14 +147,11 @@ def load_specs(directory: Path) -> SpecSet:
             continue
         try:
             spec = parse_spec(path, path.read_text(encoding="utf-8"))
-        except SpecError as e:
-            log.error("%s", e)
-            errors.append(e)
-            continue
-        except (OSError, UnicodeDecodeError) as e:
-            err = SpecError(f"{path}: cannot read: {e}")
+        except (SpecError, OSError, UnicodeDecodeError) as e:
+            err = e if isinstance(e, SpecError) else SpecError(f"{path}: cannot read: {e}")
             log.error("%s", err)
             errors.append(err)
+            failed.append(path.stem)
             continue
         if spec.name in seen:
             err = SpecError(
@@ -158,7 +159,8 @@ def load_specs(directory: Path) -> SpecSet:
             )
             log.error("%s", err)
             errors.append(err)
+            failed.append(spec.name)
             continue
         seen[spec.name] = path
         specs.append(spec)
-    return SpecSet(tuple(specs), tuple(errors))
+    return SpecSet(tuple(specs), tuple(errors), tuple(failed))

@@ -35,3 +35,7 @@ class ToolError(LxdockerError):
 
 class StoreError(LxdockerError):
     """Writing, reading or publishing an image version failed."""
+
+
+class ServerError(LxdockerError):
+    """imgserver cannot start: certificate, key or listen address (names the file/flag)."""

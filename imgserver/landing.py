@@ -1,0 +1,93 @@
+"""The landing page at `/` for people (pure: snapshot in, HTML out)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from string import Template
+
+from imgserver import streams
+from lxdocker.versioninfo import VersionInfo
+
+PAGE = Template("""\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>lxdocker image server</title>
+<style>
+body { font-family: sans-serif; margin: 2em; max-width: 72em; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #ccc; padding: .25em .5em; text-align: left; }
+td.num { text-align: right; }
+pre { background: #f4f4f4; padding: 1em; overflow-x: auto; }
+code { font-size: 90%; }
+</style>
+</head>
+<body>
+<h1>lxdocker image server</h1>
+<p>LXD images converted from Docker/OCI images, served over simplestreams.</p>
+<h2>Use it</h2>
+<p>The server certificate is self-signed; its SHA-256 fingerprint is
+<code>$fingerprint</code>. Pin it on each LXD host, then add the remote:</p>
+<pre>$commands</pre>
+<h2>Images</h2>
+$table
+</body>
+</html>
+""")
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def commands(url: str, remote: str) -> list[str]:
+    crt = f"~/.config/lxc/servercerts/{remote}.crt"
+    return [
+        "mkdir -p ~/.config/lxc/servercerts",
+        f"curl -fsSk {url}/server.crt -o {crt}",
+        f"openssl x509 -in {crt} -outform der | sha256sum   # compare with the fingerprint",
+        f"# snap LXD: use ~/snap/lxd/common/config/servercerts/{remote}.crt instead",
+        f"lxc remote add {remote} {url} --protocol simplestreams --public",
+        f"lxc image list {remote}:",
+    ]
+
+
+def _table(versions: Sequence[VersionInfo], remote: str) -> str:
+    if not versions:
+        return "<p>No images yet.</p>"
+    head = (
+        "<tr><th>Image</th><th>Arch</th><th>Version</th><th>Size</th><th>Rootfs</th>"
+        "<th>Built</th><th>Source</th><th>Fingerprint</th><th>Launch</th></tr>"
+    )
+    rows = []
+    newest_first = sorted(versions, key=lambda v: v.version, reverse=True)
+    for v in sorted(newest_first, key=lambda v: (v.name, v.arch)):  # stable: keeps newest first
+        cells = [
+            escape(v.name),
+            escape(v.arch),
+            escape(v.version),
+            f'<span title="{v.meta.size + v.rootfs.size} bytes">'
+            f"{human_size(v.meta.size + v.rootfs.size)}</span>",
+            escape(v.rootfs_format),
+            escape(v.built),
+            escape(v.image),
+            f"<code>{escape(v.fingerprint[:12])}</code>",
+            f"<code>lxc launch {escape(remote)}:{escape(streams.aliases(v)[0])}</code>",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
+
+
+def render(versions: Sequence[VersionInfo], url: str, remote: str, fingerprint: str) -> str:
+    return PAGE.substitute(
+        fingerprint=escape(fingerprint),
+        commands=escape("\n".join(commands(url, remote))),
+        table=_table(versions, remote),
+    )

@@ -1,0 +1,147 @@
+"""Simplestreams documents from catalog versions (pure; DESIGN section 8).
+
+Clients read `streams/v1/index.json`, then every index entry of datatype
+`image-downloads` (here: one, `streams/v1/images.json`). LXD's reading of a product
+(lxd shared/simplestreams/products.go, `ToLXD`):
+
+* the product's `arch` must be a known Debian name or the product is skipped;
+* version keys must start with 8 digits (a YYYYMMDD_HHMM key also gives the date);
+* a metadata item (`ftype` lxd.tar.xz; Incus reads incus.tar.xz) carries the
+  fingerprint of the pair in `combined_squashfs_sha256` (rootfs ftype squashfs) or
+  `combined_rootxz_sha256` / `combined_sha256` (rootfs ftype root.tar.xz; LXD finds
+  the real compression from the bytes, so gzip and plain tar are fine);
+* the description LXD shows is "<os> <release_title> <arch> (<version>)";
+* LXD itself adds `<alias>/<arch>` for every alias of a product, so the product
+  lists only `name` and `name/<tag>`; the alias list is comma separated, no spaces.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from itertools import groupby
+from typing import Any
+
+from imgserver.catalog import url_path
+from lxdocker.versioninfo import VersionInfo
+
+INDEX_PATH = "streams/v1/index.json"
+IMAGES_PATH = "streams/v1/images.json"
+CONTENT_ID = "images"
+DATATYPE = "image-downloads"
+# Metadata ftypes: LXD reads lxd.tar.xz, Incus reads incus.tar.xz; both name one file.
+META_FTYPES = ("lxd.tar.xz", "incus.tar.xz")
+# Docker tag grammar (distribution/reference); anything else never becomes an alias.
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Doc = dict[str, Any]
+
+
+def product_id(info: VersionInfo) -> str:
+    """Stable and unique per image and arch (names and arches contain no ':')."""
+    return f"lxdocker:{info.name}:{info.arch}"
+
+
+def aliases(info: VersionInfo) -> list[str]:
+    out = [info.name]
+    if info.tag and TAG_RE.fullmatch(info.tag) and info.tag != info.name:
+        out.append(f"{info.name}/{info.tag}")
+    return out
+
+
+def items(info: VersionInfo) -> Doc:
+    """The items of one version: both metadata ftypes and the rootfs."""
+    if info.rootfs_format == "squashfs":
+        root_ftype = "squashfs"
+        combined = {"combined_squashfs_sha256": info.fingerprint}
+    else:
+        root_ftype = "root.tar.xz"
+        combined = {"combined_rootxz_sha256": info.fingerprint, "combined_sha256": info.fingerprint}
+    meta = {
+        "path": url_path(info, info.meta.name),
+        "size": info.meta.size,
+        "sha256": info.meta.sha256,
+        **combined,
+    }
+    out: Doc = {ftype: {"ftype": ftype, **meta} for ftype in META_FTYPES}
+    out[root_ftype] = {
+        "ftype": root_ftype,
+        "path": url_path(info, info.rootfs.name),
+        "size": info.rootfs.size,
+        "sha256": info.rootfs.sha256,
+    }
+    return out
+
+
+def product(versions: Sequence[VersionInfo]) -> Doc:
+    """One product from all versions of one image and arch; fields from the newest."""
+    newest = max(versions, key=lambda v: v.version)
+    # Empty os/release/variant sort wrongly in LXD's image lists: always set them.
+    release = newest.release or newest.tag or "latest"
+    return {
+        "aliases": ",".join(aliases(newest)),
+        "arch": newest.arch,
+        "os": newest.os or newest.name,
+        "release": release,
+        "release_title": release,
+        "variant": newest.variant or "default",
+        "description": newest.description,
+        "versions": {v.version: {"items": items(v)} for v in versions},
+    }
+
+
+def products(versions: Iterable[VersionInfo]) -> Doc:
+    def key(v: VersionInfo) -> str:
+        return product_id(v)
+
+    return {pid: product(list(group)) for pid, group in groupby(sorted(versions, key=key), key)}
+
+
+def updated(versions: Iterable[VersionInfo]) -> str:
+    """RFC 2822 date of the newest build, as simplestreams writes `updated`."""
+    newest = EPOCH
+    for v in versions:
+        try:
+            built = datetime.fromisoformat(v.built)
+        except ValueError:
+            continue
+        if built.tzinfo is None:
+            built = built.replace(tzinfo=UTC)
+        newest = max(newest, built)
+    return format_datetime(newest.astimezone(UTC), usegmt=False)
+
+
+def images_doc(versions: Sequence[VersionInfo]) -> Doc:
+    return {
+        "content_id": CONTENT_ID,
+        "datatype": DATATYPE,
+        "format": "products:1.0",
+        "products": products(versions),
+        "updated": updated(versions),
+    }
+
+
+def index_doc(versions: Sequence[VersionInfo]) -> Doc:
+    stamp = updated(versions)
+    return {
+        "format": "index:1.0",
+        "index": {
+            CONTENT_ID: {
+                "datatype": DATATYPE,
+                "format": "products:1.0",
+                "path": IMAGES_PATH,
+                "products": sorted({product_id(v) for v in versions}),
+                "updated": stamp,
+            }
+        },
+        "updated": stamp,
+    }
+
+
+def encode(doc: Doc) -> bytes:
+    """Deterministic bytes, so equal catalogs give equal ETags."""
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()

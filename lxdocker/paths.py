@@ -1,0 +1,124 @@
+"""Pure predicates for layer entry names and whiteouts (OCI image spec "changesets").
+
+Modelled on go-containerregistry's `mutate.Extract` and umoci's `oci/layer`, but
+stricter about escapes: umoci clamps `../x` and `/x` into the rootfs
+(`CleanPath` + securejoin); DESIGN section 5 asks us to reject them, which is
+the safer reading for a converter that must never write anything but the image.
+
+Names are `str` decoded with surrogateescape (PEP 383), so non-UTF-8 bytes survive
+every operation here unchanged.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+
+from lxdocker.errors import LayerError
+
+WHITEOUT_PREFIX = ".wh."
+# OCI image-spec layer.md: "opaque whiteout" marker; must be recognised before the
+# generic `.wh.` rule, otherwise it would look like a whiteout of ".wh..opq".
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+ROOT = ""  # the canonical name of the root directory (never an entry)
+
+
+def clean_name(name: str) -> str:
+    """The canonical form of a tar member name ("./a//b/" -> "a/b", "." -> "").
+
+    Raises LayerError for absolute names and for `..` that climbs above the root.
+    `a/../b` is accepted (it stays inside) and becomes `b`, as umoci's CleanPath.
+    """
+    if "\x00" in name:
+        raise LayerError(f"entry name contains a NUL byte: {name!r}")
+    if name.startswith("/"):
+        raise LayerError(f"absolute entry name refused: {name!r}")
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise LayerError(f"entry name escapes the root: {name!r}")
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
+def escapes_root(name: str) -> bool:
+    """True when `name` is absolute or climbs above the root with `..`."""
+    try:
+        clean_name(name)
+    except LayerError:
+        return True
+    return False
+
+
+def parent(path: str) -> str:
+    """The parent of a canonical path ("a/b" -> "a", "a" -> "")."""
+    return posixpath.dirname(path)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path)
+
+
+def ancestors(path: str) -> Iterator[str]:
+    """Proper ancestors of a canonical path, nearest first, excluding the root."""
+    head = parent(path)
+    while head:
+        yield head
+        head = parent(head)
+
+
+def is_below(path: str, ancestor: str) -> bool:
+    """True when `path` lies strictly below `ancestor` (the root is above all)."""
+    if ancestor == ROOT:
+        return path != ROOT
+    return path.startswith(ancestor + "/")
+
+
+def is_whiteout(path: str) -> bool:
+    """Any whiteout marker (plain or opaque); such entries are never emitted."""
+    return basename(path).startswith(WHITEOUT_PREFIX)
+
+
+def is_opaque_whiteout(path: str) -> bool:
+    """`D/.wh..wh..opq`: hides everything below D from lower layers only."""
+    return basename(path) == OPAQUE_WHITEOUT
+
+
+def opaque_dir(path: str) -> str:
+    """The directory an opaque whiteout applies to."""
+    return parent(path)
+
+
+def whiteout_target(path: str) -> str:
+    """`D/.wh.NAME` -> `D/NAME`: the path hidden (with its subtree) in lower layers.
+
+    Call only for non-opaque whiteouts. Other `.wh..wh.*` names (aufs metadata
+    such as `.wh..wh.plnk`) map to `D/.wh.plnk` like in umoci, which can never exist
+    because whiteouts are never emitted, so they are harmless no-ops.
+    """
+    name = basename(path)[len(WHITEOUT_PREFIX) :]
+    if name in ("", ".", ".."):
+        raise LayerError(f"invalid whiteout name: {path!r}")
+    return posixpath.join(parent(path), name)
+
+
+__all__ = [
+    "OPAQUE_WHITEOUT",
+    "ROOT",
+    "WHITEOUT_PREFIX",
+    "ancestors",
+    "basename",
+    "clean_name",
+    "escapes_root",
+    "is_below",
+    "is_opaque_whiteout",
+    "is_whiteout",
+    "opaque_dir",
+    "parent",
+    "whiteout_target",
+]

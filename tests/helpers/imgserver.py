@@ -1,0 +1,106 @@
+"""Run the real `imgserver` command in a subprocess for TLS-level tests.
+
+The server binds 127.0.0.1:0; its startup log says which port it got.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from imgserver import tls
+
+PORT_RE = re.compile(r"listening on \S+ \(TLS 1\.3\) port (\d+)")
+
+
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for "localhost" and 127.0.0.1, as gencert makes."""
+    return tls.generate(directory, ["localhost", "127.0.0.1"])
+
+
+def client_context(cert: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def raw_get_json(server: RunningServer, path: str) -> Any:
+    """GET a JSON document over TLS, trusting only the server's certificate."""
+    ctx = client_context(server.cert)
+    with urllib.request.urlopen(f"{server.url}{path}", context=ctx, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+class RunningServer:
+    def __init__(
+        self,
+        lxdimages: Path,
+        workdir: Path,
+        *extra: str,
+        prefix: Sequence[str] = (),
+        cert: tuple[Path, Path] | None = None,
+    ) -> None:
+        """`prefix` runs the server through another command, e.g. setpriv."""
+        self.cert, self.key = cert or make_cert(workdir / "cert")
+        self.log_path = workdir / "imgserver.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "imgserver",
+                "--address",
+                "127.0.0.1:0",
+                "--lxdimages",
+                str(lxdimages),
+                "--cert",
+                str(self.cert),
+                "--key",
+                str(self.key),
+                "--refresh-interval",
+                "0.2",
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.port = self._wait_for_port()
+        self.url = f"https://localhost:{self.port}"
+        self.ip_url = f"https://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_for_port(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = PORT_RE.search(self.log())
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"imgserver did not start:\n{self.log()}")
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and wait: the exit status of a graceful shutdown."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

@@ -1,0 +1,155 @@
+"""Write fake-but-valid version directories (DESIGN section 7) for tests.
+
+`write_version` lays out <root>/<name>/<arch>/<version>/ with meta.tar.xz, the rootfs
+and version.json (last, as the converter does). `lxd_meta` and `squashfs_rootfs` /
+`targz_rootfs` make real LXD-importable bytes: the rootfs needn't boot, `lxc image
+copy` only imports.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import lzma
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from lxdocker import arch
+from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, FileInfo, VersionInfo
+
+DEFAULT_FILES: Mapping[str, bytes] = {
+    "etc/hostname": b"lxdocker\n",
+    "etc/os-release": b"NAME=lxdocker-test\n",
+    "srv/hello.txt": b"hello from a test image\n",
+}
+MTIME = 1_700_000_000  # fixed, so equal inputs give equal bytes
+
+
+def _tar(files: Mapping[str, bytes]) -> bytes:
+    """A plain tar with parent directories first; fixed owners and times."""
+    dirs: set[str] = set()
+    for name in files:
+        parent = Path(name).parent
+        while str(parent) != ".":
+            dirs.add(str(parent))
+            parent = parent.parent
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
+            tar.addfile(info)
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, MTIME
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def lxd_meta(
+    arch_lxd: str | None = None,
+    *,
+    created: int = MTIME,
+    description: str = "lxdocker test image",
+    name: str = "test",
+) -> bytes:
+    """meta.tar.xz: metadata.yaml that LXD accepts, plus an /etc/hostname template."""
+    metadata = {
+        "architecture": arch_lxd or arch.host().lxd,
+        "creation_date": created,
+        "expiry_date": 0,
+        "properties": {
+            "description": description,
+            "os": name,
+            "release": "latest",
+            "variant": "default",
+            "architecture": arch_lxd or arch.host().lxd,
+        },
+        "templates": {
+            "/etc/hostname": {"when": ["create", "copy"], "template": "hostname.tpl"},
+        },
+    }
+    files = {
+        "metadata.yaml": yaml.safe_dump(metadata, sort_keys=True).encode(),
+        "templates/hostname.tpl": b"{{ container.name }}\n",
+    }
+    return lzma.compress(_tar(files), format=lzma.FORMAT_XZ)
+
+
+def rootfs_tar(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
+    return _tar(files)
+
+
+def targz_rootfs(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
+    return gzip.compress(rootfs_tar(files), mtime=0)
+
+
+def squashfs_rootfs(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
+    """A squashfs made by the real tar2sqfs (squashfs-tools-ng)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rootfs.squashfs"
+        subprocess.run(
+            ["tar2sqfs", "-q", "-f", "-j", "1", "-c", "gzip", str(out)],
+            input=rootfs_tar(files),
+            check=True,
+            capture_output=True,
+        )
+        return out.read_bytes()
+
+
+def write_version(
+    root: Path,
+    name: str,
+    arch_name: str,
+    version: str,
+    *,
+    meta: bytes,
+    rootfs: bytes,
+    fmt: str = "squashfs",
+    tag: str = "latest",
+    image: str | None = None,
+    description: str = "",
+    os: str = "",
+    release: str = "",
+    variant: str = "",
+    built: str = "2026-01-02T03:04:05Z",
+    created: str = "2026-01-01T00:00:00Z",
+    with_version_json: bool = True,
+) -> VersionInfo:
+    """Write one version directory; version.json last (skip it for an incomplete one)."""
+    directory = root / name / arch_name / version
+    directory.mkdir(parents=True, exist_ok=True)
+    rootfs_name = ROOTFS_FILES[fmt]
+    (directory / META_FILE).write_bytes(meta)
+    (directory / rootfs_name).write_bytes(rootfs)
+    info = VersionInfo(
+        name=name,
+        arch=arch_name,
+        version=version,
+        image=image or f"docker.io/library/{name}:{tag or 'latest'}",
+        tag=tag,
+        manifest_digest="sha256:" + hashlib.sha256(meta + rootfs + b"manifest").hexdigest(),
+        spec_digest="sha256:" + hashlib.sha256(name.encode()).hexdigest(),
+        recipe=1,
+        rootfs_format=fmt,
+        created=created,
+        built=built,
+        meta=FileInfo(META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
+        rootfs=FileInfo(rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+        fingerprint=hashlib.sha256(meta + rootfs).hexdigest(),
+        description=description,
+        os=os,
+        release=release,
+        variant=variant,
+    )
+    if with_version_json:
+        tmp = directory / f".{VERSION_FILE}.tmp"
+        tmp.write_text(info.to_json(), encoding="utf-8")
+        tmp.rename(directory / VERSION_FILE)
+    return info

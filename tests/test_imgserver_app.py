@@ -1,0 +1,256 @@
+"""imgserver.app / handlers / files: HTTP behaviour, through aiohttp's test client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from imgserver.app import create_app
+from imgserver.config import ServerConfig
+from lxdocker.versioninfo import VersionInfo
+from tests.helpers.imgserver import make_cert
+from tests.helpers.versions import write_version
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+
+META = b"META" * 100
+ROOTFS = bytes(range(256)) * 40  # 10240 bytes
+BASE = "/images/app/amd64/20260101_0000"
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cert(tmp_path_factory.mktemp("cert"))
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "lxdimages"
+    write_version(
+        root, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOTFS, tag="1.0", os="app"
+    )
+    return root
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tree: Path, cert: tuple[Path, Path]) -> Client:
+    config = ServerConfig(lxdimages=tree, cert=cert[0], key=cert[1], refresh_interval=0.1)
+    return await aiohttp_client(create_app(config))
+
+
+async def test_index_and_images_json(client: Client) -> None:
+    resp = await client.get("/streams/v1/index.json")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    index = await resp.json()
+    assert index["index"]["images"]["products"] == ["lxdocker:app:amd64"]
+    resp = await client.get("/streams/v1/images.json")
+    images = await resp.json()
+    items = images["products"]["lxdocker:app:amd64"]["versions"]["20260101_0000"]["items"]
+    assert items["squashfs"]["sha256"] == hashlib.sha256(ROOTFS).hexdigest()
+    assert (
+        items["lxd.tar.xz"]["combined_squashfs_sha256"] == hashlib.sha256(META + ROOTFS).hexdigest()
+    )
+
+
+@pytest.mark.parametrize("path", ["/streams/v1/index.json", "/streams/v1/images.json"])
+async def test_json_etag_and_304(client: Client, path: str) -> None:
+    resp = await client.get(path)
+    etag = resp.headers["ETag"]
+    body = await resp.read()
+    again = await client.get(path, headers={"If-None-Match": etag})
+    assert again.status == 304
+    assert await again.read() == b""
+    other = await client.get(path, headers={"If-None-Match": '"nope"'})
+    assert other.status == 200
+    assert await other.read() == body
+
+
+async def test_new_version_appears_without_restart(client: Client, tree: Path) -> None:
+    write_version(tree, "app", "amd64", "20260102_0000", meta=META, rootfs=ROOTFS + b"2")
+    for _ in range(50):
+        images = await (await client.get("/streams/v1/images.json")).json()
+        if "20260102_0000" in images["products"]["lxdocker:app:amd64"]["versions"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("new version not listed within 5 s")
+    resp = await client.get("/images/app/amd64/20260102_0000/rootfs.squashfs")
+    assert await resp.read() == ROOTFS + b"2"
+
+    # Pruned again: gone from images.json and from /images within seconds.
+    shutil.rmtree(tree / "app/amd64/20260102_0000")
+    for _ in range(50):
+        images = await (await client.get("/streams/v1/images.json")).json()
+        if "20260102_0000" not in images["products"]["lxdocker:app:amd64"]["versions"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("removed version still listed after 5 s")
+    resp = await client.get("/images/app/amd64/20260102_0000/rootfs.squashfs")
+    assert resp.status == 404
+
+
+async def test_get_file(client: Client) -> None:
+    resp = await client.get(f"{BASE}/rootfs.squashfs", headers={"Accept-Encoding": "gzip, br"})
+    assert resp.status == 200
+    assert await resp.read() == ROOTFS
+    assert resp.headers["Content-Length"] == str(len(ROOTFS))
+    assert resp.headers["ETag"] == f'"{hashlib.sha256(ROOTFS).hexdigest()}"'
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    assert "Content-Encoding" not in resp.headers
+
+
+async def test_no_content_encoding_even_with_compressed_siblings(
+    client: Client, tree: Path
+) -> None:
+    # aiohttp's FileResponse would serve these siblings gzip/br-encoded.
+    (tree / "app/amd64/20260101_0000/meta.tar.xz.gz").write_bytes(b"not this")
+    (tree / "app/amd64/20260101_0000/meta.tar.xz.br").write_bytes(b"nor this")
+    resp = await client.get(
+        f"{BASE}/meta.tar.xz",
+        headers={"Accept-Encoding": "gzip, deflate, br"},
+        auto_decompress=False,
+    )
+    assert await resp.read() == META
+    assert "Content-Encoding" not in resp.headers
+    assert resp.content_type == "application/octet-stream"
+
+
+async def test_head_file(client: Client) -> None:
+    resp = await client.head(f"{BASE}/meta.tar.xz")
+    assert resp.status == 200
+    assert resp.headers["Content-Length"] == str(len(META))
+    assert await resp.read() == b""
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status", "expected", "content_range"),
+    [
+        ("bytes=0-9", 206, ROOTFS[:10], "bytes 0-9/10240"),
+        ("bytes=10000-", 206, ROOTFS[10000:], "bytes 10000-10239/10240"),
+        ("bytes=-16", 206, ROOTFS[-16:], "bytes 10224-10239/10240"),
+        ("bytes=10230-99999", 206, ROOTFS[10230:], "bytes 10230-10239/10240"),
+        ("bytes=0-1,5-6", 200, ROOTFS, None),  # multi-range: ignored (RFC 9110 14.2)
+        ("items=0-1", 200, ROOTFS, None),
+    ],
+)
+async def test_range(
+    client: Client, range_header: str, status: int, expected: bytes, content_range: str | None
+) -> None:
+    resp = await client.get(f"{BASE}/rootfs.squashfs", headers={"Range": range_header})
+    assert resp.status == status
+    assert await resp.read() == expected
+    assert resp.headers.get("Content-Range") == content_range
+
+
+async def test_unsatisfiable_range(client: Client) -> None:
+    resp = await client.get(f"{BASE}/rootfs.squashfs", headers={"Range": "bytes=20000-"})
+    assert resp.status == 416
+    assert resp.headers["Content-Range"] == "bytes */10240"
+
+
+async def test_if_range_with_other_etag_sends_everything(client: Client) -> None:
+    resp = await client.get(
+        f"{BASE}/rootfs.squashfs", headers={"Range": "bytes=0-9", "If-Range": '"other"'}
+    )
+    assert resp.status == 200
+    assert await resp.read() == ROOTFS
+
+
+async def test_file_etag_304(client: Client) -> None:
+    etag = f'"{hashlib.sha256(META).hexdigest()}"'
+    resp = await client.get(f"{BASE}/meta.tar.xz", headers={"If-None-Match": etag})
+    assert resp.status == 304
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/images/",
+        "/images/app/",
+        "/images/app/amd64/",
+        f"{BASE}/",
+        f"{BASE}/version.json",
+        f"{BASE}/meta.tar.xz.gz",
+        "/images/app/amd64/20260101_0000/../../../../../etc/passwd",
+        "/images/app/amd64/20260101_0000/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/images/app/amd64/20260101_0000/%2E%2E%2F%2E%2E%2Fversion.json",
+        "/images/..%2f..%2f..%2fetc%2fpasswd",
+        "/images/%252e%252e/%252e%252e/etc/passwd",
+        "/images/app/amd64/20260101_0000/..%5c..%5cversion.json",
+        "/images//app/amd64/20260101_0000/meta.tar.xz",
+        "/images/./app/amd64/20260101_0000/./meta.tar.xz%00",
+        "/streams/v1/",
+        "/streams/v1/../../etc/passwd",
+    ],
+)
+async def test_unlisted_paths_are_404(client: Client, path: str) -> None:
+    resp = await client.get(path)
+    assert resp.status == 404, await resp.text()
+    assert "root:" not in await resp.text()
+
+
+async def test_symlink_swapped_in_after_listing_is_refused(client: Client, tree: Path) -> None:
+    outside = tree.parent / "secret"
+    outside.write_bytes(b"S" * len(ROOTFS))  # same size, to pass the size check
+    target = tree / "app/amd64/20260101_0000/rootfs.squashfs"
+    target.unlink()
+    target.symlink_to(outside)
+    resp = await client.get(f"{BASE}/rootfs.squashfs")
+    assert resp.status == 404
+    assert b"S" not in await resp.read()
+
+
+async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:
+    resp = await client.get("/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    html = await resp.text()
+    fingerprint = hashlib.sha256(_der(cert[0])).hexdigest()
+    for needle in (
+        "app",
+        "amd64",
+        "20260101_0000",
+        "10.4 KiB",  # meta + rootfs
+        "2026-01-02T03:04:05Z",
+        fingerprint,
+        "~/.config/lxc/servercerts/lxdocker.crt",
+        "lxc remote add lxdocker https://",
+        "--protocol simplestreams",
+        "lxc launch lxdocker:app",
+    ):
+        assert needle in html, needle
+
+
+async def test_server_cert_is_served(client: Client, cert: tuple[Path, Path]) -> None:
+    resp = await client.get("/server.crt")
+    assert await resp.read() == cert[0].read_bytes()
+
+
+async def test_no_directory_listing_on_streams(client: Client) -> None:
+    assert (await client.get("/streams/")).status == 404
+
+
+def _der(cert: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    return x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def test_version_json_roundtrip_is_shared(tree: Path) -> None:
+    # The server reads exactly the model the converter writes (lxdocker.versioninfo).
+    info = VersionInfo.load(tree / "app/amd64/20260101_0000/version.json")
+    assert json.loads(info.to_json())["fingerprint"] == hashlib.sha256(META + ROOTFS).hexdigest()

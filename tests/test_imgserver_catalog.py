@@ -1,0 +1,129 @@
+"""imgserver.catalog: which version directories are listed, and change detection."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imgserver.catalog import Catalog
+from lxdocker.versioninfo import VERSION_FILE
+from tests.helpers.versions import write_version
+
+META = b"meta bytes"
+ROOT = b"rootfs bytes"
+
+
+def listed(catalog: Catalog) -> list[tuple[str, str, str]]:
+    return [(v.name, v.arch, v.version) for v in catalog.snapshot.versions]
+
+
+def test_lists_complete_versions_and_their_files(tmp_path: Path) -> None:
+    a = write_version(tmp_path, "nginx", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    write_version(tmp_path, "nginx", "arm64", "20260101_0000", meta=META, rootfs=ROOT, fmt="gzip")
+    catalog = Catalog(tmp_path)
+    assert catalog.refresh()
+    assert listed(catalog) == [
+        ("nginx", "amd64", "20260101_0000"),
+        ("nginx", "arm64", "20260101_0000"),
+    ]
+    served = catalog.snapshot.file("images/nginx/amd64/20260101_0000/meta.tar.xz")
+    assert served is not None
+    assert served.path == tmp_path / "nginx/amd64/20260101_0000/meta.tar.xz"
+    assert (served.size, served.sha256) == (a.meta.size, a.meta.sha256)
+    assert catalog.snapshot.file("images/nginx/arm64/20260101_0000/rootfs.tar.gz") is not None
+    assert catalog.snapshot.file("images/nginx/arm64/20260101_0000/version.json") is None
+
+
+def test_version_without_version_json_is_never_listed(tmp_path: Path) -> None:
+    write_version(
+        tmp_path, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT, with_version_json=False
+    )
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    assert listed(catalog) == []
+    assert catalog.snapshot.files == {}
+
+
+def test_picks_up_new_and_removed_versions(tmp_path: Path) -> None:
+    write_version(tmp_path, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    generation = catalog.snapshot.generation
+    assert not catalog.refresh(), "nothing changed"
+    assert catalog.snapshot.generation == generation
+
+    write_version(tmp_path, "app", "amd64", "20260102_0000", meta=META, rootfs=ROOT)
+    assert catalog.refresh()
+    assert [v.version for v in catalog.snapshot.versions] == ["20260101_0000", "20260102_0000"]
+
+    shutil.rmtree(tmp_path / "app/amd64/20260101_0000")
+    assert catalog.refresh()
+    assert [v.version for v in catalog.snapshot.versions] == ["20260102_0000"]
+    assert catalog.snapshot.generation == generation + 2
+
+
+def test_unchanged_version_json_is_not_parsed_again(tmp_path: Path) -> None:
+    write_version(tmp_path, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    vj = tmp_path / "app/amd64/20260101_0000" / VERSION_FILE
+    st = vj.stat()
+    # Same size and mtime, garbage content: a re-parse would drop the version.
+    vj.write_bytes(b"x" * st.st_size)
+    os.utime(vj, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not catalog.refresh()
+    assert len(catalog.snapshot.versions) == 1
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["bad_json", "name_mismatch", "size_mismatch", "missing_rootfs", "symlink_out"],
+)
+def test_broken_versions_are_skipped_others_stay(tmp_path: Path, damage: str) -> None:
+    write_version(tmp_path, "good", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    bad = tmp_path / "bad/amd64/20260101_0000"
+    write_version(tmp_path, "bad", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    outside = tmp_path.parent / f"{tmp_path.name}-secret"
+    if damage == "bad_json":
+        (bad / VERSION_FILE).write_text("{")
+    elif damage == "name_mismatch":
+        (bad.parent / "20260202_0000").mkdir()
+        for f in bad.iterdir():
+            f.rename(bad.parent / "20260202_0000" / f.name)
+        bad.rmdir()
+    elif damage == "size_mismatch":
+        (bad / "rootfs.squashfs").write_bytes(ROOT + b"!")
+    elif damage == "missing_rootfs":
+        (bad / "rootfs.squashfs").unlink()
+    elif damage == "symlink_out":
+        outside.write_bytes(ROOT)  # same size: only the location is wrong
+        (bad / "rootfs.squashfs").unlink()
+        (bad / "rootfs.squashfs").symlink_to(outside)
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    assert listed(catalog) == [("good", "amd64", "20260101_0000")]
+    outside.unlink(missing_ok=True)
+
+
+def test_ignores_unknown_arches_bad_names_and_symlinked_dirs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    elsewhere = tmp_path / "elsewhere"
+    write_version(elsewhere, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    write_version(root, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    (root / "linked").symlink_to(elsewhere / "app")  # a symlinked image directory
+    (root / "app" / "sparc").mkdir()
+    (root / "Upper").mkdir()
+    (root / ".tmp-app").mkdir()
+    (root / "app/amd64/not-a-version").mkdir()
+    catalog = Catalog(root)
+    catalog.refresh()
+    assert listed(catalog) == [("app", "amd64", "20260101_0000")]
+
+
+def test_missing_root_is_an_empty_catalog(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "nope")
+    assert not catalog.refresh()
+    assert catalog.snapshot.versions == ()

@@ -1,0 +1,125 @@
+"""Real LXD against the real imgserver: pin, add remote, list, copy, refresh.
+
+Needs the LXD daemon (tests/helpers/lxd.py): skipped without it, failed with CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lxdocker import arch
+from tests.helpers.imgserver import RunningServer, raw_get_json
+from tests.helpers.lxd import Scratch, wait_for
+from tests.helpers.versions import (
+    lxd_meta,
+    squashfs_rootfs,
+    targz_rootfs,
+    write_version,
+)
+
+pytestmark = pytest.mark.lxd
+
+HOST = arch.host()
+OTHER = arch.by_debian("arm64" if HOST.debian != "arm64" else "amd64")
+
+
+def remote_fingerprints(scratch: Scratch, remote: str) -> set[str]:
+    out = scratch.lxd.lxc("image", "list", f"{remote}:", "--format", "json").stdout
+    return {img["fingerprint"] for img in json.loads(out)}
+
+
+def local_fingerprints(scratch: Scratch) -> set[str]:
+    out = scratch.lxd.lxc("image", "list", "local:", "--format", "json").stdout
+    return {img["fingerprint"] for img in json.loads(out)}
+
+
+def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) -> None:
+    tree = tmp_path / "lxdimages"
+    hello1 = write_version(
+        tree,
+        "hello",
+        HOST.debian,
+        "20260101_0000",
+        meta=lxd_meta(description="hello v1"),
+        rootfs=squashfs_rootfs({"srv/v": b"1\n"}),
+        tag="1",
+    )
+    other = write_version(
+        tree,
+        "hello",
+        OTHER.debian,
+        "20260101_0000",
+        meta=lxd_meta(OTHER.lxd),
+        rootfs=squashfs_rootfs({"srv/v": b"1\n"}),
+        tag="1",
+    )
+    redis = write_version(
+        tree,
+        "redis",
+        HOST.debian,
+        "20260101_0000",
+        meta=lxd_meta(description="redis"),
+        rootfs=targz_rootfs(),
+        fmt="gzip",
+        tag="7",
+    )
+    srv = RunningServer(tree, tmp_path)
+    lxd = lxd_scratch.lxd
+    try:
+        remote = lxd_scratch.name("imgsrv")
+        certs = Path.home() / ".config" / "lxc" / "servercerts"
+        certs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(srv.cert, certs / f"{remote}.crt")  # pin before `remote add`
+        lxd.clear_remote_cache()
+        lxd.lxc("remote", "add", remote, srv.ip_url, "--protocol", "simplestreams", "--public")
+
+        # Every image, every arch is listed.
+        assert remote_fingerprints(lxd_scratch, remote) == {
+            hello1.fingerprint,
+            other.fingerprint,
+            redis.fingerprint,
+        }
+        # LXD derives <alias>/<arch> itself; the tag alias is there too.
+        info = lxd.lxc("image", "info", f"{remote}:hello/{HOST.debian}").stdout
+        assert hello1.fingerprint in info
+        info = lxd.lxc("image", "info", f"{remote}:hello/1").stdout
+        assert hello1.fingerprint in info
+
+        # Copy both rootfs formats; the local fingerprint is version.json's.
+        for fp in (hello1.fingerprint, redis.fingerprint):
+            lxd_scratch.track_image(fp)
+        lxd.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
+        lxd.lxc("image", "copy", f"{remote}:redis", "local:")
+        assert {hello1.fingerprint, redis.fingerprint} <= local_fingerprints(lxd_scratch)
+
+        # Publish a newer version: `lxc image refresh` fetches it.
+        hello2 = write_version(
+            tree,
+            "hello",
+            HOST.debian,
+            "20260102_0000",
+            meta=lxd_meta(description="hello v2", created=1_800_000_000),
+            rootfs=squashfs_rootfs({"srv/v": b"2\n"}),
+            tag="1",
+            built="2026-01-02T00:00:00Z",
+        )
+        lxd_scratch.track_image(hello2.fingerprint)
+        assert wait_for(
+            lambda: hello2.fingerprint in json.dumps(raw_get_json(srv, "/streams/v1/images.json")),
+            timeout=10,
+        )
+        lxd.clear_remote_cache()  # LXD would answer from its hour-long index cache
+        out = lxd.lxc("image", "refresh", hello1.fingerprint).stdout
+        assert "refreshed" in out.lower(), out
+        assert wait_for(lambda: hello2.fingerprint in local_fingerprints(lxd_scratch), timeout=30)
+    finally:
+        srv.stop()
+    log = srv.log()
+    assert "Traceback" not in log, log[-3000:]
+    assert f"GET /images/hello/{HOST.debian}/20260102_0000/rootfs.squashfs" in log
+    # LXD tries plain http:// first for files (DESIGN section 8): refused, not stalled.
+    assert "plain HTTP from 127.0.0.1 refused" in log

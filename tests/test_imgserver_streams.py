@@ -1,0 +1,200 @@
+"""imgserver.streams: the simplestreams documents for a small catalog (golden files).
+
+Regenerate the golden files after an intended change with
+`UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_imgserver_streams.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgserver import streams
+from lxdocker.versioninfo import ROOTFS_FILES, FileInfo, VersionInfo
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def version(
+    name: str,
+    arch: str,
+    ver: str,
+    *,
+    fmt: str = "squashfs",
+    tag: str = "latest",
+    os: str = "",
+    release: str = "",
+    variant: str = "",
+    description: str = "",
+    built: str = "2026-01-02T03:04:05Z",
+) -> VersionInfo:
+    key = f"{name}/{arch}/{ver}"
+    return VersionInfo(
+        name=name,
+        arch=arch,
+        version=ver,
+        image=f"example.org/{name}:{tag}",
+        tag=tag,
+        manifest_digest="sha256:" + h(key + "manifest"),
+        spec_digest="sha256:" + h(name),
+        recipe=1,
+        rootfs_format=fmt,
+        created="2026-01-01T00:00:00Z",
+        built=built,
+        meta=FileInfo("meta.tar.xz", 1000 + len(key), h(key + "meta")),
+        rootfs=FileInfo(ROOTFS_FILES[fmt], 50000 + len(key), h(key + "rootfs")),
+        fingerprint=h(key + "fingerprint"),
+        description=description,
+        os=os,
+        release=release,
+        variant=variant,
+    )
+
+
+# A small catalog: two versions of one image, a second arch, a gzip and a plain-tar
+# rootfs, a digest-pinned image without tag, and empty os/release/variant fields.
+CATALOG = (
+    version(
+        "nginx",
+        "amd64",
+        "20260101_1200",
+        tag="1.27",
+        os="nginx",
+        release="1.27",
+        variant="docker",
+        description="nginx 1.27 web server",
+    ),
+    version(
+        "nginx",
+        "amd64",
+        "20260102_0800",
+        tag="1.27",
+        os="nginx",
+        release="1.27",
+        variant="docker",
+        description="nginx 1.27 web server",
+        built="2026-01-02T08:00:00Z",
+    ),
+    version("nginx", "arm64", "20260101_1200", tag="1.27", os="nginx", release="1.27"),
+    version("redis", "amd64", "20251231_2359", fmt="gzip", tag="7", description="redis"),
+    version("pinned", "riscv64", "20251130_0000", fmt="tar", tag=""),
+)
+
+
+def check_golden(name: str, doc: dict[str, Any]) -> None:
+    path = GOLDEN / name
+    text = streams.encode(doc).decode()
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert json.loads(text) == json.loads(path.read_text()), f"differs from {path}"
+
+
+def test_images_json_matches_golden() -> None:
+    check_golden("streams_images.json", streams.images_doc(CATALOG))
+
+
+def test_index_json_matches_golden() -> None:
+    check_golden("streams_index.json", streams.index_doc(CATALOG))
+
+
+def test_index_lists_every_product_of_images_json() -> None:
+    index = streams.index_doc(CATALOG)["index"]["images"]
+    images = streams.images_doc(CATALOG)
+    assert index["path"] == streams.IMAGES_PATH
+    assert index["datatype"] == "image-downloads"
+    assert sorted(images["products"]) == index["products"]
+
+
+def test_one_product_per_image_and_arch_with_all_versions() -> None:
+    products = streams.images_doc(CATALOG)["products"]
+    assert sorted(products) == [
+        "lxdocker:nginx:amd64",
+        "lxdocker:nginx:arm64",
+        "lxdocker:pinned:riscv64",
+        "lxdocker:redis:amd64",
+    ]
+    assert sorted(products["lxdocker:nginx:amd64"]["versions"]) == [
+        "20260101_1200",
+        "20260102_0800",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "tag", "expected"),
+    [
+        ("nginx", "1.27", "nginx,nginx/1.27"),
+        ("nginx", "latest", "nginx,nginx/latest"),
+        ("pinned", "", "pinned"),  # digest-only reference: no tag alias
+        ("app", "app", "app"),  # no duplicate alias
+        ("app", "bad tag,x", "app"),  # never a space or comma in the list
+    ],
+)
+def test_aliases(name: str, tag: str, expected: str) -> None:
+    product = streams.product([version(name, "amd64", "20260101_0000", tag=tag)])
+    assert product["aliases"] == expected
+    assert " " not in product["aliases"]
+
+
+def test_os_release_variant_are_never_empty() -> None:
+    product = streams.product([version("pinned", "amd64", "20260101_0000", tag="")])
+    assert product["os"] == "pinned"
+    assert product["release"] == product["release_title"] == "latest"
+    assert product["variant"] == "default"
+
+
+def test_product_fields_come_from_the_newest_version() -> None:
+    old = version("app", "amd64", "20260101_0000", tag="1", release="1")
+    new = version("app", "amd64", "20260201_0000", tag="2", release="2")
+    product = streams.product([new, old])
+    assert product["aliases"] == "app,app/2"
+    assert product["release"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "root_ftype", "combined"),
+    [
+        ("squashfs", "squashfs", {"combined_squashfs_sha256"}),
+        ("gzip", "root.tar.xz", {"combined_rootxz_sha256", "combined_sha256"}),
+        ("tar", "root.tar.xz", {"combined_rootxz_sha256", "combined_sha256"}),
+    ],
+)
+def test_items_for_each_rootfs_format(fmt: str, root_ftype: str, combined: set[str]) -> None:
+    info = version("app", "amd64", "20260101_0000", fmt=fmt)
+    items = streams.items(info)
+    assert set(items) == {"lxd.tar.xz", "incus.tar.xz", root_ftype}
+    for meta_ftype in ("lxd.tar.xz", "incus.tar.xz"):
+        meta = items[meta_ftype]
+        assert meta["ftype"] == meta_ftype
+        assert meta["path"] == "images/app/amd64/20260101_0000/meta.tar.xz"
+        assert (meta["size"], meta["sha256"]) == (info.meta.size, info.meta.sha256)
+        assert {k for k in meta if k.startswith("combined")} == combined
+        assert all(meta[k] == info.fingerprint for k in combined)
+    root = items[root_ftype]
+    assert root["path"] == f"images/app/amd64/20260101_0000/{ROOTFS_FILES[fmt]}"
+    assert (root["size"], root["sha256"]) == (info.rootfs.size, info.rootfs.sha256)
+
+
+def test_updated_is_the_newest_build_in_rfc2822() -> None:
+    assert streams.updated(CATALOG) == "Fri, 02 Jan 2026 08:00:00 +0000"
+    assert streams.updated([]) == "Thu, 01 Jan 1970 00:00:00 +0000"
+
+
+def test_empty_catalog_is_valid() -> None:
+    assert streams.images_doc([])["products"] == {}
+    assert streams.index_doc([])["index"]["images"]["products"] == []
+
+
+def test_encoding_is_deterministic() -> None:
+    shuffled = tuple(reversed(CATALOG))
+    assert streams.encode(streams.images_doc(CATALOG)) == streams.encode(
+        streams.images_doc(shuffled)
+    )

@@ -1,0 +1,245 @@
+"""The batch job end to end on local OCI layouts: skip, rebuild, faults, lock, GC."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lxdocker.cache import BlobCache
+from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from lxdocker.job import JobConfig, format_summary, job_lock, run
+from lxdocker.store import complete_versions
+from lxdocker.versioninfo import VERSION_FILE
+from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
+
+ARCH = "amd64"
+
+
+def app_layout(path: Path, text: str = "hello", big: int = 0) -> Path:
+    """A two-layer app image: a base with passwd, an app layer with `text`."""
+    base = layer_tar(
+        [
+            Member("etc", "dir"),
+            Member("etc/passwd", data=b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/x\n"),
+            Member("etc/group", data=b"root:x:0:\napp:x:1000:\n"),
+            Member("bin", "dir"),
+        ]
+    )
+    members = [Member("app", "dir"), Member("app/index.html", data=text.encode())]
+    if big:
+        # Incompressible content so the squashfs writer works long enough to be killed.
+        members.append(Member("app/blob", data=os.urandom(big)))
+    app = layer_tar(members)
+    image = build_image(
+        [base, app], config={"Cmd": ["/bin/httpd", "-f"], "User": "app", "WorkingDir": "/app"}
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    return write_oci_layout(path, [image], tag="v1")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Path]:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    return {
+        "specs": specs,
+        "cache": tmp_path / "cache",
+        "images": tmp_path / "images",
+        "src": tmp_path / "src",
+    }
+
+
+def add_spec(world: dict[str, Path], name: str, text: str = "hello") -> Path:
+    layout = app_layout(world["src"] / name, text)
+    (world["specs"] / f"{name}.yaml").write_text(f"image: oci:{layout}:v1\n")
+    return layout
+
+
+def config(world: dict[str, Path], **kw: object) -> JobConfig:
+    return JobConfig(
+        cache=world["cache"],
+        lxdimages=world["images"],
+        specs=world["specs"],
+        imageformat="tar",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def argv(world: dict[str, Path], *extra: str) -> list[str]:
+    return [
+        "--cache", str(world["cache"]),
+        "--lxdimages", str(world["images"]),
+        "--specs", str(world["specs"]),
+        "--imageformat", "tar",
+        *extra,
+    ]  # fmt: skip
+
+
+def versions(world: dict[str, Path], name: str) -> list[str]:
+    return [v.version for v in complete_versions(world["images"], name, ARCH)]
+
+
+def test_unchanged_upstream_makes_no_new_version(world: dict[str, Path]) -> None:
+    add_spec(world, "web")
+    first = run(config(world))
+    assert [(r.name, r.status) for r in first.results] == [("web", "built")]
+    assert first.bytes_pulled > 0
+    second = run(config(world))
+    assert [(r.name, r.status) for r in second.results] == [("web", "unchanged")]
+    assert second.bytes_pulled == 0
+    assert len(versions(world, "web")) == 1
+    forced = run(config(world, force=True))
+    assert forced.results[0].status == "built"
+    assert len(versions(world, "web")) == 2
+    lines = format_summary(forced)
+    assert lines[0].startswith("web: built ") and "1 specs: 1 built" in lines[-1]
+
+
+def test_new_upstream_version_is_published_beside_the_old(world: dict[str, Path]) -> None:
+    add_spec(world, "web", "one")
+    run(config(world))
+    add_spec(world, "web", "two")
+    result = run(config(world))
+    assert result.results[0].status == "built"
+    old, new = complete_versions(world["images"], "web", ARCH)
+    assert old.manifest_digest != new.manifest_digest and old.version < new.version
+
+
+def test_spec_change_rebuilds(world: dict[str, Path]) -> None:
+    layout = add_spec(world, "web")
+    run(config(world))
+    (world["specs"] / "web.yaml").write_text(f"image: oci:{layout}:v1\nrestart: always\n")
+    assert run(config(world)).results[0].status == "built"
+
+
+def test_two_conversions_are_byte_identical(tmp_path: Path, world: dict[str, Path]) -> None:
+    add_spec(world, "web")
+    run(config(world))
+    other = dict(world, images=tmp_path / "images2", cache=tmp_path / "cache2")
+    run(config(other))
+    (a,) = complete_versions(world["images"], "web", ARCH)
+    (b,) = complete_versions(other["images"], "web", ARCH)
+    assert a.fingerprint == b.fingerprint
+    for f in (a.meta.name, a.rootfs.name):
+        da = (world["images"] / "web" / ARCH / a.version / f).read_bytes()
+        db = (other["images"] / "web" / ARCH / b.version / f).read_bytes()
+        assert da == db, f
+
+
+def test_failed_pull_keeps_previous_version_and_others_convert(world: dict[str, Path]) -> None:
+    add_spec(world, "good")
+    bad_layout = add_spec(world, "bad")
+    run(config(world))
+    before = versions(world, "bad")
+    # Upstream breaks: the tag disappears. The other spec is rebuilt meanwhile.
+    (bad_layout / "index.json").write_text('{"schemaVersion":2,"manifests":[]}')
+    add_spec(world, "good", "changed")
+    assert main(argv(world)) == EXIT_FAILED
+    assert versions(world, "bad") == before
+    assert len(versions(world, "good")) == 2
+    summary = run(config(world))
+    failed = {r.name: r.reason for r in summary.results if r.status == "failed"}
+    assert list(failed) == ["bad"] and "v1" in failed["bad"]
+
+
+def test_broken_spec_keeps_its_image_and_removed_spec_unpublishes(
+    world: dict[str, Path],
+) -> None:
+    add_spec(world, "keep")
+    add_spec(world, "gone")
+    run(config(world))
+    (world["specs"] / "keep.yaml").write_text("image: x\nimagee: typo\n")
+    (world["specs"] / "gone.yaml").unlink()
+    summary = run(config(world))
+    assert [(r.name, r.status) for r in summary.results] == [("keep", "failed")]
+    assert "imagee" in summary.results[0].reason
+    assert len(versions(world, "keep")) == 1
+    assert not (world["images"] / "gone").exists()
+
+
+def test_cache_keeps_only_blobs_of_current_images(world: dict[str, Path]) -> None:
+    add_spec(world, "a", "a")
+    add_spec(world, "b", "b")
+    run(config(world))
+    cache = BlobCache(world["cache"])
+    with_both = set(cache.digests())
+    (world["specs"] / "b.yaml").unlink()
+    run(config(world))
+    left = set(cache.digests())
+    assert left < with_both
+    # What remains is exactly enough to rebuild "a" without downloading.
+    assert run(config(world, force=True)).bytes_pulled == 0
+
+
+def test_only_converts_the_named_specs(world: dict[str, Path]) -> None:
+    add_spec(world, "a")
+    add_spec(world, "b")
+    summary = run(config(world, only=("b",)))
+    assert [r.name for r in summary.results] == ["b"]
+    assert versions(world, "a") == []
+    assert main([*argv(world), "--only", "nope"]) == EXIT_USAGE
+
+
+def test_parallel_jobs(world: dict[str, Path]) -> None:
+    for n in ("a", "b", "c"):
+        add_spec(world, n, n)
+    assert main([*argv(world), "--jobs", "3"]) == EXIT_OK
+    assert all(len(versions(world, n)) == 1 for n in ("a", "b", "c"))
+
+
+def test_second_run_exits_at_once_with_the_lock_message(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_spec(world, "web")
+    with job_lock(world["images"]):
+        started = time.monotonic()
+        assert main(argv(world)) == EXIT_LOCKED
+        assert time.monotonic() - started < 5
+    assert "another lxdocker run" in capsys.readouterr().err
+    assert versions(world, "web") == []
+
+
+def test_usage_errors_exit_2(world: dict[str, Path]) -> None:
+    assert main([*argv(world)[:-4], "--specs", str(world["specs"] / "missing")]) == EXIT_USAGE
+
+
+def test_sigkill_mid_rootfs_leaves_no_version_and_next_run_recovers(
+    world: dict[str, Path],
+) -> None:
+    layout = app_layout(world["src"] / "big", big=48 << 20)
+    (world["specs"] / "big.yaml").write_text(f"image: oci:{layout}:v1\n")
+    cmd = [sys.executable, "-m", "lxdocker", *argv(world)[:-2], "--imageformat", "squashfs"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    arch_dir = world["images"] / "big" / ARCH
+    deadline = time.monotonic() + 120
+    # Kill once the rootfs is being written inside the temp directory.
+    while time.monotonic() < deadline and proc.poll() is None:
+        tmp = list(arch_dir.glob(".tmp*/rootfs.squashfs")) if arch_dir.exists() else []
+        if tmp and tmp[0].stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(arch_dir.rglob(VERSION_FILE)) == []
+    assert versions(world, "big") == []
+    assert main(argv(world)) == EXIT_OK
+    assert len(versions(world, "big")) == 1
+    assert [p.name for p in arch_dir.iterdir()] == versions(world, "big")
+
+
+def test_relative_local_path_is_relative_to_the_spec_file(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_layout(world["specs"] / "layouts" / "web")
+    (world["specs"] / "web.yaml").write_text("image: oci:layouts/web:v1\n")
+    monkeypatch.chdir("/")
+    assert run(config(world)).results[0].status == "built"

@@ -1,0 +1,112 @@
+"""Table-driven tests for the path and whiteout predicates (lxdocker.paths)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lxdocker import paths
+from lxdocker.errors import LayerError
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        pytest.param("etc/passwd", "etc/passwd", id="canonical_unchanged"),
+        pytest.param("./etc/passwd", "etc/passwd", id="dot_slash_prefix_removed"),
+        pytest.param("etc/", "etc", id="trailing_slash_removed"),
+        pytest.param("etc//ssl///certs", "etc/ssl/certs", id="double_slashes_collapsed"),
+        pytest.param("etc/./ssl/.", "etc/ssl", id="dot_components_removed"),
+        pytest.param("a/b/../c", "a/c", id="dotdot_inside_resolved"),
+        pytest.param("a/..", "", id="dotdot_back_to_root"),
+        pytest.param(".", "", id="dot_is_root"),
+        pytest.param("./", "", id="dot_slash_is_root"),
+        pytest.param("caf\udce9", "caf\udce9", id="non_utf8_bytes_kept"),
+        pytest.param("a/" + "x" * 300, "a/" + "x" * 300, id="long_name_kept"),
+        pytest.param("...", "...", id="three_dots_is_a_name"),
+    ],
+)
+def test_clean_name(raw: str, clean: str) -> None:
+    assert paths.clean_name(raw) == clean
+    assert not paths.escapes_root(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("../etc/passwd", id="dotdot_escape"),
+        pytest.param("a/../../etc", id="dotdot_escape_after_name"),
+        pytest.param("..", id="dotdot_alone"),
+        pytest.param("/etc/passwd", id="absolute_name"),
+        pytest.param("//etc", id="absolute_double_slash"),
+        pytest.param("a\x00b", id="nul_byte"),
+    ],
+)
+def test_escaping_names_are_refused(raw: str) -> None:
+    assert paths.escapes_root(raw)
+    with pytest.raises(LayerError, match=r"refused|escapes|NUL"):
+        paths.clean_name(raw)
+
+
+@pytest.mark.parametrize(
+    ("path", "whiteout", "opaque"),
+    [
+        pytest.param("d/.wh..wh..opq", True, True, id="opaque_marker"),
+        pytest.param(".wh..wh..opq", True, True, id="opaque_marker_at_root"),
+        pytest.param("d/.wh.x", True, False, id="plain_whiteout"),
+        pytest.param("d/.wh..wh.plnk", True, False, id="aufs_metadata_is_plain_whiteout"),
+        pytest.param("d/x.wh.y", False, False, id="wh_inside_name_is_not_whiteout"),
+        pytest.param(".wh/x", False, False, id="wh_directory_is_not_whiteout"),
+        pytest.param("d/.whx", False, False, id="missing_dot_is_not_whiteout"),
+    ],
+)
+def test_whiteout_kinds(path: str, whiteout: bool, opaque: bool) -> None:
+    assert paths.is_whiteout(path) is whiteout
+    assert paths.is_opaque_whiteout(path) is opaque
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        pytest.param("d/.wh.x", "d/x", id="whiteout_target_in_dir"),
+        pytest.param(".wh.x", "x", id="whiteout_target_at_root"),
+        pytest.param("a/b/.wh..hidden", "a/b/.hidden", id="whiteout_of_dotfile"),
+    ],
+)
+def test_whiteout_target(path: str, target: str) -> None:
+    assert paths.whiteout_target(path) == target
+
+
+@pytest.mark.parametrize("path", ["d/.wh.", ".wh..", "d/.wh..."])
+def test_whiteout_without_name_is_refused(path: str) -> None:
+    with pytest.raises(LayerError, match="invalid whiteout"):
+        paths.whiteout_target(path)
+
+
+def test_opaque_dir_is_the_parent() -> None:
+    assert paths.opaque_dir("a/b/.wh..wh..opq") == "a/b"
+    assert paths.opaque_dir(".wh..wh..opq") == paths.ROOT
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("a/b/c", ["a/b", "a"], id="ancestors_nearest_first"),
+        pytest.param("a", [], id="top_level_has_no_ancestors"),
+    ],
+)
+def test_ancestors(path: str, expected: list[str]) -> None:
+    assert list(paths.ancestors(path)) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "ancestor", "below"),
+    [
+        ("a/b", "a", True),
+        ("a", "a", False),
+        ("ab/c", "a", False),
+        ("a", "", True),
+        ("", "", False),
+    ],
+)
+def test_is_below(path: str, ancestor: str, below: bool) -> None:
+    assert paths.is_below(path, ancestor) is below
