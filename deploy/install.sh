@@ -13,11 +13,11 @@ ln -sf /opt/lxdocker/bin/lxdocker /usr/local/bin/lxdocker
 ln -sf /opt/lxdocker/bin/imgserver /usr/local/bin/imgserver
 install -d -o lxdocker -g lxdocker /var/cache/lxdocker /var/lib/lxdocker /var/lib/lxdocker/images
 install -d /etc/lxdocker/specs /etc/lxdocker/tls
-if [ ! -f /etc/lxdocker/tls/cert.pem ]; then
+if [ ! -f /etc/lxdocker/tls/server.crt ]; then
     /usr/local/bin/imgserver gencert --out /etc/lxdocker/tls --san "$(hostname)" --san localhost --san 127.0.0.1
 fi
 chown -R lxdocker:lxdocker /etc/lxdocker/tls
 install -m 0644 "$src/deploy/lxdocker.service" "$src/deploy/lxdocker.timer" "$src/deploy/imgserver.service" /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now imgserver.service lxdocker.timer
-echo "imgserver runs on :443; certificate: /etc/lxdocker/tls/cert.pem"
+echo "imgserver runs on :443; certificate: /etc/lxdocker/tls/server.crt"

@@ -16,7 +16,7 @@ from lxdocker.errors import LxdockerError
 log = logging.getLogger("imgserver")
 
 
-def _serve_parser() -> argparse.ArgumentParser:
+def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="imgserver",
         description="Serve lxdocker's LXD images over simplestreams (HTTPS, TLS 1.3). "
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             info = tls.read_cert(cert)
             log.info("wrote %s and %s; sha256 fingerprint %s", cert, key, info.fingerprint)
             return 0
-        a = _serve_parser().parse_args(args_list)
+        a = serve_parser().parse_args(args_list)
         config = ServerConfig(
             lxdimages=a.lxdimages,
             cert=a.cert,

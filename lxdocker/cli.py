@@ -17,6 +17,7 @@ from lxdocker import __version__
 from lxdocker import arch as archmod
 from lxdocker.config import IMAGE_FORMATS
 from lxdocker.errors import LxdockerError
+from lxdocker.rootfs import SQUASHFS_COMPRESSORS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imageformat", choices=IMAGE_FORMATS, default="squashfs")
     p.add_argument(
         "--compressor",
-        choices=("xz", "zstd", "gzip", "lz4"),
+        choices=SQUASHFS_COMPRESSORS,
         default="xz",
         help="squashfs compressor (default xz)",
     )
