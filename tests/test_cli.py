@@ -1,0 +1,63 @@
+"""The job's command line: log formats, the summary, exit codes for usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
+
+
+def make_world(tmp_path: Path) -> list[str]:
+    layout = write_oci_layout(
+        tmp_path / "layout",
+        [build_image([layer_tar([Member("etc", "dir"), Member("etc/hostname", data=b"x\n")])])],
+    )
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "ok.yaml").write_text(f"image: oci:{layout}:latest\ncmd: [/bin/true]\n")
+    (specs / "broken.yaml").write_text("image: x\nbogus: 1\n")
+    return [
+        "--cache", str(tmp_path / "cache"),
+        "--lxdimages", str(tmp_path / "images"),
+        "--specs", str(specs),
+        "--imageformat", "tar",
+    ]  # fmt: skip
+
+
+def test_json_log_lines_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = make_world(tmp_path)
+    assert main([*argv, "--log-format", "json"]) == EXIT_FAILED
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(rec) for rec in lines)
+    messages = [rec["message"] for rec in lines]
+    assert any(m.startswith("ok: built ") for m in messages)
+    assert any(m.startswith("broken: FAILED: ") and "bogus" in m for m in messages)
+    assert "2 specs: 1 built, 0 unchanged, 1 failed" in messages[-1]
+
+
+def test_text_summary_after_fixing_the_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = make_world(tmp_path)
+    main(argv)
+    (tmp_path / "specs" / "broken.yaml").unlink()
+    capsys.readouterr()
+    assert main(argv) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "ok: unchanged" in err and "1 specs: 0 built, 1 unchanged, 0 failed" in err
+
+
+@pytest.mark.parametrize(
+    "extra", [["--jobs", "0"], ["--keep", "0"], ["--arch", "vax"], ["--imageformat", "zip"]]
+)
+def test_usage_errors(tmp_path: Path, extra: list[str]) -> None:
+    argv = make_world(tmp_path)
+    try:
+        code = main([*argv, *extra])
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(e.code or 0)
+    assert code == EXIT_USAGE
