@@ -14,13 +14,10 @@ Basic realm string). Credentials never enter a log line or an error message.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -31,13 +28,12 @@ import requests
 import urllib3.exceptions
 
 from lxdocker.cache import BlobCache
+from lxdocker.credentials import auth_files, find_credentials
 from lxdocker.errors import DigestError, RegistryError
 from lxdocker.oci import ACCEPT, Descriptor, check_digest, sha256_digest
-from lxdocker.reference import DOCKER_HUB
 
 log = logging.getLogger(__name__)
 
-_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", DOCKER_HUB)
 _LOCALHOSTS = ("localhost", "127.0.0.1", "[::1]")
 # distribution refuses manifests over 4 MiB (registry/handlers/manifests.go).
 MAX_MANIFEST = 4 << 20
@@ -58,50 +54,6 @@ class FetchedManifest:
     raw: bytes
     media_type: str
     digest: str
-
-
-def auth_files(auth_file: Path | None = None) -> list[Path]:
-    """Where credentials come from, in order: explicit, $REGISTRY_AUTH_FILE, Docker's."""
-    if auth_file is not None:
-        return [auth_file]
-    files = []
-    if env := os.environ.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(env))
-    docker_dir = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
-    files.append(Path(docker_dir) / "config.json")
-    return files
-
-
-def _host_of(key: str) -> str:
-    key = key.removeprefix("https://").removeprefix("http://")
-    return key.split("/", 1)[0]
-
-
-def find_credentials(registry: str, files: Iterable[Path]) -> tuple[str, str, Path] | None:
-    """(user, password, file) for `registry` from docker-style `auths`, or None."""
-    wanted = set(_HUB_KEYS) if registry == DOCKER_HUB else {registry}
-    for path in files:
-        try:
-            cfg = json.loads(path.read_text())
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError) as e:
-            raise RegistryError(f"credentials file {path}: cannot read: {e}") from None
-        auths = cfg.get("auths") if isinstance(cfg, dict) else None
-        for key, entry in (auths or {}).items():
-            if (key not in wanted and _host_of(key) not in wanted) or not isinstance(entry, dict):
-                continue
-            if entry.get("auth"):
-                try:
-                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                except (ValueError, UnicodeDecodeError):
-                    raise RegistryError(
-                        f"credentials file {path}: entry {key!r} has an invalid 'auth' value"
-                    ) from None
-                return user, password, path
-            if entry.get("username"):
-                return str(entry["username"]), str(entry.get("password", "")), path
-    return None
 
 
 class RegistryClient:
@@ -386,4 +338,4 @@ def _retry_after(value: str | None, default: float) -> float:
         return default
 
 
-__all__ = ["FetchedManifest", "RegistryClient", "RetryPolicy", "auth_files", "find_credentials"]
+__all__ = ["FetchedManifest", "RegistryClient", "RetryPolicy"]

@@ -14,7 +14,7 @@ from lxdocker import arch
 from lxdocker.cache import BlobCache
 from lxdocker.errors import RegistryError
 from lxdocker.pull import pull, resolve
-from lxdocker.registry import RegistryClient, RetryPolicy, find_credentials
+from lxdocker.registry import RegistryClient, RetryPolicy
 from tests.helpers.images import Member, build_image, layer_tar
 from tests.helpers.registry import PASSWORD, USER, FaultProxy, RunningRegistry, push_image
 
@@ -32,27 +32,6 @@ def _auth_file(tmp_path: Path, host: str, user: str, password: str) -> Path:
 def _no_secret(text: str) -> None:
     for secret in (PASSWORD, "wrong-Pa55", base64.b64encode(f"{USER}:".encode()).decode()[:8]):
         assert secret not in text
-
-
-def test_credentials_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = tmp_path / "config.json"
-    f.write_text(
-        json.dumps(
-            {
-                "auths": {
-                    "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw").decode()},
-                    "https://reg.example:5000": {"username": "u", "password": "p:x"},
-                }
-            }
-        )
-    )
-    assert find_credentials("registry-1.docker.io", [f]) == ("hub", "pw", f)
-    assert find_credentials("reg.example:5000", [f]) == ("u", "p:x", f)
-    assert find_credentials("other.example", [f]) is None
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(f))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    client = RegistryClient("reg.example:5000", "x")
-    assert client._user == "u"
 
 
 @pytest.mark.parametrize("variant", ["basic", "token"])
