@@ -19,9 +19,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from lxdocker.errors import DigestError, LxdockerError
 from lxdocker.oci import check_digest
@@ -174,14 +174,22 @@ class BlobCache:
             w.write(data)
             return w.commit()
 
-    def put_stream(self, digest: str, size: int, src: BinaryIO) -> int:
-        """Copy `src` into the cache, verified; returns the bytes copied."""
+    def put_stream(
+        self,
+        digest: str,
+        size: int,
+        src: IO[bytes],
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> int:
+        """Copy `src` into the cache, verified; returns the bytes copied (0 when the
+        blob was already cached). `progress` gets the byte offset after each chunk."""
         with self.writer(digest, size) as w:
             if w is None:
                 return 0
             w.restart()
             while chunk := src.read(_CHUNK):
                 w.write(chunk)
+                progress(w.offset)
             w.commit()
             return w.written
 

@@ -47,20 +47,6 @@ _DOCKER_LAYER = {
 _CHUNK = 1 << 20
 
 
-def _copy(
-    src: IO[bytes], digest: str, size: int, cache: BlobCache, progress: Callable[[int], None]
-) -> int:
-    with cache.writer(digest, size) as w:
-        if w is None:
-            return 0
-        w.restart()
-        while chunk := src.read(_CHUNK):
-            w.write(chunk)
-            progress(w.offset)
-        w.commit()
-        return w.written
-
-
 class OciLayoutSource:
     def __init__(self, path: Path, tag: str | None) -> None:
         self.path, self.tag = path, tag
@@ -110,7 +96,7 @@ class OciLayoutSource:
             return 0
         try:
             with open(self._blob(desc.digest), "rb") as f:
-                return _copy(f, desc.digest, desc.size, cache, progress)
+                return cache.put_stream(desc.digest, desc.size, f, progress)
         except FileNotFoundError:
             raise RegistryError(f"{self.what}: blob {desc.digest} is missing") from None
 
@@ -197,7 +183,7 @@ class DockerArchiveSource:
         if name is None:
             raise RegistryError(f"{self.what}: no file with digest {desc.digest}")
         with self._open() as tar:
-            return _copy(self._member_bytes(tar, name), desc.digest, desc.size, cache, progress)
+            return cache.put_stream(desc.digest, desc.size, self._member_bytes(tar, name), progress)
 
 
 __all__ = ["DockerArchiveSource", "OciLayoutSource"]
