@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from lxdocker import arch
 from lxdocker.cache import BlobCache
@@ -186,3 +187,47 @@ def test_dropped_manifest_connection_is_retried(
     fault_proxy.cut_manifests = True
     assert resolve(f"{fault_proxy.host}/faults/dropped", AMD64).manifest == img.manifest.data
     assert [s for m, p, _, s in fault_proxy.log if "/manifests/" in p] == [200, 200]
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_layers_download_concurrently_and_bounded(
+    registry: RunningRegistry, fault_proxy: FaultProxy, tmp_path: Path, jobs: int
+) -> None:
+    layers = [layer_tar([Member(f"l{i}", data=f"layer {i} of {jobs}".encode())]) for i in range(6)]
+    img = build_image(layers)
+    push_image(registry, f"faults/concurrent{jobs}", img)
+    fault_proxy.blob_delay = 0.3
+    resolved = resolve(f"{fault_proxy.host}/faults/concurrent{jobs}", AMD64)
+    pulled = pull(resolved, BlobCache(tmp_path), jobs=jobs)
+    assert pulled.bytes_downloaded > 0
+    # The config comes first on its own; then the six layers, `jobs` at a time.
+    assert fault_proxy.max_blobs_in_flight == jobs
+
+
+def test_localhost_http_fallback_is_safe_for_concurrent_requests(
+    registry: RunningRegistry,
+) -> None:
+    """Found end to end (two specs of one image, config already cached): a layer
+    download that was in flight over HTTPS while another one switched the client
+    to plain HTTP must retry over HTTP, not fail with a TLS error."""
+    img = build_image([layer_tar([Member("f", data=b"racy")])])
+    push_image(registry, "race/app", img)
+
+    class Interleaved(RegistryClient):
+        """Runs a second request while the first one is between URL and TLS error."""
+
+        def __init__(self) -> None:
+            super().__init__(registry.host, "race/app")
+            self.nested = False
+
+        def _send(
+            self, method: str, url: str, headers: dict[str, str], stream: bool
+        ) -> requests.Response:
+            if not self.nested:
+                self.nested = True
+                self.request("GET", "/tags/list").close()  # switches to HTTP
+            return super()._send(method, url, headers, stream)
+
+    client = Interleaved()
+    resp = client.request("GET", f"/blobs/{img.layers[0].digest}")
+    assert resp.status_code == 200 and resp.content == img.layers[0].data

@@ -397,7 +397,8 @@ class FaultProxy:
     half the body, then drops the connection (`cut_manifests`: the same for
     manifests). `throttle`: path substrings whose
     first request (every request with `throttle_always`) gets 429 with
-    Retry-After: `retry_after`.
+    Retry-After: `retry_after`. `blob_delay`: blob GETs take that long, and
+    `max_blobs_in_flight` records how many were served at once.
     """
 
     def __init__(self, upstream: RunningRegistry) -> None:
@@ -409,6 +410,10 @@ class FaultProxy:
         self.status = 429  # what throttled requests get (503 to test 5xx retries)
         self.retry_after = "1"
         self.log: list[tuple[str, str, str, int]] = []  # method, path, range, status
+        self.blob_delay = 0.0
+        self.max_blobs_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
         self.times: list[float] = []
         self._done: set[str] = set()
         self._throttled: set[str] = set()
@@ -466,7 +471,18 @@ class FaultProxy:
                     self.wfile.write(body)
 
             def do_GET(self) -> None:
-                self._answer("GET")
+                if not (proxy.blob_delay and "/blobs/sha256:" in self.path):
+                    self._answer("GET")
+                    return
+                with proxy._lock:
+                    proxy._in_flight += 1
+                    proxy.max_blobs_in_flight = max(proxy.max_blobs_in_flight, proxy._in_flight)
+                try:
+                    time.sleep(proxy.blob_delay)
+                    self._answer("GET")
+                finally:
+                    with proxy._lock:
+                        proxy._in_flight -= 1
 
             def do_HEAD(self) -> None:
                 self._answer("HEAD")
