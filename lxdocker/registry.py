@@ -173,6 +173,11 @@ class RegistryClient:
             try:
                 resp = self._send(method, url, headers, stream)
             except requests.exceptions.SSLError as e:
+                if self._scheme == "http" and url.startswith("https://"):
+                    # A concurrent layer download of this client switched to HTTP
+                    # while this request was in flight (pull's first request may be
+                    # a parallel layer fetch when the config is already cached).
+                    continue
                 if self._insecure is None and _hostname(self.registry) in _LOCALHOSTS:
                     log.info("%s: no TLS, using plain HTTP (localhost)", self.registry)
                     self._insecure, self._scheme = True, "http"

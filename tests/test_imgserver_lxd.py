@@ -6,7 +6,6 @@ Needs the LXD daemon (tests/helpers/lxd.py): skipped without it, failed with CI=
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from lxdocker import arch
 from tests.helpers.imgserver import RunningServer, raw_get_json
 from tests.helpers.lxd import Scratch, wait_for
+from tests.helpers.remote import add_pinned_remote, local_fingerprints, remote_fingerprints
 from tests.helpers.versions import (
     lxd_meta,
     squashfs_rootfs,
@@ -25,16 +25,6 @@ pytestmark = pytest.mark.lxd
 
 HOST = arch.host()
 OTHER = arch.by_debian("arm64" if HOST.debian != "arm64" else "amd64")
-
-
-def remote_fingerprints(scratch: Scratch, remote: str) -> set[str]:
-    out = scratch.lxd.lxc("image", "list", f"{remote}:", "--format", "json").stdout
-    return {img["fingerprint"] for img in json.loads(out)}
-
-
-def local_fingerprints(scratch: Scratch) -> set[str]:
-    out = scratch.lxd.lxc("image", "list", "local:", "--format", "json").stdout
-    return {img["fingerprint"] for img in json.loads(out)}
 
 
 def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) -> None:
@@ -70,15 +60,10 @@ def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) ->
     srv = RunningServer(tree, tmp_path)
     lxd = lxd_scratch.lxd
     try:
-        remote = lxd_scratch.name("imgsrv")
-        certs = Path.home() / ".config" / "lxc" / "servercerts"
-        certs.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(srv.cert, certs / f"{remote}.crt")  # pin before `remote add`
-        lxd.clear_remote_cache()
-        lxd.lxc("remote", "add", remote, srv.ip_url, "--protocol", "simplestreams", "--public")
+        remote = add_pinned_remote(lxd_scratch, srv)
 
         # Every image, every arch is listed.
-        assert remote_fingerprints(lxd_scratch, remote) == {
+        assert remote_fingerprints(lxd, remote) == {
             hello1.fingerprint,
             other.fingerprint,
             redis.fingerprint,
@@ -94,7 +79,7 @@ def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) ->
             lxd_scratch.track_image(fp)
         lxd.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
         lxd.lxc("image", "copy", f"{remote}:redis", "local:")
-        assert {hello1.fingerprint, redis.fingerprint} <= local_fingerprints(lxd_scratch)
+        assert {hello1.fingerprint, redis.fingerprint} <= local_fingerprints(lxd)
 
         # Publish a newer version: `lxc image refresh` fetches it.
         hello2 = write_version(
@@ -115,7 +100,7 @@ def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) ->
         lxd.clear_remote_cache()  # LXD would answer from its hour-long index cache
         out = lxd.lxc("image", "refresh", hello1.fingerprint).stdout
         assert "refreshed" in out.lower(), out
-        assert wait_for(lambda: hello2.fingerprint in local_fingerprints(lxd_scratch), timeout=30)
+        assert wait_for(lambda: hello2.fingerprint in local_fingerprints(lxd), timeout=30)
     finally:
         srv.stop()
     log = srv.log()
