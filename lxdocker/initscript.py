@@ -193,11 +193,6 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
     )
 
 
-def render_udhcpc_script() -> str:
-    """busybox udhcpc calls this with $1 = event and the lease in the environment."""
-    return _UDHCPC.replace("@BB@", BUSYBOX)
-
-
 def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
     """The /sbin/init text. `realinit`: the image's own init is at /lxd-realinit."""
     bb = BUSYBOX
@@ -358,36 +353,4 @@ while [ "$_lxd_stopping" = 0 ]; do
 	[ "$_lxd_delay" -gt @CAP@ ] && _lxd_delay=@CAP@
 done
 exit "$_lxd_rc"
-"""
-
-_UDHCPC = r"""#!@BB@ sh
-# udhcpc event script written by lxdocker (DESIGN section 6): configures the
-# address, default route and DNS of $interface from the lease in the environment.
-bb=@BB@
-case "$1" in
-deconfig)
-	$bb ip link set dev "$interface" up
-	$bb ip -4 addr flush dev "$interface"
-	;;
-bound|renew)
-	# A renew with the same address must not drop the address (and connections).
-	if ! $bb ip -4 addr show dev "$interface" | $bb grep -q "inet $ip/$mask "; then
-		$bb ip -4 addr flush dev "$interface"
-		$bb ip -4 addr add "$ip/$mask" ${broadcast:+broadcast "$broadcast"} dev "$interface"
-	fi
-	for r in $router; do
-		$bb ip -4 route replace default via "$r" dev "$interface"
-		break
-	done
-	if [ -n "$dns" ]; then
-		$bb mkdir -p /etc
-		tmp=/etc/.resolv.conf.lxd-udhcpc
-		{
-			[ -n "$domain" ] && echo "search $domain"
-			for s in $dns; do echo "nameserver $s"; done
-		} >"$tmp" && $bb mv -f "$tmp" /etc/resolv.conf
-	fi
-	;;
-esac
-exit 0
 """

@@ -39,10 +39,10 @@ from lxdocker.initscript import (
     RunConfig,
     RunRequest,
     render_init,
-    render_udhcpc_script,
     run_config,
 )
 from lxdocker.tarstream import COPY_BUFSIZE, Entry, copy_exact
+from lxdocker.udhcpc import render_udhcpc_script
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import pytest
 from lxdocker.arch import ARCHES, Arch, host
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from lxdocker.initscript import render_udhcpc_script
 from lxdocker.patch import check_busybox, patch, resolve_user
 from lxdocker.tarstream import Entry, write_tar
+from lxdocker.udhcpc import render_udhcpc_script
 from tests.helpers.images import Member, layer_tar
 from tests.helpers.initrun import HOST_BUSYBOX, need_namespaces, run_init
 
