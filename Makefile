@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # Debian packages the converter, the server and the tests use (the real parts, no mocks).
 DEB_PACKAGES := squashfs-tools-ng busybox-static xz-utils umoci skopeo docker-registry \
 	apache2-utils lxd lxd-client iproute2 util-linux systemd
+# Only `make bench` needs these (load generator, reference server, GNU time, mksquashfs).
+BENCH_DEB_PACKAGES := wrk nginx time squashfs-tools
 
 .PHONY: setup deps venv test lint typecheck unit run bench clean
 
@@ -55,6 +57,11 @@ run: setup
 		$(BIN)/imgserver gencert --out $(RUN_DIR)/tls --san localhost --san 127.0.0.1
 	exec $(BIN)/imgserver --address 127.0.0.1:8443 --lxdimages $(RUN_DIR)/images \
 		--cert $(RUN_DIR)/tls/server.crt --key $(RUN_DIR)/tls/server.key --remote-name lxdocker
+
+# Benchmarks print figures and write bench/RESULTS.md (BENCH_QUICK=1: smoke run).
+bench: setup
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 
@@ -12,16 +13,38 @@ from imgserver.catalog import IMAGES_PREFIX, Catalog, Snapshot
 from imgserver.config import ServerConfig
 from imgserver.tls import CertInfo
 
+# zlib's default level: images.json shrinks several times (LXD's Go client asks for
+# gzip and decompresses transparently), rendered once per catalog generation.
+GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class Document:
+    """One rendered JSON document, identity and gzip, each with its own strong ETag
+    (RFC 9110 section 8.8.3: an ETag names one representation)."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str
+    gzip_etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> Document:
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        gzipped = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        return cls(body, gzipped, f'"{digest}"', f'"{digest}-gzip"')
+
 
 @dataclass(frozen=True)
 class Rendered:
     generation: int
-    index: bytes
-    images: bytes
+    index: Document
+    images: Document
 
 
 class Documents:
-    """index.json and images.json rendered once per catalog change, not per request."""
+    """index.json and images.json rendered (and compressed, and hashed) once per
+    catalog change, not per request: a request only picks the bytes to send."""
 
     def __init__(self) -> None:
         self._rendered: Rendered | None = None
@@ -32,11 +55,32 @@ class Documents:
             versions = snapshot.versions
             r = Rendered(
                 snapshot.generation,
-                streams.encode(streams.index_doc(versions)),
-                streams.encode(streams.images_doc(versions)),
+                Document.of(streams.encode(streams.index_doc(versions))),
+                Document.of(streams.encode(streams.images_doc(versions))),
             )
             self._rendered = r
         return r
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header (RFC 9110 section 12.5.3) allows gzip.
+
+    Only an explicit "gzip" / "x-gzip" with a non-zero q counts; "*" is ignored so
+    that clients which never asked for compression always get identity.
+    """
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -45,13 +89,18 @@ CERT = web.AppKey("cert", CertInfo)
 DOCUMENTS = web.AppKey("documents", Documents)
 
 
-def _json(request: web.Request, body: bytes) -> web.Response:
-    etag = hashlib.sha256(body).hexdigest()[:32]
-    headers = {hdrs.ETAG: f'"{etag}"', hdrs.CACHE_CONTROL: "no-cache"}
+def _json(request: web.Request, doc: Document) -> web.Response:
+    gz = accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+    etag = doc.gzip_etag if gz else doc.etag
+    headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: "no-cache", hdrs.VARY: hdrs.ACCEPT_ENCODING}
     inm = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if f'"{etag}"' in {c.strip().removeprefix("W/") for c in inm.split(",")}:
+    if etag in {c.strip().removeprefix("W/") for c in inm.split(",")}:
         return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    if gz:
+        headers[hdrs.CONTENT_ENCODING] = "gzip"
+    return web.Response(
+        body=doc.gzipped if gz else doc.body, content_type="application/json", headers=headers
+    )
 
 
 async def index_json(request: web.Request) -> web.Response:

@@ -10,13 +10,13 @@ import signal
 
 from aiohttp import web
 
+from imgserver.accesslog import AccessLog
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.listener import Listener, bind
 from imgserver.tls import pin_instructions, read_cert, remote_url, server_context
 
 log = logging.getLogger(__name__)
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 
 
 def _raise_fd_limit() -> None:
@@ -39,7 +39,7 @@ async def run(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(
         create_app(config),
         access_log=logging.getLogger("imgserver.access"),
-        access_log_format=ACCESS_LOG_FORMAT,
+        access_log_class=AccessLog,
         # aiohttp's keep-alive timer also closes a connection whose request headers
         # have not completed in time (slow clients, "slowloris").
         keepalive_timeout=config.header_timeout,

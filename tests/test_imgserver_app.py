@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import shutil
@@ -13,8 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from imgserver import files
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
+from imgserver.handlers import accepts_gzip
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.imgserver import make_cert
 from tests.helpers.versions import write_version
@@ -75,6 +78,48 @@ async def test_json_etag_and_304(client: Client, path: str) -> None:
     assert await other.read() == body
 
 
+async def test_json_gzip_only_when_asked(client: Client) -> None:
+    # LXD's Go client sends Accept-Encoding: gzip and decompresses transparently;
+    # a client that does not ask (python-simplestreams, curl) gets identity.
+    plain = await client.get("/streams/v1/images.json", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    body = await plain.read()
+    resp = await client.get(
+        "/streams/v1/images.json", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert resp.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(await resp.read()) == body
+    assert resp.headers["ETag"] != plain.headers["ETag"]
+    refused = await client.get("/streams/v1/images.json", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "Content-Encoding" not in refused.headers
+    # Each representation's ETag revalidates only itself.
+    again = await client.get(
+        "/streams/v1/images.json",
+        headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["ETag"]},
+    )
+    assert again.status == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0", False),
+        ("gzip;q=nonsense", False),
+        ("*", False),
+        ("identity", False),
+        ("", False),
+    ],
+)
+def test_accepts_gzip(header: str, expected: bool) -> None:
+    assert accepts_gzip(header) is expected
+
+
 async def test_new_version_appears_without_restart(client: Client, tree: Path) -> None:
     write_version(tree, "app", "amd64", "20260102_0000", meta=META, rootfs=ROOTFS + b"2")
     for _ in range(50):
@@ -124,6 +169,23 @@ async def test_no_content_encoding_even_with_compressed_siblings(
     assert await resp.read() == META
     assert "Content-Encoding" not in resp.headers
     assert resp.content_type == "application/octet-stream"
+
+
+async def test_file_larger_than_a_read_chunk(client: Client, tree: Path) -> None:
+    big = bytes(range(251)) * ((2 * files.CHUNK + 1000) // 251)
+    write_version(tree, "app", "amd64", "20260103_0000", meta=META, rootfs=big)
+    url = "/images/app/amd64/20260103_0000/rootfs.squashfs"
+    for _ in range(50):
+        resp = await client.get(url)
+        if resp.status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert await resp.read() == big
+    # A range across a chunk boundary.
+    start = files.CHUNK - 10
+    resp = await client.get(url, headers={"Range": f"bytes={start}-{start + 99}"})
+    assert resp.status == 206
+    assert await resp.read() == big[start : start + 100]
 
 
 async def test_head_file(client: Client) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, ToolError
-from lxdocker.rootfs import find_squashfs_tool, write_rootfs
+from lxdocker.rootfs import find_squashfs_tool, queue_backlog, write_rootfs
 from lxdocker.tarstream import Entry
 from tests.helpers.entries import (
     CAP_NET_RAW,
@@ -138,6 +138,29 @@ def test_same_entries_give_the_same_bytes(tmp_path: Path, fmt: ImageFormat) -> N
     write_rootfs(edge_entries(), a / "rootfs", fmt, jobs=2)
     write_rootfs(edge_entries(), b / "rootfs", fmt, jobs=2)
     assert (a / "rootfs").read_bytes() == (b / "rootfs").read_bytes()
+
+
+def test_job_count_and_queue_backlog_do_not_change_the_squashfs(tmp_path: Path) -> None:
+    # jobs=1 queues 50 blocks, jobs=3 queues 150: the compressor threads finish out
+    # of order, but tar2sqfs writes blocks in order, so the bytes are the same.
+    data = bytes(range(256)) * 4096  # 1 MiB: several blocks in flight at once
+
+    def entries() -> Iterator[Entry]:
+        yield from edge_entries()
+        info = tarfile.TarInfo("big.bin")
+        info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+        yield Entry(info, io.BytesIO(data))
+
+    outs = []
+    for jobs in (1, 3):
+        out = tmp_path / f"rootfs-{jobs}.squashfs"
+        write_rootfs(entries(), out, "squashfs", jobs=jobs)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_queue_backlog_grows_with_jobs_up_to_a_cap() -> None:
+    assert [queue_backlog(j) for j in (0, 1, 2, 4, 64)] == [50, 50, 100, 200, 256]
 
 
 def test_missing_tool_names_the_debian_package(

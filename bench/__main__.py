@@ -1,0 +1,177 @@
+"""`python -m bench` (what `make bench` runs): every benchmark, then bench/RESULTS.md.
+
+Environment:
+  BENCH_QUICK=1   small sizes, one round: a smoke run (writes RESULTS-quick.md in
+                  the work directory, never bench/RESULTS.md)
+  BENCH_WORK=DIR  work directory (default /var/tmp/lxdocker-bench); the built image
+                  layers are kept there and reused by the next run
+  BENCH_ONLY=...  comma-separated subset of: cold,double,warm,serving
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import bigimage, conversion, measure, report, serving
+from tests.helpers.registry import start_registry, stop_registry
+
+HERE = Path(__file__).resolve().parent
+ANALYSIS = HERE / "analysis.md"
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    scale: float  # of the cold-conversion image; the second one is twice as large
+    runs: int
+    double_runs: int
+    warm_specs: int
+    serve_rounds: int
+    serve_seconds: int
+    big_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        if os.environ.get("BENCH_QUICK") == "1":
+            return cls(True, 0.1, 1, 1, 20, 1, 3, 10 * 10**6)
+        return cls(False, 1.0, 3, 3, 20, 3, 10, 100 * 10**6)
+
+
+def main() -> int:
+    s = Settings.from_env()
+    work = Path(os.environ.get("BENCH_WORK", "/var/tmp/lxdocker-bench"))
+    work.mkdir(parents=True, exist_ok=True)
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "cold,double,warm,serving").split(",")))
+    started = time.monotonic()
+    out: list[str] = []
+    verdicts: list[report.Verdict] = []
+    loads: list[float] = [measure.load_average()]
+    run_dir = work / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    reg = start_registry(run_dir / "registry")
+    try:
+        if only & {"cold", "double"}:
+            print(f"building the image (scale {s.scale}) ...", flush=True)
+            image = bigimage.build(work / f"image-{s.scale}", s.scale)
+            bigimage.push_image(reg, "bench/big", image)
+            out += [
+                "## 1. Cold conversion to squashfs (xz)",
+                "",
+                f"Image: {len(image.layers)} gzip layers, {image.files} files, "
+                f"{image.uncompressed / 1e6:.0f} MB uncompressed, "
+                f"{image.compressed / 1e6:.0f} MB compressed; "
+                f"{conversion.JOBS} compressor jobs everywhere. Medians of {s.runs} "
+                "interleaved runs; the lxdocker figure includes the pull from the local registry.",
+                "",
+            ]
+        if "cold" in only:
+            print("cold conversion ...", flush=True)
+            rows, seen = conversion.cold(reg, image, "bench/big", run_dir, s.runs)
+            loads += seen
+            out += [*report.conversion_table(rows), ""]
+            double = None
+            if "double" in only:
+                print(f"building the image (scale {2 * s.scale}) ...", flush=True)
+                image2 = bigimage.build(work / f"image-{2 * s.scale}", 2 * s.scale)
+                bigimage.push_image(reg, "bench/big2", image2)
+                loads.append(measure.load_average())
+                row2 = conversion.lxdocker_only(
+                    reg, "bench/big2", run_dir, s.double_runs, "lxdocker, image twice as large"
+                )
+                double = row2.median
+                out += [
+                    f"Twice as large: {image2.files} files, "
+                    f"{image2.uncompressed / 1e6:.0f} MB uncompressed "
+                    f"({s.double_runs} run(s), to check memory):",
+                    "",
+                    *report.conversion_table([row2]),
+                    "",
+                ]
+            by_name = {r.name: r.median for r in rows}
+            lx, lower = by_name["lxdocker"], by_name[conversion.LOWER_BOUND]
+            sk = by_name[conversion.SKOPEO]
+            v = report.conversion_verdicts(lx, lower, sk, double)
+            verdicts += v
+            out += [*report.verdict_table(v), ""]
+        if "warm" in only:
+            print("warm run ...", flush=True)
+            w = conversion.warm(reg, run_dir, s.warm_specs, s.runs)
+            loads.append(measure.load_average())
+            m = w.median
+            v = report.warm_verdicts(w)
+            verdicts += v
+            out += [
+                f"## 2. Warm run: {w.specs} specs, nothing changed upstream",
+                "",
+                f"Median of {len(w.samples)}: wall {m.wall:.2f} s, CPU {m.cpu:.2f} s, "
+                f"peak RSS {m.rss_mb:.0f} MB (runs: "
+                + ", ".join(f"{x.wall:.2f} s" for x in w.samples)
+                + "). Blob GETs counted at a logging proxy in front of the registry.",
+                "",
+                *report.verdict_table(v),
+                "",
+            ]
+    finally:
+        stop_registry(reg)
+    if "serving" in only:
+        print("serving ...", flush=True)
+        sv = serving.run(
+            run_dir / "serving",
+            rounds=s.serve_rounds,
+            seconds=s.serve_seconds,
+            big_bytes=s.big_bytes,
+        )
+        loads.append(measure.load_average())
+        v = report.serving_verdicts(sv)
+        verdicts += v
+        out += [
+            f"## 3. Serving: {serving.IMAGES} images x {len(serving.VERSIONS)} versions",
+            "",
+            f"`wrk` with {serving.CONNECTIONS} connections, {s.serve_seconds} s per measurement, "
+            f"median of {s.serve_rounds} interleaved rounds; images.json is "
+            f"{sv.json_bytes / 1e3:.0f} kB ({sv.json_gzip_bytes / 1e3:.0f} kB gzipped), "
+            f"the rootfs {sv.big_bytes / 1e6:.0f} MB. "
+            f"Negotiated: imgserver {sv.tls['imgserver']}, nginx {sv.tls['nginx']}.",
+            "",
+            *report.serving_table(sv),
+            "",
+            *report.verdict_table(v),
+            "",
+        ]
+    minutes = (time.monotonic() - started) / 60
+    head = [
+        "# lxdocker benchmarks",
+        "",
+        "Generated by `make bench` (`python -m bench`); the analysis at the end is written by",
+        "hand (bench/analysis.md).",
+        "",
+        f"* Date: {measure.now()}; total bench time {minutes:.1f} min"
+        + (" (BENCH_QUICK=1: small sizes, one round)" if s.quick else ""),
+        f"* Machine: {measure.machine()}",
+        f"* Load average (1 min) seen before each measurement: min {min(loads):.2f}, "
+        f"max {max(loads):.2f} (other engineers' tests share the machine)",
+        "* Tools: " + ", ".join(f"{k} {v}" for k, v in measure.tool_versions().items()),
+        "",
+        "## Targets",
+        "",
+        *report.verdict_table(verdicts),
+        "",
+    ]
+    text = "\n".join([*head, *out]) + "\n"
+    if ANALYSIS.exists():
+        text += "\n" + ANALYSIS.read_text()
+    dest = work / "RESULTS-quick.md" if s.quick else HERE / "RESULTS.md"
+    dest.write_text(text)
+    print(text)
+    print(f"written to {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

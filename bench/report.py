@@ -1,0 +1,140 @@
+"""Targets of the benchmark issue and the Markdown report (pure: figures in, text out)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.conversion import Measured, WarmResult
+from bench.measure import Sample, spread
+from bench.serving import JSON_GZIP, JSON_IDENTITY, ROOTFS, ServingResults, WrkResult
+
+RSS_LIMIT_MB = 150.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    figure: str
+    met: bool
+
+
+def wrk_median(results: Sequence[WrkResult]) -> WrkResult:
+    return WrkResult(
+        statistics.median(r.requests_per_s for r in results),
+        statistics.median(r.mb_per_s for r in results),
+        statistics.median(r.p99_ms for r in results),
+        "; ".join(sorted({r.errors for r in results if r.errors})),
+    )
+
+
+def conversion_verdicts(
+    lx: Sample, lower: Sample, skopeo: Sample, double: Sample | None
+) -> list[Verdict]:
+    out = [
+        Verdict(
+            "cold wall <= 1.10 x lower bound",
+            f"{lx.wall / lower.wall:.2f} x ({lx.wall:.1f} s vs {lower.wall:.1f} s)",
+            lx.wall <= 1.10 * lower.wall,
+        ),
+        Verdict(
+            "cold wall <= 1.0 x skopeo+umoci+mksquashfs",
+            f"{lx.wall / skopeo.wall:.2f} x ({lx.wall:.1f} s vs {skopeo.wall:.1f} s)",
+            lx.wall <= skopeo.wall,
+        ),
+        Verdict("peak RSS <= 150 MB", f"{lx.rss_mb:.0f} MB", lx.rss_mb <= RSS_LIMIT_MB),
+    ]
+    if double is not None:
+        out.append(
+            Verdict(
+                "peak RSS <= 150 MB, image twice as large",
+                f"{double.rss_mb:.0f} MB",
+                double.rss_mb <= RSS_LIMIT_MB,
+            )
+        )
+    return out
+
+
+def warm_verdicts(w: WarmResult) -> list[Verdict]:
+    m = w.median
+    return [
+        Verdict(f"warm run of {w.specs} specs <= 3 s", f"{m.wall:.2f} s", m.wall <= 3.0),
+        Verdict(
+            "blob bytes downloaded when warm = 0",
+            f"{w.blob_gets} blob GETs, {w.reported_bytes:.1f} MB reported",
+            w.blob_gets == 0 and w.reported_bytes == 0,
+        ),
+    ]
+
+
+def serving_verdicts(s: ServingResults) -> list[Verdict]:
+    out = []
+    for variant in (JSON_GZIP, JSON_IDENTITY):
+        ij = wrk_median(s.runs[("imgserver", variant)])
+        nj = wrk_median(s.runs[("nginx", variant)])
+        out += [
+            Verdict(
+                f"{variant}: p99 <= 20 ms",
+                f"{ij.p99_ms:.1f} ms (nginx {nj.p99_ms:.1f} ms)",
+                ij.p99_ms <= 20.0,
+            ),
+            Verdict(
+                f"{variant}: req/s >= 0.3 x nginx",
+                f"{ij.requests_per_s / nj.requests_per_s:.2f} x "
+                f"({ij.requests_per_s:.0f} vs {nj.requests_per_s:.0f} req/s)",
+                ij.requests_per_s >= 0.3 * nj.requests_per_s,
+            ),
+        ]
+    i_f = wrk_median(s.runs[("imgserver", ROOTFS)])
+    n_f = wrk_median(s.runs[("nginx", ROOTFS)])
+    out.append(
+        Verdict(
+            "rootfs file throughput >= 0.5 x nginx",
+            f"{i_f.mb_per_s / n_f.mb_per_s:.2f} x ({i_f.mb_per_s:.0f} vs {n_f.mb_per_s:.0f} MB/s)",
+            i_f.mb_per_s >= 0.5 * n_f.mb_per_s,
+        )
+    )
+    return out
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {v.target} | {v.figure} | {'yes' if v.met else '**no**'} |" for v in verdicts]
+    return lines
+
+
+def conversion_table(rows: Sequence[Measured]) -> list[str]:
+    lines = [
+        "| pipeline | wall (median) | CPU (median) | peak RSS (median) | wall spread "
+        "| runs (wall s) | squashfs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m = r.median
+        walls = ", ".join(f"{s.wall:.1f}" for s in r.samples)
+        noise = spread([s.wall for s in r.samples])
+        name = r.name.replace("|", "\\|")  # a pipe inside a cell ends it in Markdown
+        lines.append(
+            f"| {name} | {m.wall:.1f} s | {m.cpu:.1f} s | {m.rss_mb:.0f} MB "
+            f"| {noise:.0%} | {walls} | {r.output_bytes / 1e6:.1f} MB |"
+        )
+    return lines
+
+
+def serving_table(s: ServingResults) -> list[str]:
+    lines = [
+        "| server | target | req/s (median) | MB/s (median) | p99 (median) | req/s per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (server, target), results in sorted(s.runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        m = wrk_median(results)
+        per_run = ", ".join(f"{r.requests_per_s:.0f}" for r in results)
+        # No download of a large file completes within a run: only MB/s means anything.
+        rps, p99 = (
+            (f"{m.requests_per_s:.0f}", f"{m.p99_ms:.1f} ms") if m.requests_per_s else ("-",) * 2
+        )
+        lines.append(f"| {server} | {target} | {rps} | {m.mb_per_s:.0f} | {p99} | {per_run} |")
+        if m.errors:
+            lines.append(f"|  | errors: {m.errors} | | | | |")
+    return lines

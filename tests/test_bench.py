@@ -1,0 +1,94 @@
+"""Smoke tests of the benchmark scripts' pure helpers (the benchmarks run in `make bench`)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bench import bigimage, report
+from bench.measure import Sample, median, parse_time_v
+from bench.serving import parse_wrk
+
+TIME_V = """\
+\tCommand being timed: "lxdocker --cache c"
+\tUser time (seconds): 61.20
+\tSystem time (seconds): 3.05
+\tPercent of CPU this job got: 120%
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50
+\tMaximum resident set size (kbytes): 61440
+\tExit status: 0
+"""
+
+WRK = """\
+Running 10s test @ https://127.0.0.1:4443/streams/v1/images.json
+  2 threads and 64 connections
+  Latency Distribution
+     50%    9.77ms
+     75%   10.44ms
+     90%   11.55ms
+     99%   20.61ms
+  63442 requests in 10.00s, 92.44MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   6342.89
+Transfer/sec:      9.24MB
+"""
+
+
+def test_parse_time_v() -> None:
+    s = parse_time_v(TIME_V)
+    assert s.wall == pytest.approx(62.5)
+    assert s.cpu == pytest.approx(64.25)
+    assert s.rss_mb == pytest.approx(61440 * 1024 / 1e6)
+
+
+def test_median_is_per_figure() -> None:
+    m = median([Sample(1, 9, 5), Sample(3, 1, 7), Sample(2, 5, 6)])
+    assert m == Sample(2, 5, 6)
+
+
+def test_parse_wrk() -> None:
+    r = parse_wrk(WRK)
+    assert r.requests_per_s == pytest.approx(6342.89)
+    assert r.mb_per_s == pytest.approx(9.24 * 1024**2 / 1e6)
+    assert r.p99_ms == pytest.approx(20.61)
+    assert r.errors == "Non-2xx or 3xx responses: 3"
+
+
+def test_verdicts() -> None:
+    lx, lower, sk = Sample(105, 1, 140), Sample(100, 1, 10), Sample(120, 1, 50)
+    met = {v.target: v.met for v in report.conversion_verdicts(lx, lower, sk, Sample(1, 1, 151))}
+    assert met == {
+        "cold wall <= 1.10 x lower bound": True,
+        "cold wall <= 1.0 x skopeo+umoci+mksquashfs": True,
+        "peak RSS <= 150 MB": True,
+        "peak RSS <= 150 MB, image twice as large": False,
+    }
+
+
+def test_layer_plan_has_disjoint_paths_and_scales() -> None:
+    plan = bigimage.layer_plan(0.01)
+    names = [n for layer in plan for n, _ in layer]
+    assert len(names) == len(set(names))
+    assert sum(1 for _, size in (f for layer in plan for f in layer) if size < 0) == 1
+    assert len(bigimage.layer_plan(0.02)[0]) > len(plan[0])
+
+
+def test_built_layers_are_valid_and_digests_match(tmp_path: Path) -> None:
+    layer = bigimage._write_layer(
+        tmp_path / "l.tar.gz",
+        [("a/b/f.txt", 300), ("a/c/g.bin", -2000)],
+        bigimage._Content(random.Random(1)),
+        set(),
+    )
+    data = layer.path.read_bytes()
+    assert layer.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    raw = gzip.decompress(data)
+    assert layer.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert raw[layer.content_size :] == bytes(len(raw) - layer.content_size)
+    with tarfile.open(layer.path) as tar:
+        assert tar.getnames() == ["a", "a/b", "a/b/f.txt", "a/c", "a/c/g.bin"]
