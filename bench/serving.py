@@ -1,7 +1,8 @@
 """Serving benchmark: imgserver against nginx serving the same bytes over TLS 1.3.
 
 A catalog of 100 images x 3 versions (tests/helpers/versions.py) with one 100 MB
-rootfs. imgserver serves it as it would in production; nginx (same certificate,
+rootfs. imgserver serves it as it would in production, with one worker process per
+core (`--workers`, like nginx's workers); nginx (same certificate,
 TLS 1.3 only, as many workers as cores, access log on like imgserver's) serves
 the images.json that imgserver rendered, as a static file, and the image files
 from the same directory. `wrk` with 64 connections measures each in turn,
@@ -213,7 +214,10 @@ def run(workdir: Path, *, rounds: int, seconds: int, big_bytes: int) -> ServingR
     root = workdir / "lxdimages"
     big_path = build_catalog(root, big_bytes)
     cert, key = make_cert(workdir / "cert")
-    server = RunningServer(root, workdir, "--refresh-interval", "2", cert=(cert, key))
+    workers = str(os.cpu_count() or 1)
+    server = RunningServer(
+        root, workdir, "--refresh-interval", "2", "--workers", workers, cert=(cert, key)
+    )
     nginx: Nginx | None = None
     try:
         docs = tuple(fetch(f"{server.ip_url}{JSON_PATH}", cert, gzipped=g) for g in (False, True))

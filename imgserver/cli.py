@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 from imgserver import tls
 from imgserver.config import DEFAULT_PORT, ServerConfig, parse_address
-from imgserver.server import run
+from imgserver.workers import serve, worker_count
 from lxdocker.errors import LxdockerError
 
 log = logging.getLogger("imgserver")
@@ -45,6 +44,13 @@ def serve_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="seconds a client may take to send request headers or stay idle",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port, each with its own event loop "
+        "(0: one per CPU; default %(default)s)",
+    )
     return p
 
 
@@ -64,17 +70,28 @@ def _gencert_parser() -> argparse.ArgumentParser:
     return p
 
 
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# With worker processes, every line says which process wrote it.
+WORKERS_LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args_list[:1] == ["gencert"]:
+            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
             g = _gencert_parser().parse_args(args_list[1:])
             cert, key = tls.generate(g.out, g.san, g.days)
             info = tls.read_cert(cert)
             log.info("wrote %s and %s; sha256 fingerprint %s", cert, key, info.fingerprint)
             return 0
         a = serve_parser().parse_args(args_list)
+        if a.workers < 0:
+            serve_parser().error(f"--workers {a.workers}: expected 0 (one per CPU) or more")
+        workers = worker_count(a.workers)
+        logging.basicConfig(
+            level=logging.INFO, format=LOG_FORMAT if workers == 1 else WORKERS_LOG_FORMAT
+        )
         config = ServerConfig(
             lxdimages=a.lxdimages,
             cert=a.cert,
@@ -84,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             refresh_interval=a.refresh_interval,
             header_timeout=a.header_timeout,
         )
-        asyncio.run(run(config))
+        return serve(config, workers)
     except LxdockerError as e:
         log.error("%s", e)
         return 1
     except OSError as e:  # bind failures and the like name the address
         log.error("%s", e)
         return 1
-    return 0

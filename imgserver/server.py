@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 
 from aiohttp import web
 
@@ -18,6 +19,8 @@ from imgserver.tls import pin_instructions, read_cert, remote_url, server_contex
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def _raise_fd_limit() -> None:
     """Many concurrent clients need many descriptors; the hard limit is ours to use."""
@@ -26,16 +29,39 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def run(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set or SIGTERM/SIGINT arrives; then shut down gracefully."""
+def banner(config: ServerConfig, port: int) -> None:
+    """The startup lines: where it listens and how clients pin the certificate."""
+    cert = read_cert(config.cert)
+    log.info(
+        "listening on %s (TLS 1.3) port %d, serving %s",
+        config.address.host or "*",
+        port,
+        config.lxdimages,
+    )
+    url = remote_url(cert, port)
+    for line in pin_instructions(cert, config.cert, url, config.remote_name).splitlines():
+        log.info("%s", line)
+    if os.geteuid() == 0:
+        log.warning("running as root is not needed; run imgserver as an unprivileged user")
+
+
+async def run(
+    config: ServerConfig, stop: asyncio.Event | None = None, *, sock: socket.socket | None = None
+) -> None:
+    """Serve until `stop` is set or SIGTERM/SIGINT arrives; then shut down gracefully.
+
+    With `sock` (a listening socket shared by pre-forked workers, imgserver.workers)
+    this is one worker: the parent has printed the banner and says "stopped"."""
     if stop is None:
         stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    # A forked worker starts with these blocked (so a SIGTERM right after the fork
+    # is not lost); from here on the loop handles them.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _raise_fd_limit()
     ssl_context = server_context(config.cert, config.key)
-    cert = read_cert(config.cert)
     runner = web.AppRunner(
         create_app(config),
         access_log=logging.getLogger("imgserver.access"),
@@ -47,29 +73,23 @@ async def run(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
         handle_signals=False,
     )
     await runner.setup()
+    worker = sock is not None
     listener: Listener | None = None
     try:
-        sock = bind(config.address, config.backlog)
+        if sock is None:
+            sock = bind(config.address, config.backlog)
         assert runner.server is not None
         listener = Listener(sock, runner.server, ssl_context, config)
         listener.start()
-        url = remote_url(cert, listener.port)
-        log.info(
-            "listening on %s (TLS 1.3) port %d, serving %s",
-            config.address.host or "*",
-            listener.port,
-            config.lxdimages,
-        )
-        for line in pin_instructions(cert, config.cert, url, config.remote_name).splitlines():
-            log.info("%s", line)
-        if os.geteuid() == 0:
-            log.warning("running as root is not needed; run imgserver as an unprivileged user")
+        if not worker:
+            banner(config, listener.port)
         await stop.wait()
-        log.info("shutting down")
+        log.log(logging.DEBUG if worker else logging.INFO, "shutting down")
     finally:
         if listener is not None:
             await listener.close()
         await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-    log.info("stopped")
+    if not worker:
+        log.info("stopped")

@@ -1,0 +1,183 @@
+"""The real `imgserver --workers 2`: pre-forked processes on one TLS port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgserver.workers import worker_count
+from tests.helpers.imgserver import RunningServer, client_context, raw_get_json
+from tests.helpers.versions import write_version
+
+META = b"M" * 2000
+ROOTFS = bytes(range(256)) * 64
+VERSION = "20260101_0000"
+NEWER = "20260102_0000"
+WORKERS_RE = re.compile(r"(\d+) worker processes: ([\d ]+)")
+
+
+def access_pids(server: RunningServer, path: str) -> set[int]:
+    """The pids whose access log names `path`."""
+    line = re.compile(r"imgserver\.access\[(\d+)\] INFO .*\"GET " + re.escape(path) + " HTTP")
+    return {int(m.group(1)) for m in line.finditer(server.log())}
+
+
+def worker_pids(server: RunningServer) -> list[int]:
+    # The parent logs the workers right after the "listening" line that
+    # RunningServer waits for: give it a moment.
+    deadline = time.monotonic() + 5
+    while (m := WORKERS_RE.search(server.log())) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m is not None, server.log()
+    return [int(p) for p in m.group(2).split()]
+
+
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(r"^PPid:\s+(\d+)", status, re.MULTILINE)
+    assert m is not None
+    return int(m.group(1))
+
+
+def start(work: Path) -> RunningServer:
+    tree = work / "lxdimages"
+    write_version(tree, "app", "amd64", VERSION, meta=META, rootfs=ROOTFS, tag="1")
+    return RunningServer(tree, work, "--workers", "2")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    srv = start(tmp_path_factory.mktemp("workers"))
+    yield srv
+    assert srv.stop() == 0
+    log = srv.log()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+
+
+async def get_many(server: RunningServer, path: str, n: int) -> list[bytes]:
+    """`n` requests at once, each on its own new TLS connection."""
+    ctx = client_context(server.cert)
+
+    async def one() -> bytes:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+        )
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            return await reader.read()
+        finally:
+            writer.close()
+
+    async with asyncio.timeout(60):
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_worker_count() -> None:
+    assert worker_count(3) == 3
+    assert worker_count(0) == (os.cpu_count() or 1)
+
+
+def test_two_workers_and_one_banner(server: RunningServer) -> None:
+    log = server.log()
+    pids = worker_pids(server)
+    assert len(pids) == 2
+    assert all(parent_of(pid) == server.proc.pid for pid in pids)
+    # The startup banner comes once, from the parent.
+    assert log.count("(TLS 1.3) port") == 1
+    assert log.count("lxc remote add lxdocker") == 1
+    assert f"imgserver.server[{server.proc.pid}] INFO listening on" in log
+
+
+async def test_concurrent_requests_are_spread_over_workers(server: RunningServer) -> None:
+    path = "/streams/v1/index.json?spread"
+    workers = set(worker_pids(server))
+    # Which process wins an accept is up to the kernel: a few batches at most.
+    for _ in range(5):
+        bodies = await get_many(server, path, 200)
+        assert all(b.startswith(b"HTTP/1.1 200 ") for b in bodies)
+        deadline = time.monotonic() + 2  # access log lines follow the responses
+        while access_pids(server, path) != workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if access_pids(server, path) == workers:
+            break
+    assert access_pids(server, path) == workers
+
+
+def test_plain_http_is_refused_at_once(server: RunningServer) -> None:
+    for _ in range(10):  # whichever worker accepts it
+        start_time = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /streams/v1/index.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        assert time.monotonic() - start_time < 1.0
+        assert data.startswith(b"HTTP/1.0 400 ")
+
+
+async def test_new_version_reaches_every_worker(server: RunningServer) -> None:
+    tree = server_tree(server)
+    write_version(tree, "app", "amd64", NEWER, meta=META, rootfs=ROOTFS + b"2", tag="2")
+    deadline = time.monotonic() + 10
+    path = "/streams/v1/images.json?after"
+    while True:
+        bodies = await get_many(server, path, 40)
+        if all(NEWER.encode() in b for b in bodies):
+            break
+        assert time.monotonic() < deadline, "the new version did not appear in every worker"
+        await asyncio.sleep(0.2)
+    # Checked on the next batch, which both workers answered.
+    path = "/streams/v1/images.json?check"
+    for _ in range(5):
+        bodies = await get_many(server, path, 40)
+        assert all(NEWER.encode() in b for b in bodies)
+        time.sleep(0.3)
+        if access_pids(server, path) == set(worker_pids(server)):
+            break
+    assert access_pids(server, path) == set(worker_pids(server))
+    versions = raw_get_json(server, "/streams/v1/images.json")["products"]
+    assert any(NEWER in p["versions"] for p in versions.values())
+
+
+def server_tree(server: RunningServer) -> Path:
+    return server.log_path.parent / "lxdimages"
+
+
+def test_sigterm_stops_every_process(tmp_path: Path) -> None:
+    srv = start(tmp_path)
+    pids = worker_pids(srv)
+    assert raw_get_json(srv, "/streams/v1/index.json")["format"] == "index:1.0"
+    began = time.monotonic()
+    assert srv.stop() == 0
+    assert time.monotonic() - began < 5
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    log = srv.log()
+    assert log.count(" INFO stopped") == 1
+    assert "Traceback" not in log
+
+
+def test_a_dead_worker_is_logged_and_replaced(tmp_path: Path) -> None:
+    srv = start(tmp_path)
+    try:
+        victim = worker_pids(srv)[0]
+        time.sleep(2.2)  # past the crash-loop guard (MIN_UPTIME)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while "in its place" not in srv.log():
+            assert time.monotonic() < deadline, srv.log()
+            time.sleep(0.1)
+        log = srv.log()
+        assert f"worker {victim} died unexpectedly (status -9)" in log
+        for _ in range(10):
+            assert raw_get_json(srv, "/streams/v1/index.json")["format"] == "index:1.0"
+    finally:
+        assert srv.stop() == 0
