@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.imgserver import RunningServer, client_context, make_cert
+from tests.helpers.imgserver import RunningServer, client_context, make_cert, plain_http_get
 from tests.helpers.versions import write_version
 
 META = b"M" * 2000
@@ -129,13 +129,8 @@ def test_traversal_attempts_get_nothing(server: RunningServer, target: str) -> N
 
 
 def test_plain_http_is_answered_at_once(server: RunningServer) -> None:
-    start = time.monotonic()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(b"GET /streams/v1/index.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-    assert time.monotonic() - start < 1.0
+    seconds, data = plain_http_get(server)
+    assert seconds < 1.0
     assert data.startswith(b"HTTP/1.0 400 ")
 
 

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from imgserver.workers import worker_count
-from tests.helpers.imgserver import RunningServer, client_context, raw_get_json
+from tests.helpers.imgserver import RunningServer, client_context, plain_http_get, raw_get_json
 from tests.helpers.versions import write_version
 
 META = b"M" * 2000
@@ -113,13 +112,8 @@ async def test_concurrent_requests_are_spread_over_workers(server: RunningServer
 
 def test_plain_http_is_refused_at_once(server: RunningServer) -> None:
     for _ in range(10):  # whichever worker accepts it
-        start_time = time.monotonic()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"GET /streams/v1/index.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            data = b""
-            while chunk := sock.recv(4096):
-                data += chunk
-        assert time.monotonic() - start_time < 1.0
+        seconds, data = plain_http_get(server)
+        assert seconds < 1.0
         assert data.startswith(b"HTTP/1.0 400 ")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +32,18 @@ def client_context(cert: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(cert))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     return ctx
+
+
+def plain_http_get(server: RunningServer) -> tuple[float, bytes]:
+    """A plain-HTTP request on the TLS port (what LXD tries first for downloads):
+    the seconds until the server closed the connection, and everything it sent."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /streams/v1/index.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    return time.monotonic() - start, data
 
 
 def raw_get_json(server: RunningServer, path: str) -> Any:
