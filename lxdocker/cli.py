@@ -17,6 +17,7 @@ from lxdocker import __version__
 from lxdocker import arch as archmod
 from lxdocker.config import IMAGE_FORMATS
 from lxdocker.errors import LxdockerError
+from lxdocker.job import JobConfig, LockedError, format_summary, run
 from lxdocker.rootfs import SQUASHFS_COMPRESSORS
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_format, args.verbose)
     if args.jobs < 1 or args.keep < 1:
         parser.error("--jobs and --keep must be at least 1")
-    # Imported late so `lxdocker --help` works even when a host tool is missing.
-    from lxdocker.job import JobConfig, LockedError, format_summary, run
-
     try:
         arch = archmod.by_debian(args.arch) if args.arch else archmod.host()
     except KeyError:

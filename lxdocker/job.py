@@ -146,13 +146,18 @@ def image_meta(pulled: PulledImage, spec: Spec, cfg: JobConfig) -> ImageMeta:
 
 
 def build_version(
-    pulled: PulledImage, spec: Spec, cfg: JobConfig, meta: ImageMeta, tmpdir: Path
+    pulled: PulledImage,
+    cache: BlobCache,
+    spec: Spec,
+    cfg: JobConfig,
+    meta: ImageMeta,
+    tmpdir: Path,
 ) -> None:
     """Write meta.tar.xz and the rootfs into `tmpdir`, streaming layers end to end."""
     write_meta(tmpdir / META_FILE, meta)
     image_config = json.loads(pulled.config.raw).get("config") or {}
     entries = patch(
-        flatten(layer_openers(pulled, BlobCache(cfg.cache))),
+        flatten(layer_openers(pulled, cache)),
         image_config,
         spec,
         busybox=cfg.busybox,
@@ -187,7 +192,8 @@ def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
                 version=newest.version,
                 manifest_digest=resolved.manifest_digest,
             )
-        pulled = pull(resolved, BlobCache(cfg.cache), jobs=cfg.pull_jobs)
+        cache = BlobCache(cfg.cache)
+        pulled = pull(resolved, cache, jobs=cfg.pull_jobs)
         meta = image_meta(pulled, spec, cfg)
         source = VersionSource(
             image=spec.image,
@@ -199,7 +205,7 @@ def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
         )
 
         def build(tmpdir: Path) -> None:
-            build_version(pulled, spec, cfg, meta, tmpdir)
+            build_version(pulled, cache, spec, cfg, meta, tmpdir)
 
         info = publish(cfg.lxdimages, spec.name, source, build)
         log.info("%s: published %s (fingerprint %s)", spec.name, info.version, info.fingerprint)
