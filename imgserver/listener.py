@@ -38,17 +38,26 @@ PLAIN_HTTP_RESPONSE = (
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
-def bind(address: Address, backlog: int) -> socket.socket:
-    """A listening socket; no host means every address, IPv6 and IPv4 when possible."""
+def bind(address: Address, backlog: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; no host means every address, IPv6 and IPv4 when possible.
+
+    `reuse_port` (SO_REUSEPORT) lets several sockets listen on one port; the kernel
+    spreads new connections over them by a hash of the client's address and port."""
     if address.host is None:
         if socket.has_dualstack_ipv6():
             return socket.create_server(
-                ("", address.port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=backlog
+                ("", address.port),
+                family=socket.AF_INET6,
+                dualstack_ipv6=True,
+                backlog=backlog,
+                reuse_port=reuse_port,
             )
-        return socket.create_server(("", address.port), backlog=backlog)
+        return socket.create_server(("", address.port), backlog=backlog, reuse_port=reuse_port)
     infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
     family = infos[0][0]
-    return socket.create_server((address.host, address.port), family=family, backlog=backlog)
+    return socket.create_server(
+        (address.host, address.port), family=family, backlog=backlog, reuse_port=reuse_port
+    )
 
 
 class Listener:

@@ -1,10 +1,19 @@
-"""Pre-forked worker processes: one event loop per core on one listening socket.
+"""Pre-forked worker processes: one event loop per core, one listening socket each.
 
 One Python process serves ~3 000 small TLS requests/s on one core (bench/RESULTS.md,
 serving); nginx and gunicorn scale with a worker per core, and so does this: the
-parent binds the socket (so the port, privileges and bind errors are settled once),
+parent binds the sockets (so the port, privileges and bind errors are settled once),
 prints the banner, then forks workers that each run their own event loop, catalog
-and app (`imgserver.server.run(sock=...)`) and accept on the shared socket.
+and app (`imgserver.server.run(sock=...)`).
+
+Each worker accepts on its own SO_REUSEPORT socket (nginx's `listen ... reuseport`)
+rather than all on one shared socket: on a shared socket the worker that wakes
+first drains the whole accept queue, so a burst of new connections (64 from `wrk`,
+or LXD hosts refreshing together) all landed on one worker while the other idled,
+which halved throughput and doubled latency (bench/RESULTS.md). With one socket per
+worker the kernel spreads connections by a hash of the client's address and port.
+The parent keeps every socket open, so connections queued for a worker that died
+wait for its replacement, which takes over the same socket.
 
 The parent only supervises: SIGTERM/SIGINT are forwarded to the workers, which shut
 down gracefully; a worker that dies unexpectedly is logged and replaced, unless it
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,7 +33,7 @@ import sys
 import time
 from types import FrameType
 
-from imgserver.config import ServerConfig
+from imgserver.config import Address, ServerConfig
 from imgserver.listener import bind
 from imgserver.server import STOP_SIGNALS, banner, run
 from imgserver.tls import server_context
@@ -43,6 +53,21 @@ def worker_count(requested: int) -> int:
     return requested or os.cpu_count() or 1
 
 
+def bind_sockets(address: Address, backlog: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one port (the first one settles a port 0)."""
+    first = bind(address, backlog, reuse_port=True)
+    socks = [first]
+    try:
+        port = first.getsockname()[1]
+        for _ in range(count - 1):
+            socks.append(bind(dataclasses.replace(address, port=port), backlog, reuse_port=True))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 def _worker(config: ServerConfig, sock: socket.socket) -> int:
     """The body of a forked child; returns its exit status."""
     for sig in STOP_SIGNALS:
@@ -60,6 +85,8 @@ class Supervisor:
         self._config = config
         self._workers = workers
         self._pids: dict[int, float] = {}  # pid -> monotonic start time
+        self._slots: dict[int, int] = {}  # pid -> index of its socket
+        self._socks: list[socket.socket] = []
         self._stopping = False
         self._failed = False
         self._deadline = float("inf")  # set when stopping: SIGKILL after it
@@ -70,35 +97,44 @@ class Supervisor:
         # Blocked across every fork: a signal that arrives while a child is being
         # created stays pending in it until its event loop handles it (server.run).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        sock = bind(self._config.address, self._config.backlog)
+        self._socks = bind_sockets(self._config.address, self._config.backlog, self._workers)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
-            for _ in range(self._workers):
-                self._spawn(sock)
-            banner(self._config, sock.getsockname()[1])
+            for slot in range(self._workers):
+                self._spawn(slot)
+            banner(self._config, self._socks[0].getsockname()[1])
             log.info("%d worker processes: %s", self._workers, " ".join(map(str, self._pids)))
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            self._supervise(sock)
+            self._supervise()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            sock.close()
+            self._close_sockets()
         log.info("stopped")
         return 1 if self._failed else 0
 
-    def _spawn(self, sock: socket.socket) -> None:
+    def _close_sockets(self) -> None:
+        for sock in self._socks:
+            sock.close()
+
+    def _spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
-                status = _worker(self._config, sock)
+                # The siblings' sockets stay with the parent, not in this worker.
+                for i, sock in enumerate(self._socks):
+                    if i != slot:
+                        sock.close()
+                status = _worker(self._config, self._socks[slot])
             finally:
                 logging.shutdown()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(status)  # never return into the parent's stack
         self._pids[pid] = time.monotonic()
+        self._slots[pid] = slot
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -111,13 +147,13 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
                 os.kill(pid, sig)
 
-    def _supervise(self, sock: socket.socket) -> None:
+    def _supervise(self) -> None:
         while self._pids:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 if self._stopping:
                     # Nobody accepts any more: refuse new connections at once.
-                    sock.close()
+                    self._close_sockets()
                     if time.monotonic() > self._deadline:
                         log.error("workers %s did not stop in time; killing them", list(self._pids))
                         self._signal_workers(signal.SIGKILL)
@@ -126,7 +162,8 @@ class Supervisor:
                 time.sleep(POLL_INTERVAL)
                 continue
             started = self._pids.pop(pid, None)
-            if started is None:
+            slot = self._slots.pop(pid, None)
+            if started is None or slot is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self._stopping:
@@ -142,7 +179,7 @@ class Supervisor:
                 continue
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
-                self._spawn(sock)
+                self._spawn(slot)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             log.info("started worker %d in its place", max(self._pids, key=self._pids.__getitem__))

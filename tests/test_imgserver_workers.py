@@ -6,7 +6,9 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,12 +64,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 async def get_many(server: RunningServer, path: str, n: int) -> list[bytes]:
-    """`n` requests at once, each on its own new TLS connection."""
+    """`n` requests at once, each on its own new TLS connection; all `n` TCP
+    connections are made first, in a burst, as a load generator does."""
     ctx = client_context(server.cert)
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(n)]
 
-    async def one() -> bytes:
+    async def one(sock: socket.socket) -> bytes:
+        sock.setblocking(False)
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+            sock=sock, ssl=ctx, server_hostname="localhost"
         )
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
@@ -76,7 +81,7 @@ async def get_many(server: RunningServer, path: str, n: int) -> list[bytes]:
             writer.close()
 
     async with asyncio.timeout(60):
-        return await asyncio.gather(*(one() for _ in range(n)))
+        return await asyncio.gather(*(one(s) for s in socks))
 
 
 def test_worker_count() -> None:
@@ -95,19 +100,29 @@ def test_two_workers_and_one_banner(server: RunningServer) -> None:
     assert f"imgserver.server[{server.proc.pid}] INFO listening on" in log
 
 
-async def test_concurrent_requests_are_spread_over_workers(server: RunningServer) -> None:
-    path = "/streams/v1/index.json?spread"
-    workers = set(worker_pids(server))
-    # Which process wins an accept is up to the kernel: a few batches at most.
-    for _ in range(5):
-        bodies = await get_many(server, path, 200)
-        assert all(b.startswith(b"HTTP/1.1 200 ") for b in bodies)
-        deadline = time.monotonic() + 2  # access log lines follow the responses
-        while access_pids(server, path) != workers and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if access_pids(server, path) == workers:
-            break
-    assert access_pids(server, path) == workers
+def access_counts(server: RunningServer, path: str, total: int) -> Counter[int]:
+    """How many requests for `path` each pid logged, once `total` lines are there."""
+    line = re.compile(r"imgserver\.access\[(\d+)\] INFO .*\"GET " + re.escape(path) + " HTTP")
+    deadline = time.monotonic() + 5  # access lines are written in batches
+    while True:
+        counts = Counter(int(m.group(1)) for m in line.finditer(server.log()))
+        if counts.total() >= total or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+async def test_a_burst_of_connections_is_shared_by_the_workers(server: RunningServer) -> None:
+    # 64 clients connecting at once, as wrk or LXD hosts refreshing together do. On
+    # one shared accept queue the first worker awake took all of them (bench/
+    # RESULTS.md); with a socket per worker the kernel spreads them by a hash of the
+    # client port: fewer than 8 of 64 on one of 2 workers has a chance of ~1e-10.
+    path = "/streams/v1/index.json?burst"
+    bodies = await get_many(server, path, 64)
+    assert all(b.startswith(b"HTTP/1.1 200 ") for b in bodies)
+    counts = access_counts(server, path, 64)
+    assert counts.total() == 64
+    assert set(counts) == set(worker_pids(server))
+    assert min(counts.values()) >= 8, counts
 
 
 def test_plain_http_is_refused_at_once(server: RunningServer) -> None:
@@ -159,19 +174,22 @@ def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     assert "Traceback" not in log
 
 
-def test_a_dead_worker_is_logged_and_replaced(tmp_path: Path) -> None:
+async def test_a_dead_worker_is_logged_and_replaced(tmp_path: Path) -> None:
     srv = start(tmp_path)
     try:
-        victim = worker_pids(srv)[0]
+        victim, survivor = worker_pids(srv)
         time.sleep(2.2)  # past the crash-loop guard (MIN_UPTIME)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while "in its place" not in srv.log():
-            assert time.monotonic() < deadline, srv.log()
-            time.sleep(0.1)
-        log = srv.log()
+        log = srv.wait_for_log("in its place", timeout=10)
         assert f"worker {victim} died unexpectedly (status -9)" in log
-        for _ in range(10):
-            assert raw_get_json(srv, "/streams/v1/index.json")["format"] == "index:1.0"
+        m = re.search(r"started worker (\d+) in its place", log)
+        assert m is not None
+        replacement = int(m.group(1))
+        # The replacement accepts the connections meant for the dead worker's socket:
+        # none of a burst is left waiting.
+        path = "/streams/v1/index.json?after-replacement"
+        bodies = await get_many(srv, path, 64)
+        assert all(b.startswith(b"HTTP/1.1 200 ") for b in bodies)
+        assert set(access_counts(srv, path, 64)) == {survivor, replacement}
     finally:
         assert srv.stop() == 0

@@ -94,6 +94,15 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 5) -> str:
+        """The log once it contains `text` (access lines are written in batches,
+        up to imgserver.accesslog.FLUSH_SECONDS after the response)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            assert time.monotonic() < deadline, f"{text!r} not in the log:\n{log[-3000:]}"
+            time.sleep(0.05)
+        return log
+
     def _wait_for_port(self, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
