@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from imgserver import tls
+from imgserver import accesslog, tls
 from imgserver.config import DEFAULT_PORT, ServerConfig, parse_address
 from imgserver.workers import serve, worker_count
 from lxdocker.errors import LxdockerError
@@ -70,16 +70,11 @@ def _gencert_parser() -> argparse.ArgumentParser:
     return p
 
 
-LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
-# With worker processes, every line says which process wrote it.
-WORKERS_LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
-
-
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     try:
         if args_list[:1] == ["gencert"]:
-            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+            logging.basicConfig(level=logging.INFO, format=accesslog.log_format(with_pid=False))
             g = _gencert_parser().parse_args(args_list[1:])
             cert, key = tls.generate(g.out, g.san, g.days)
             info = tls.read_cert(cert)
@@ -89,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.workers < 0:
             serve_parser().error(f"--workers {a.workers}: expected 0 (one per CPU) or more")
         workers = worker_count(a.workers)
-        logging.basicConfig(
-            level=logging.INFO, format=LOG_FORMAT if workers == 1 else WORKERS_LOG_FORMAT
-        )
+        # With worker processes, every line says which process wrote it.
+        accesslog.configure(with_pid=workers > 1)
         config = ServerConfig(
             lxdimages=a.lxdimages,
             cert=a.cert,

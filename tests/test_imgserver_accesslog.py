@@ -1,15 +1,21 @@
-"""imgserver.accesslog: the same line aiohttp's generic access logger writes, cheaper."""
+"""imgserver.accesslog: the line aiohttp's generic access logger writes, cheaper, batched."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import os
+import time
+import weakref
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_log import AccessLogger
 
-from imgserver.accesslog import AccessLog
+from imgserver import accesslog
+from imgserver.accesslog import AccessLog, BatchingHandler, batching_handler, log_format
 
 AIOHTTP_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 
@@ -37,3 +43,127 @@ def test_disabled_below_info() -> None:
     assert not AccessLog(logger, "").enabled
     logger.setLevel(logging.INFO)
     assert AccessLog(logger, "").enabled
+
+
+MESSAGE = '127.0.0.1 "GET /streams/v1/images.json HTTP/1.1" 200 37490 0.002141s "LXD 5.0.2"'
+
+
+@pytest.mark.parametrize("with_pid", [False, True])
+@pytest.mark.parametrize("now", [1_790_000_000.0, 1_790_000_000.999_9, 1_790_000_059.5004])
+def test_fast_line_equals_the_formatted_record(
+    monkeypatch: pytest.MonkeyPatch, with_pid: bool, now: float
+) -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, with_pid=with_pid)
+    monkeypatch.setattr(time, "time", lambda: now)
+    handler.info("imgserver.access", MESSAGE)
+    handler.flush()
+    record = logging.LogRecord("imgserver.access", logging.INFO, __file__, 1, MESSAGE, None, None)
+    record.created = now
+    record.msecs = int((now - int(now)) * 1000) + 0.0
+    assert stream.getvalue() == logging.Formatter(log_format(with_pid)).format(record) + "\n"
+    assert (f"imgserver.access[{os.getpid()}] INFO" in stream.getvalue()) == with_pid
+
+
+async def test_lines_are_written_in_batches_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accesslog, "FLUSH_SECONDS", 0.2)
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, with_pid=False)
+    for i in range(3):
+        handler.info("imgserver.access", f"line {i}")
+    assert stream.getvalue() == ""  # not one write per request
+    await asyncio.sleep(0.5)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" INFO ")[1] for line in lines] == ["line 0", "line 1", "line 2"]
+
+
+async def test_a_full_buffer_is_written_at_once() -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, with_pid=False)
+    for _ in range(accesslog.FLUSH_BYTES // len(MESSAGE) + 1):
+        handler.info("imgserver.access", MESSAGE)
+        if stream.getvalue():
+            break
+    # Written without waiting for the timer, as soon as 64 KiB were pending.
+    assert accesslog.FLUSH_BYTES <= len(stream.getvalue()) < accesslog.FLUSH_BYTES + 200
+
+
+async def test_pending_lines_are_written_when_logging_shuts_down() -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, with_pid=False)
+    handler.info("imgserver.access", "last words")
+    assert stream.getvalue() == ""
+    logging.shutdown([weakref.ref(handler)])  # what happens at interpreter exit
+    assert "INFO last words\n" in stream.getvalue()
+
+
+def test_off_the_loop_lines_are_written_at_once() -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, with_pid=False)
+    handler.info("imgserver.access", "from a thread")
+    assert "INFO from a thread\n" in stream.getvalue()
+
+
+def test_ordinary_records_are_formatted_and_batched_too(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test.access.records")
+    logger.addHandler(BatchingHandler(stream, with_pid=False))
+    logger.propagate = False
+    try:
+        logger.warning("disk %s", "full")
+        assert " test.access.records WARNING disk full\n" in stream.getvalue()
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+@pytest.mark.parametrize(
+    ("setup", "fast"),
+    [
+        ("sole handler", True),
+        ("propagating", False),
+        ("second handler", False),
+        ("logger filter", False),
+        ("plain handler", False),
+    ],
+)
+def test_fast_path_only_when_the_batching_handler_is_the_only_destination(
+    setup: str, fast: bool
+) -> None:
+    logger = logging.getLogger(f"test.access.fast.{setup.replace(' ', '_')}")
+    batching = BatchingHandler(io.StringIO(), with_pid=False)
+    logger.addHandler(
+        logging.StreamHandler(io.StringIO()) if setup == "plain handler" else batching
+    )
+    logger.propagate = setup == "propagating"
+    if setup == "second handler":
+        logger.addHandler(logging.NullHandler())
+    if setup == "logger filter":
+        logger.addFilter(lambda record: True)
+    assert (batching_handler(logger) is batching) == fast
+
+
+def test_configure_sends_access_lines_to_stderr_in_batches(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    access = logging.getLogger("imgserver.access")
+    root = logging.getLogger()
+    saved = (access.handlers[:], access.propagate, root.handlers[:], root.level)
+    root.handlers.clear()
+    try:
+        accesslog.configure(with_pid=True)
+        request = make_mocked_request("GET", "/streams/v1/index.json")
+        AccessLog(access, "").log(request, web.Response(status=304), 0.001)
+        logging.getLogger("imgserver.catalog").info("catalog: 1 version(s)")
+        for handler in access.handlers:
+            handler.flush()
+        err = capsys.readouterr().err
+        assert (
+            f'imgserver.access[{os.getpid()}] INFO - "GET /streams/v1/index.json HTTP/1.1" 304'
+            in err
+        )
+        assert f"imgserver.catalog[{os.getpid()}] INFO catalog: 1 version(s)" in err
+    finally:
+        access.handlers[:], access.propagate = saved[0], saved[1]
+        root.handlers[:] = saved[2]
+        root.setLevel(saved[3])

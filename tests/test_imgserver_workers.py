@@ -172,6 +172,8 @@ def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     log = srv.log()
     assert log.count(" INFO stopped") == 1
     assert "Traceback" not in log
+    # A worker writes its pending access lines before it exits.
+    assert '"GET /streams/v1/index.json HTTP/1.1" 200' in log
 
 
 async def test_a_dead_worker_is_logged_and_replaced(tmp_path: Path) -> None:
