@@ -80,18 +80,24 @@ class Catalog:
         self.root = root
         self._snapshot = Snapshot()
         # version directory -> (stat key of its version.json, loaded entry or None)
-        self._cache: dict[Path, tuple[_StatKey, Entry | None]] = {}
+        self._cache: dict[str, tuple[_StatKey, Entry | None]] = {}
 
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
     def refresh(self) -> bool:
-        """Re-scan the tree; return True when the set of listed versions changed."""
-        cache: dict[Path, tuple[_StatKey, Entry | None]] = {}
+        """Re-scan the tree; return True when the set of listed versions changed.
+
+        Runs every few seconds in each worker, in a thread that competes with the
+        event loop for the GIL, so the walk uses plain strings and os.scandir, not
+        pathlib (which made it 12 ms instead of ~3 ms for 300 versions, enough to
+        show in the serving benchmark's p99), and stops early when nothing changed."""
+        cache: dict[str, tuple[_StatKey, Entry | None]] = {}
+        changed = False
         for directory in self._version_dirs():
             try:
-                st = (directory / VERSION_FILE).stat()
+                st = os.stat(f"{directory}/{VERSION_FILE}")
             except OSError:
                 continue  # incomplete (or being removed): never listed
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -99,8 +105,13 @@ class Catalog:
             if cached is not None and cached[0] == key:
                 cache[directory] = cached
             else:
-                cache[directory] = (key, self._load(directory))
+                cache[directory] = (key, self._load(Path(directory)))
+                changed = True
+        # Every directory found was cached unchanged, and as many as before: the same set.
+        changed = changed or len(cache) != len(self._cache)
         self._cache = cache
+        if not changed:
+            return False
         entries = tuple(
             sorted(
                 (e for _, e in cache.values() if e is not None),
@@ -117,11 +128,11 @@ class Catalog:
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
         return True
 
-    def _version_dirs(self) -> list[Path]:
-        found: list[Path] = []
-        for name_dir in _subdirs(self.root, NAME_RE):
+    def _version_dirs(self) -> list[str]:
+        found: list[str] = []
+        for name_dir in _subdirs(os.fspath(self.root), NAME_RE):
             for arch_dir in _subdirs(name_dir, None):
-                if arch_dir.name in KNOWN_ARCHES:
+                if os.path.basename(arch_dir) in KNOWN_ARCHES:
                     found.extend(_subdirs(arch_dir, VERSION_RE))
         return found
 
@@ -144,7 +155,8 @@ class Catalog:
         return Entry(info, directory)
 
 
-def _subdirs(parent: Path, pattern: re.Pattern[str] | None) -> list[Path]:
+def _subdirs(parent: str, pattern: re.Pattern[str] | None) -> list[str]:
+    """Paths of the subdirectories of `parent` whose names match, sorted by name."""
     try:
         with os.scandir(parent) as it:
             names = [
@@ -155,7 +167,8 @@ def _subdirs(parent: Path, pattern: re.Pattern[str] | None) -> list[Path]:
             ]
     except OSError:
         return []
-    return [parent / n for n in sorted(names)]
+    names.sort()
+    return [f"{parent}/{n}" for n in names]
 
 
 def _check_file(root: Path, directory: Path, name: str, size: int) -> None:

@@ -65,6 +65,20 @@ def test_picks_up_new_and_removed_versions(tmp_path: Path) -> None:
     assert catalog.snapshot.generation == generation + 2
 
 
+def test_a_swap_that_keeps_the_count_is_seen(tmp_path: Path) -> None:
+    # Pruning the oldest and publishing a new version between two refreshes: as many
+    # versions as before, but not the same ones.
+    write_version(tmp_path, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
+    write_version(tmp_path, "app", "amd64", "20260102_0000", meta=META, rootfs=ROOT)
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    shutil.rmtree(tmp_path / "app/amd64/20260101_0000")
+    write_version(tmp_path, "app", "amd64", "20260103_0000", meta=META, rootfs=ROOT)
+    assert catalog.refresh()
+    assert [v.version for v in catalog.snapshot.versions] == ["20260102_0000", "20260103_0000"]
+    assert catalog.snapshot.file("images/app/amd64/20260101_0000/meta.tar.xz") is None
+
+
 def test_unchanged_version_json_is_not_parsed_again(tmp_path: Path) -> None:
     write_version(tmp_path, "app", "amd64", "20260101_0000", meta=META, rootfs=ROOT)
     catalog = Catalog(tmp_path)
