@@ -143,5 +143,8 @@ def index_doc(versions: Sequence[VersionInfo]) -> Doc:
 
 
 def encode(doc: Doc) -> bytes:
-    """Deterministic bytes, so equal catalogs give equal ETags."""
-    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    """Deterministic bytes, so equal catalogs give equal ETags.
+
+    Compact: every LXD host fetches images.json on each refresh; indentation made
+    it a quarter larger (308 kB against 245 kB for 300 versions). `jq .` reads it."""
+    return (json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n").encode()

@@ -125,4 +125,4 @@ async def test_https_works_in_process(running: ServerConfig) -> None:
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert data.startswith(b"HTTP/1.1 200 ")
-    assert b'"products": []' in data
+    assert b'"products":[]' in data

@@ -94,7 +94,7 @@ def check_golden(name: str, doc: dict[str, Any]) -> None:
     path = GOLDEN / name
     text = streams.encode(doc).decode()
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.write_text(text)
+        path.write_text(json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n")
     assert json.loads(text) == json.loads(path.read_text()), f"differs from {path}"
 
 
@@ -198,3 +198,13 @@ def test_encoding_is_deterministic() -> None:
     assert streams.encode(streams.images_doc(CATALOG)) == streams.encode(
         streams.images_doc(shuffled)
     )
+
+
+def test_encoding_is_compact_json_on_one_line() -> None:
+    doc = streams.images_doc(CATALOG)
+    data = streams.encode(doc)
+    assert json.loads(data) == doc
+    assert data.endswith(b"}\n") and data.count(b"\n") == 1
+    # No whitespace between tokens: only what the strings themselves hold.
+    assert data == json.dumps(doc, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    assert len(data) < 0.85 * len(json.dumps(doc, indent=1, sort_keys=True))
