@@ -20,12 +20,26 @@ class Verdict:
     met: bool
 
 
-def wrk_median(results: Sequence[WrkResult]) -> WrkResult:
-    return WrkResult(
+@dataclass(frozen=True)
+class WrkMedian:
+    """The median of each figure over a target's runs."""
+
+    requests_per_s: float
+    mb_per_s: float
+    p99_ms: float
+    errors: str
+    server_us_per_request: float
+    client_cores: float
+
+
+def wrk_median(results: Sequence[WrkResult]) -> WrkMedian:
+    return WrkMedian(
         statistics.median(r.requests_per_s for r in results),
         statistics.median(r.mb_per_s for r in results),
         statistics.median(r.p99_ms for r in results),
         "; ".join(sorted({r.errors for r in results if r.errors})),
+        statistics.median(r.server_us_per_request for r in results),
+        statistics.median(r.client_cores for r in results),
     )
 
 
@@ -124,8 +138,9 @@ def conversion_table(rows: Sequence[Measured]) -> list[str]:
 
 def serving_table(s: ServingResults) -> list[str]:
     lines = [
-        "| server | target | req/s (median) | MB/s (median) | p99 (median) | req/s per run |",
-        "|---|---|---|---|---|---|",
+        "| server | target | req/s (median) | MB/s (median) | p99 (median) | req/s per run "
+        "| server CPU per request | wrk's CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (server, target), results in sorted(s.runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         m = wrk_median(results)
@@ -134,7 +149,11 @@ def serving_table(s: ServingResults) -> list[str]:
         rps, p99 = (
             (f"{m.requests_per_s:.0f}", f"{m.p99_ms:.1f} ms") if m.requests_per_s else ("-",) * 2
         )
-        lines.append(f"| {server} | {target} | {rps} | {m.mb_per_s:.0f} | {p99} | {per_run} |")
+        cpu = f"{m.server_us_per_request:.0f} us" if m.requests_per_s else "-"
+        lines.append(
+            f"| {server} | {target} | {rps} | {m.mb_per_s:.0f} | {p99} | {per_run} "
+            f"| {cpu} | {m.client_cores:.2f} cores |"
+        )
         if m.errors:
-            lines.append(f"|  | errors: {m.errors} | | | | |")
+            lines.append(f"|  | errors: {m.errors} | | | | | | |")
     return lines

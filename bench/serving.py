@@ -11,8 +11,10 @@ interleaved, `rounds` times.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import resource
 import socket
 import ssl
 import subprocess
@@ -47,6 +49,20 @@ class WrkResult:
     mb_per_s: float  # 10^6 bytes per second
     p99_ms: float
     errors: str  # wrk's "Socket errors" / non-2xx lines, empty when clean
+    requests: int = 0  # completed in the run
+    # CPU seconds used during the run by the server (all its processes) and by wrk:
+    # with wrk on the same cores, what the server gets is what wrk leaves.
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def server_us_per_request(self) -> float:
+        return self.server_cpu_s / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def client_cores(self) -> float:
+        return self.client_cpu_s / self.seconds if self.seconds else 0.0
 
 
 def parse_wrk(text: str) -> WrkResult:
@@ -54,7 +70,8 @@ def parse_wrk(text: str) -> WrkResult:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     tps = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", text)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
-    if rps is None or tps is None or p99 is None:
+    done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m),", text, re.MULTILINE)
+    if rps is None or tps is None or p99 is None or done is None:
         raise ValueError(f"unexpected wrk output:\n{text}")
     errors = [
         line.strip()
@@ -66,18 +83,47 @@ def parse_wrk(text: str) -> WrkResult:
         float(tps.group(1)) * UNITS[tps.group(2)] / 1e6,
         float(p99.group(1)) * TIME_UNITS[p99.group(2)] * 1e3,
         "; ".join(errors),
+        requests=int(done.group(1)),
+        seconds=float(done.group(2)) * TIME_UNITS[done.group(3)],
     )
 
 
-def wrk(url: str, seconds: int, headers: Sequence[str] = ()) -> WrkResult:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU (user + system) used so far by process `pid` and its children: a
+    pre-forking server's parent and workers, nginx's master and workers."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            # proc(5): after "(comm)": state ppid ... utime (14th field) stime (15th)
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, headers: Sequence[str] = (), *, server_pid: int) -> WrkResult:
     threads = min(CONNECTIONS, os.cpu_count() or 1)
     argv = ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "60s"]
     for header in headers:
         argv += ["-H", header]
+    server_before = tree_cpu_seconds(server_pid)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [*argv, "--latency", url], capture_output=True, text=True, check=True, timeout=seconds + 90
     )
-    return parse_wrk(proc.stdout)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu_seconds(server_pid) - server_before
+    # wrk is the only child process that ends meanwhile: the difference is its CPU.
+    client_cpu = (children.ru_utime + children.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    return dataclasses.replace(
+        parse_wrk(proc.stdout), server_cpu_s=server_cpu, client_cpu_s=client_cpu
+    )
 
 
 def build_catalog(root: Path, big_bytes: int) -> str:
@@ -224,6 +270,7 @@ def run(workdir: Path, *, rounds: int, seconds: int, big_bytes: int) -> ServingR
         assert len(docs) == 2
         nginx = Nginx(workdir / "nginx", root, cert, key, docs)
         bases = {"imgserver": server.ip_url, "nginx": nginx.url}
+        pids = {"imgserver": server.proc.pid, "nginx": nginx.proc.pid}
         tls = {name: tls_version(url, cert) for name, url in bases.items()}
         for name, url in bases.items():
             for gzipped, expected in zip((False, True), docs, strict=True):
@@ -238,11 +285,13 @@ def run(workdir: Path, *, rounds: int, seconds: int, big_bytes: int) -> ServingR
         for i in range(rounds):
             for target, path, headers in targets:
                 for name, url in bases.items():
-                    result = wrk(f"{url}{path}", seconds, headers)
+                    result = wrk(f"{url}{path}", seconds, headers, server_pid=pids[name])
                     runs.setdefault((name, target), []).append(result)
                     print(
                         f"  {name} {target} #{i + 1}: {result.requests_per_s:.0f} req/s, "
-                        f"{result.mb_per_s:.0f} MB/s, p99 {result.p99_ms:.1f} ms {result.errors}",
+                        f"{result.mb_per_s:.0f} MB/s, p99 {result.p99_ms:.1f} ms, "
+                        f"{result.server_us_per_request:.0f} us CPU/request, "
+                        f"wrk {result.client_cores:.2f} cores {result.errors}",
                         flush=True,
                     )
         return ServingResults(runs, len(docs[0]), len(docs[1]), big_bytes, tls)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import os
 import random
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
-from bench import bigimage, report
+from bench import bigimage, report, serving
 from bench.measure import Sample, median, parse_time_v
 from bench.serving import parse_wrk
 
@@ -57,6 +63,34 @@ def test_parse_wrk() -> None:
     assert r.mb_per_s == pytest.approx(9.24 * 1024**2 / 1e6)
     assert r.p99_ms == pytest.approx(20.61)
     assert r.errors == "Non-2xx or 3xx responses: 3"
+    assert (r.requests, r.seconds) == (63442, 10.0)
+
+
+def test_cpu_per_request_and_client_cores() -> None:
+    r = dataclasses.replace(parse_wrk(WRK), server_cpu_s=12.6884, client_cpu_s=5.0)
+    assert r.server_us_per_request == pytest.approx(200.0)
+    assert r.client_cores == pytest.approx(0.5)
+    assert report.wrk_median([r, r, r]).server_us_per_request == pytest.approx(200.0)
+
+
+def test_tree_cpu_counts_the_children_of_a_pre_forking_server() -> None:
+    # A parent that forks two busy children, like `imgserver --workers 2`.
+    code = (
+        "import os, time\n"
+        "for _ in range(2):\n"
+        "    if os.fork() == 0:\n"
+        "        end = time.monotonic() + 0.6\n"
+        "        while time.monotonic() < end: pass\n"
+        "        time.sleep(30); os._exit(0)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        time.sleep(1.5)
+        assert 1.0 <= serving.tree_cpu_seconds(proc.pid) < 3.0  # ~0.6 s per child
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the children too
+        proc.wait()
 
 
 def test_verdicts() -> None:
