@@ -167,3 +167,23 @@ def test_configure_sends_access_lines_to_stderr_in_batches(
         access.handlers[:], access.propagate = saved[0], saved[1]
         root.handlers[:] = saved[2]
         root.setLevel(saved[3])
+
+
+def test_a_timer_left_on_a_closed_loop_does_not_strand_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(accesslog, "FLUSH_SECONDS", 0.1)
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, with_pid=False)
+
+    async def write(text: str, wait: float) -> None:
+        handler.info("imgserver.access", text)
+        await asyncio.sleep(wait)
+
+    asyncio.run(write("first", 0))  # the loop ends before its flush timer runs
+    assert stream.getvalue() == ""
+    asyncio.run(write("second", 0.3))  # a new loop: a new timer
+    assert [line.split(" INFO ")[1] for line in stream.getvalue().splitlines()] == [
+        "first",
+        "second",
+    ]
