@@ -57,6 +57,16 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._second_text = ""
+        self._pid = os.getpid()
+        # A forked worker names its own pid (getpid per line is a system call).
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._pid = os.getpid()
+        self._pending.clear()  # the parent's lines are the parent's to write
+        self._pending_bytes = 0
+        self._timer = None
+        self._timer_loop = None
 
     def info(self, name: str, message: str) -> None:
         now = time.time()
@@ -66,7 +76,7 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
             self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
             self._second = second
         millis = int((now - second) * 1000)
-        where = f"{name}[{os.getpid()}]" if self._with_pid else name
+        where = f"{name}[{self._pid}]" if self._with_pid else name
         self._add(f"{self._second_text},{millis:03d} {where} INFO {message}\n")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -79,16 +89,15 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             self._pending.append(text)
             self._pending_bytes += len(text)
-            try:
-                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if self._pending_bytes >= FLUSH_BYTES or loop is None:
-                # Not on an event loop: nothing would flush later.
+            if self._pending_bytes >= FLUSH_BYTES:
                 self.flush()
-            elif self._timer is None or self._timer_loop is not loop:
-                if self._timer is not None:
-                    self._timer.cancel()  # a timer of an earlier loop may never run
+            elif self._timer_loop is None or self._timer_loop.is_closed():
+                # No flush timer yet, or one on a loop that ended before it ran.
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # not on an event loop: nothing would flush later
+                    self.flush()
+                    return
                 self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
                 self._timer_loop = loop
 
@@ -97,6 +106,7 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+                self._timer_loop = None
             if self._pending:
                 text = "".join(self._pending)
                 self._pending.clear()
@@ -134,7 +144,8 @@ class AccessLog(AbstractAccessLogger):
         args = (
             request.remote or "-",
             request.method,
-            request.path_qs,
+            # As sent (nginx's $request does the same); path_qs re-encodes a URL.
+            request.raw_path,
             version.major,
             version.minor,
             response.status,

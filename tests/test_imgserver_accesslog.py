@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -186,4 +187,29 @@ def test_a_timer_left_on_a_closed_loop_does_not_strand_lines(
     assert [line.split(" INFO ")[1] for line in stream.getvalue().splitlines()] == [
         "first",
         "second",
+    ]
+
+
+async def test_a_forked_worker_names_its_own_pid(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with path.open("w") as stream:
+        handler = BatchingHandler(stream, with_pid=True)
+        handler.info("imgserver.access", "pending in the parent")  # on a loop: batched
+        pid = os.fork()
+        if pid == 0:  # the child: a pre-forked worker
+            status = 1
+            try:
+                handler.info("imgserver.access", "from the worker")
+                handler.flush()
+                status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        handler.flush()
+    lines = path.read_text().splitlines()
+    # The parent's pending line is written once, by the parent, after the worker's.
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        f"imgserver.access[{pid}] INFO from the worker",
+        f"imgserver.access[{os.getpid()}] INFO pending in the parent",
     ]
