@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class Documents:
         return r
 
 
+# Clients send a handful of distinct values (LXD's Go client always "gzip"); parsing
+# once per value, not per request. Bounded, so odd headers cannot grow it.
+@functools.lru_cache(maxsize=256)
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an Accept-Encoding header (RFC 9110 section 12.5.3) allows gzip.
 
@@ -94,8 +98,8 @@ def _json(request: web.Request, doc: Document) -> web.Response:
     gz = accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
     etag = doc.gzip_etag if gz else doc.etag
     headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: "no-cache", hdrs.VARY: hdrs.ACCEPT_ENCODING}
-    inm = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if etag in {c.strip().removeprefix("W/") for c in inm.split(",")}:
+    inm = request.headers.get(hdrs.IF_NONE_MATCH)
+    if inm and etag in {c.strip().removeprefix("W/") for c in inm.split(",")}:
         return web.Response(status=304, headers=headers)
     if gz:
         headers[hdrs.CONTENT_ENCODING] = "gzip"
