@@ -5,7 +5,9 @@ Environment:
                   the work directory, never bench/RESULTS.md)
   BENCH_WORK=DIR  work directory (default /var/tmp/lxdocker-bench); the built image
                   layers are kept there and reused by the next run
-  BENCH_ONLY=...  comma-separated subset of: cold,double,warm,serving
+  BENCH_ONLY=...  comma-separated subset of: cold,double,warm,serving (written to
+                  RESULTS-<subset>.md in the work directory; only a full run
+                  replaces bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bench import bigimage, conversion, measure, report, serving
 from tests.helpers.registry import start_registry, stop_registry
 
 HERE = Path(__file__).resolve().parent
+SECTIONS = ("cold", "double", "warm", "serving")
 ANALYSIS = HERE / "analysis.md"
 
 
@@ -46,7 +49,7 @@ def main() -> int:
     s = Settings.from_env()
     work = Path(os.environ.get("BENCH_WORK", "/var/tmp/lxdocker-bench"))
     work.mkdir(parents=True, exist_ok=True)
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "cold,double,warm,serving").split(",")))
+    only = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(SECTIONS)).split(",")))
     started = time.monotonic()
     out: list[str] = []
     verdicts: list[report.Verdict] = []
@@ -166,7 +169,14 @@ def main() -> int:
     text = "\n".join([*head, *out]) + "\n"
     if ANALYSIS.exists():
         text += "\n" + ANALYSIS.read_text()
-    dest = work / "RESULTS-quick.md" if s.quick else HERE / "RESULTS.md"
+    # Only a full-size run of every section replaces bench/RESULTS.md: a quick or
+    # partial run would otherwise drop the other sections' figures.
+    if s.quick:
+        dest = work / "RESULTS-quick.md"
+    elif only != set(SECTIONS):
+        dest = work / f"RESULTS-{'-'.join(sorted(only))}.md"
+    else:
+        dest = HERE / "RESULTS.md"
     dest.write_text(text)
     print(text)
     print(f"written to {dest}")

@@ -61,6 +61,11 @@ class WrkResult:
         return self.server_cpu_s / self.requests * 1e6 if self.requests else 0.0
 
     @property
+    def server_us_per_mb(self) -> float:
+        mb = self.mb_per_s * self.seconds
+        return self.server_cpu_s / mb * 1e6 if mb else 0.0
+
+    @property
     def client_cores(self) -> float:
         return self.client_cpu_s / self.seconds if self.seconds else 0.0
 
