@@ -54,13 +54,18 @@ def worker_count(requested: int) -> int:
 
 
 def bind_sockets(address: Address, backlog: int, count: int) -> list[socket.socket]:
-    """`count` listening sockets on one port (the first one settles a port 0)."""
-    first = bind(address, backlog, reuse_port=True)
-    socks = [first]
+    """`count` listening sockets on one port."""
+    # SO_REUSEPORT would also let a second imgserver of the same user bind the port
+    # and silently take half the connections. A plain bind first fails, as without
+    # workers, when anything listens there already (and settles a port 0).
+    probe = bind(address, backlog)
+    port = probe.getsockname()[1]
+    probe.close()
+    address = dataclasses.replace(address, port=port)
+    socks: list[socket.socket] = []
     try:
-        port = first.getsockname()[1]
-        for _ in range(count - 1):
-            socks.append(bind(dataclasses.replace(address, port=port), backlog, reuse_port=True))
+        for _ in range(count):
+            socks.append(bind(address, backlog, reuse_port=True))
     except BaseException:
         for sock in socks:
             sock.close()

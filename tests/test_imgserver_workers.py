@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -195,3 +197,34 @@ async def test_a_dead_worker_is_logged_and_replaced(tmp_path: Path) -> None:
         assert set(access_counts(srv, path, 64)) == {survivor, replacement}
     finally:
         assert srv.stop() == 0
+
+
+def test_a_second_server_on_the_same_port_fails(tmp_path: Path) -> None:
+    # SO_REUSEPORT must not let another imgserver share the port unnoticed.
+    first = start(tmp_path / "first")
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imgserver",
+                "--address",
+                f"127.0.0.1:{first.port}",
+                "--lxdimages",
+                str(server_tree(first)),
+                "--cert",
+                str(first.cert),
+                "--key",
+                str(first.key),
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 1
+        assert "Address already in use" in proc.stderr
+        assert raw_get_json(first, "/streams/v1/index.json")["format"] == "index:1.0"
+    finally:
+        assert first.stop() == 0
