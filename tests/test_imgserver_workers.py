@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from imgserver.workers import worker_count
-from tests.helpers.imgserver import RunningServer, client_context, plain_http_get, raw_get_json
+from tests.helpers.imgserver import (
+    RunningServer,
+    client_context,
+    imgserver_argv,
+    plain_http_get,
+    raw_get_json,
+)
 from tests.helpers.versions import write_version
 
 META = b"M" * 2000
@@ -194,26 +199,15 @@ def test_a_second_server_on_the_same_port_fails(tmp_path: Path) -> None:
     # SO_REUSEPORT must not let another imgserver share the port unnoticed.
     first = start(tmp_path / "first")
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "imgserver",
-                "--address",
-                f"127.0.0.1:{first.port}",
-                "--lxdimages",
-                str(server_tree(first)),
-                "--cert",
-                str(first.cert),
-                "--key",
-                str(first.key),
-                "--workers",
-                "2",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        argv = imgserver_argv(
+            server_tree(first),
+            first.cert,
+            first.key,
+            "--workers",
+            "2",
+            address=f"127.0.0.1:{first.port}",
         )
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert proc.returncode == 1
         assert "Address already in use" in proc.stderr
         assert raw_get_json(first, "/streams/v1/index.json")["format"] == "index:1.0"
