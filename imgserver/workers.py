@@ -89,8 +89,8 @@ class Supervisor:
     def __init__(self, config: ServerConfig, workers: int) -> None:
         self._config = config
         self._workers = workers
-        self._pids: dict[int, float] = {}  # pid -> monotonic start time
-        self._slots: dict[int, int] = {}  # pid -> index of its socket
+        # pid -> (monotonic start time, index of its socket in self._socks)
+        self._pids: dict[int, tuple[float, int]] = {}
         self._socks: list[socket.socket] = []
         self._stopping = False
         self._failed = False
@@ -123,7 +123,7 @@ class Supervisor:
         for sock in self._socks:
             sock.close()
 
-    def _spawn(self, slot: int) -> None:
+    def _spawn(self, slot: int) -> int:
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -138,8 +138,8 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(status)  # never return into the parent's stack
-        self._pids[pid] = time.monotonic()
-        self._slots[pid] = slot
+        self._pids[pid] = (time.monotonic(), slot)
+        return pid
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -166,10 +166,10 @@ class Supervisor:
                         self._deadline = float("inf")
                 time.sleep(POLL_INTERVAL)
                 continue
-            started = self._pids.pop(pid, None)
-            slot = self._slots.pop(pid, None)
-            if started is None or slot is None:
+            child = self._pids.pop(pid, None)
+            if child is None:
                 continue
+            started, slot = child
             code = os.waitstatus_to_exitcode(status)
             if self._stopping:
                 if code != 0:
@@ -184,10 +184,10 @@ class Supervisor:
                 continue
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
-                self._spawn(slot)
+                replacement = self._spawn(slot)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            log.info("started worker %d in its place", max(self._pids, key=self._pids.__getitem__))
+            log.info("started worker %d in its place", replacement)
 
 
 def serve(config: ServerConfig, workers: int) -> int:
