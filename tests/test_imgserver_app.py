@@ -278,8 +278,10 @@ async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:
     assert resp.status == 200
     assert resp.content_type == "text/html"
     html = await resp.text()
-    fingerprint = hashlib.sha256(_der(cert[0])).hexdigest()
+    # Hosts pin the CA (issue 17): the page names it and its fingerprint.
+    fingerprint = hashlib.sha256(_der(cert[0].parent / "ca.crt")).hexdigest()
     for needle in (
+        "/ca.crt -o ~/.config/lxc/servercerts/lxdocker.crt",
         "app",
         "amd64",
         "20260101_0000",
@@ -297,6 +299,8 @@ async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:
 async def test_server_cert_is_served(client: Client, cert: tuple[Path, Path]) -> None:
     resp = await client.get("/server.crt")
     assert await resp.read() == cert[0].read_bytes()
+    resp = await client.get("/ca.crt")
+    assert await resp.read() == (cert[0].parent / "ca.crt").read_bytes()
 
 
 async def test_no_directory_listing_on_streams(client: Client) -> None:

@@ -49,7 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
 
 def env_for(srv: RunningServer) -> dict[str, str]:
     # simplestreams fetches with requests (falls back to urllib): trust our cert in both.
-    return {**os.environ, "REQUESTS_CA_BUNDLE": str(srv.cert), "SSL_CERT_FILE": str(srv.cert)}
+    return {**os.environ, "REQUESTS_CA_BUNDLE": str(srv.ca), "SSL_CERT_FILE": str(srv.ca)}
 
 
 def expected_items(tree: Path) -> set[tuple[str, str, str, int]]:

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from imgserver import tls
+from imgserver import authority, tls
 from imgserver.cli import main
 from lxdocker.errors import ServerError
 
@@ -54,14 +54,31 @@ def test_remote_url(tmp_path: Path, sans: tuple[str, ...], port: int, url: str) 
     assert tls.remote_url(info, port) == url
 
 
-def test_pin_instructions_name_both_cert_locations(tmp_path: Path) -> None:
-    cert_path, _ = tls.generate(tmp_path, ["images.example"])
-    info = tls.read_cert(cert_path)
-    text = tls.pin_instructions(info, cert_path, "https://images.example:8443", "mine")
+def test_pin_instructions_name_the_ca_and_every_cert_location(tmp_path: Path) -> None:
+    issued = authority.create(tmp_path, ["images.example"])
+    certs = tls.load(issued.cert, issued.key, None)  # finds ca.crt next to server.crt
+    assert certs.has_ca and certs.pin_path == tmp_path / "ca.crt"
+    text = tls.pin_instructions(certs, "https://images.example:8443", "mine")
+    assert f"hosts pin the CA {tmp_path / 'ca.crt'}" in text
+    assert "curl -fsSk https://images.example:8443/ca.crt" in text
     assert "~/.config/lxc/servercerts/mine.crt" in text
     assert "~/snap/lxd/common/config/servercerts/mine.crt" in text
+    assert "~/.config/incus/servercerts/mine.crt" in text
     assert "lxc remote add mine https://images.example:8443 --protocol simplestreams" in text
-    assert info.fingerprint in text
+    assert tls.read_cert(tmp_path / "ca.crt").fingerprint in text
+
+
+def test_pin_instructions_of_a_self_signed_install_say_how_to_move_to_a_ca(
+    tmp_path: Path,
+) -> None:
+    cert_path, key_path = tls.generate(tmp_path, ["images.example"])
+    certs = tls.load(cert_path, key_path, None)
+    assert not certs.has_ca
+    text = tls.pin_instructions(certs, "https://images.example", "mine")
+    assert f"hosts pin the self-signed {cert_path}" in text
+    assert "curl -fsSk https://images.example/server.crt" in text
+    assert f"imgserver gencert --renew --out {tmp_path}" in text
+    assert tls.read_cert(cert_path).fingerprint in text
 
 
 @pytest.mark.parametrize("sans", [[], ["bad name!"]])

@@ -18,19 +18,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imgserver import tls
+from imgserver import authority, tls
 
 PORT_RE = re.compile(r"listening on \S+ \(TLS 1\.3\) port (\d+)")
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for "localhost" and 127.0.0.1, as gencert makes."""
-    return tls.generate(directory, ["localhost", "127.0.0.1"])
+    """A server certificate for "localhost" and 127.0.0.1 with its CA, as gencert makes
+    (`directory`/ca.crt, which imgserver finds next to the certificate)."""
+    issued = authority.create(directory, ["localhost", "127.0.0.1"])
+    return issued.cert, issued.key
+
+
+def pin_file(cert: Path) -> Path:
+    """What a host pins for a server certificate made here: its CA, if it has one."""
+    ca = tls.default_ca(cert)
+    return cert if ca is None else ca
 
 
 def client_context(cert: Path) -> ssl.SSLContext:
+    """A client that trusts only `cert`: the CA, or the server certificate itself.
+
+    PARTIAL_CHAIN lets OpenSSL end the chain at a pinned leaf, as LXD's pool does."""
     ctx = ssl.create_default_context(cafile=str(cert))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
 
 
@@ -86,6 +98,7 @@ class RunningServer:
     ) -> None:
         """`prefix` runs the server through another command, e.g. setpriv."""
         self.cert, self.key = cert or make_cert(workdir / "cert")
+        self.ca = pin_file(self.cert)  # what hosts pin
         self.log_path = workdir / "imgserver.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(

@@ -1,6 +1,7 @@
 """An LXD remote for a running imgserver, trusted by pinning its certificate.
 
-DESIGN section 8: the self-signed certificate goes to
+DESIGN section 8: the certificate to pin (imgserver's CA, or a self-signed server
+certificate) goes to
 `~/.config/lxc/servercerts/<remote>.crt` BEFORE `lxc remote add` (LXD 5.0 checks
 it there already); the CLI hands the pinned certificate to the daemon, so image
 auto-update keeps working. The remote name comes from the scratch, which removes
@@ -23,7 +24,7 @@ def add_pinned_remote(scratch: Scratch, server: RunningServer, base: str = "imgs
     """`lxc remote add <name> https://127.0.0.1:PORT --protocol simplestreams`."""
     remote = scratch.name(base)
     SERVERCERTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(server.cert, SERVERCERTS / f"{remote}.crt")
+    shutil.copyfile(server.ca, SERVERCERTS / f"{remote}.crt")
     # A fresh remote URL should not hit a stale index, but the daemon caches by URL.
     scratch.lxd.clear_remote_cache()
     scratch.lxd.lxc(
