@@ -58,10 +58,11 @@ def plain_http_get(server: RunningServer) -> tuple[float, bytes]:
     return time.monotonic() - start, data
 
 
-def raw_get_json(server: RunningServer, path: str) -> Any:
+def raw_get_json(server: RunningServer, path: str, *, by_ip: bool = False) -> Any:
     """GET a JSON document over TLS, trusting only the server's certificate."""
     ctx = client_context(server.cert)
-    with urllib.request.urlopen(f"{server.url}{path}", context=ctx, timeout=10) as resp:
+    base = server.ip_url if by_ip else server.url
+    with urllib.request.urlopen(f"{base}{path}", context=ctx, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -95,14 +96,16 @@ class RunningServer:
         *extra: str,
         prefix: Sequence[str] = (),
         cert: tuple[Path, Path] | None = None,
+        address: str = "127.0.0.1:0",
     ) -> None:
-        """`prefix` runs the server through another command, e.g. setpriv."""
+        """`prefix` runs the server through another command, e.g. setpriv; `address`
+        a fixed port, to restart a server where hosts know it."""
         self.cert, self.key = cert or make_cert(workdir / "cert")
         self.ca = pin_file(self.cert)  # what hosts pin
         self.log_path = workdir / "imgserver.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [*prefix, *imgserver_argv(lxdimages, self.cert, self.key, *extra)],
+            [*prefix, *imgserver_argv(lxdimages, self.cert, self.key, *extra, address=address)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
