@@ -1,4 +1,4 @@
-"""Renewing imgserver's certificate keeps auto-update working on real LXD (issue 17).
+"""Renewing imgserver's certificate keeps auto-update working on LXD and Incus (issue 17).
 
 A host stores the certificate pinned at copy time with each cached image and uses
 it for every auto-update. With the private CA pinned, `gencert --renew` (new server
@@ -7,7 +7,8 @@ older install is adopted as the CA by the same command. The control case is what
 the issue reported: a new self-signed certificate, pinned again, leaves every
 cached image stuck at its old version.
 
-Needs the LXD daemon (tests/helpers/lxd.py): skipped without it, failed with CI=true.
+Every test runs against the real LXD 5.0 and Incus 6.0 daemons (tests/helpers/lxd.py,
+incus.py): skipped without them, failed with CI=true.
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ from lxdocker import arch
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.imgserver import RunningServer, raw_get_json
 from tests.helpers.lxd import Scratch, wait_for
-from tests.helpers.remote import SERVERCERTS, add_pinned_remote, local_fingerprints
+from tests.helpers.remote import add_pinned_remote, local_fingerprints
 from tests.helpers.versions import lxd_meta, squashfs_rootfs, write_version
 
 pytestmark = pytest.mark.lxd
 
 HOST = arch.host()
 SANS = ["localhost", "127.0.0.1"]
+
+
+@pytest.fixture
+def scratch(daemon_scratch: Scratch) -> Scratch:
+    """Each test once with LXD, once with Incus."""
+    return daemon_scratch
 
 
 def gencert(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,8 +122,8 @@ def assert_refreshed(scratch: Scratch, out: str, v2: VersionInfo, log: str) -> N
 
 
 @pytest.mark.parametrize("new_sans", [(), ("127.0.0.1",)], ids=["same-sans", "ip-only"])
-def test_lxd_refresh_after_renew_needs_no_new_pin(
-    lxd_scratch: Scratch, tmp_path: Path, new_sans: tuple[str, ...]
+def test_refresh_after_renew_needs_no_new_pin(
+    scratch: Scratch, tmp_path: Path, new_sans: tuple[str, ...]
 ) -> None:
     certs = tmp_path / "tls"
     gencert("--out", str(certs), *(f"--san={s}" for s in SANS))
@@ -124,16 +131,16 @@ def test_lxd_refresh_after_renew_needs_no_new_pin(
     pinned: dict[str, bytes] = {}
 
     def renew(remote: str) -> None:
-        pinned["before"] = (SERVERCERTS / f"{remote}.crt").read_bytes()
+        pinned["before"] = (scratch.lxd.servercerts / f"{remote}.crt").read_bytes()
         gencert("--renew", "--out", str(certs), *(f"--san={s}" for s in new_sans))
-        pinned["after"] = (SERVERCERTS / f"{remote}.crt").read_bytes()
+        pinned["after"] = (scratch.lxd.servercerts / f"{remote}.crt").read_bytes()
 
-    out, _, v2, log = refresh_after(lxd_scratch, tmp_path, certs, renew)
+    out, _, v2, log = refresh_after(scratch, tmp_path, certs, renew)
     after = tls.read_cert(certs / tls.CERT_FILE)
     assert after.fingerprint != before.fingerprint
     assert after.sans == (new_sans or before.sans)
     assert pinned["before"] == pinned["after"] == (certs / "ca.crt").read_bytes()
-    assert_refreshed(lxd_scratch, out, v2, log)
+    assert_refreshed(scratch, out, v2, log)
     if not new_sans:
         # LXD verified the name the CA lists first (localhost) at the first try.
         assert "TLS handshake" not in log, log[-3000:]
@@ -141,27 +148,23 @@ def test_lxd_refresh_after_renew_needs_no_new_pin(
     # URL's host 127.0.0.1 succeeds (client/util.go tlsHTTPClient): it still works.
 
 
-def test_lxd_refresh_after_adopting_a_self_signed_cert(
-    lxd_scratch: Scratch, tmp_path: Path
-) -> None:
+def test_refresh_after_adopting_a_self_signed_cert(scratch: Scratch, tmp_path: Path) -> None:
     """An install from before the CA: hosts pinned the self-signed server.crt."""
     certs = tmp_path / "tls"
     old_cert, _ = tls.generate(certs, SANS)
     old_pem = old_cert.read_bytes()
 
     def renew(remote: str) -> None:
-        assert (SERVERCERTS / f"{remote}.crt").read_bytes() == old_pem
+        assert (scratch.lxd.servercerts / f"{remote}.crt").read_bytes() == old_pem
         gencert("--renew", "--out", str(certs))
 
-    out, _, v2, log = refresh_after(lxd_scratch, tmp_path, certs, renew)
+    out, _, v2, log = refresh_after(scratch, tmp_path, certs, renew)
     assert (certs / "ca.crt").read_bytes() == old_pem  # the pinned file, unchanged
     assert (certs / tls.CERT_FILE).read_bytes() != old_pem
-    assert_refreshed(lxd_scratch, out, v2, log)
+    assert_refreshed(scratch, out, v2, log)
 
 
-def test_lxd_new_self_signed_cert_strands_cached_images(
-    lxd_scratch: Scratch, tmp_path: Path
-) -> None:
+def test_new_self_signed_cert_strands_cached_images(scratch: Scratch, tmp_path: Path) -> None:
     """The issue's report, as a control: re-pinning does not reach cached images."""
     certs = tmp_path / "tls"
     tls.generate(certs, SANS)
@@ -169,11 +172,11 @@ def test_lxd_new_self_signed_cert_strands_cached_images(
     def replace(remote: str) -> None:
         shutil.rmtree(certs)
         new_cert, _ = tls.generate(certs, SANS)
-        shutil.copyfile(new_cert, SERVERCERTS / f"{remote}.crt")  # pinned again
+        shutil.copyfile(new_cert, scratch.lxd.servercerts / f"{remote}.crt")  # pinned again
 
-    out, v1, v2, log = refresh_after(lxd_scratch, tmp_path, certs, replace)
+    out, v1, v2, log = refresh_after(scratch, tmp_path, certs, replace)
     assert "refreshed" not in out.lower(), out
-    local = local_fingerprints(lxd_scratch.lxd)
+    local = local_fingerprints(scratch.lxd)
     assert v1.fingerprint in local and v2.fingerprint not in local
     # LXD's daemon rejected the new certificate ("signed by unknown authority").
     assert "TLS handshake with 127.0.0.1 failed" in log, log[-3000:]
