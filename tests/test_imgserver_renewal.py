@@ -25,6 +25,7 @@ import pytest
 from imgserver import tls
 from lxdocker import arch
 from lxdocker.versioninfo import VersionInfo
+from tests.helpers.apps import HOST_BUSYBOX, need_busybox
 from tests.helpers.imgserver import RunningServer, raw_get_json
 from tests.helpers.lxd import Scratch, wait_for
 from tests.helpers.remote import add_pinned_remote, local_fingerprints
@@ -56,13 +57,17 @@ def gencert(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def publish(tree: Path, n: int) -> VersionInfo:
+    """Version n of a bootable image: the host's static busybox as /sbin/init (with
+    no inittab it runs a shell on the console) and /bin/sh."""
+    busybox = HOST_BUSYBOX.read_bytes()
+    files = {"sbin/init": busybox, "bin/sh": busybox, "srv/v": f"{n}\n".encode()}
     return write_version(
         tree,
         "hello",
         HOST.debian,
         f"2026010{n}_0000",
         meta=lxd_meta(description=f"hello v{n}", created=1_800_000_000 + n),
-        rootfs=squashfs_rootfs({"srv/v": f"{n}\n".encode()}),
+        rootfs=squashfs_rootfs(files, executable={"sbin/init", "bin/sh"}),
         tag="1",
         built=f"2026-01-0{n}T00:00:00Z",
     )
@@ -71,10 +76,11 @@ def publish(tree: Path, n: int) -> VersionInfo:
 def refresh_after(
     scratch: Scratch, tmp_path: Path, certs: Path, change: Callable[[str], None]
 ) -> tuple[str, VersionInfo, VersionInfo, str]:
-    """Create an instance from the server (LXD caches the image with the pinned
+    """Launch an instance from the server (LXD caches the image with the pinned
     certificate), stop the server, `change(remote)` its certificate, restart it on
     the same port, publish v2 and `lxc image refresh` v1: refresh's output and both
     versions, and the restarted server's log."""
+    need_busybox()
     lxd = scratch.lxd
     tree = tmp_path / "lxdimages"
     v1 = publish(tree, 1)
@@ -85,9 +91,7 @@ def refresh_after(
     first = RunningServer(tree, tmp_path / "run1", cert=(cert, key))
     try:
         remote = add_pinned_remote(scratch, first)
-        # `lxc init` caches the image exactly as `lxc launch` does (the test image
-        # has no init to start).
-        lxd.lxc("init", f"{remote}:hello", scratch.name("renew"))
+        lxd.lxc("launch", f"{remote}:hello", scratch.name("renew"))
         assert v1.fingerprint in local_fingerprints(lxd)
     finally:
         assert first.stop() == 0
