@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from imgserver import authority
+from imgserver.config import Address, ServerConfig
+from imgserver.server import run
 from tests.helpers.imgserver import RunningServer, client_context, make_cert, plain_http_get
 from tests.helpers.versions import write_version
 
@@ -280,3 +283,34 @@ def test_runs_unprivileged() -> None:
             assert srv.stop() == 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_startup_warns_of_a_certificate_that_expires_soon(tmp_path: Path) -> None:
+    issued = authority.create(tmp_path / "tls", ["localhost", "127.0.0.1"], days=10)
+    srv = RunningServer(tmp_path / "empty", tmp_path, cert=(issued.cert, issued.key))
+    try:
+        log = srv.wait_for_log(f"WARNING {issued.cert} expires on")
+    finally:
+        srv.stop()
+    assert f"gencert --renew --out {tmp_path / 'tls'}" in log
+
+
+async def test_expiry_warning_repeats_while_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once a day in production; every 0.2 s here."""
+    issued = authority.create(tmp_path / "tls", ["localhost"], days=10)
+    config = ServerConfig(
+        lxdimages=tmp_path,
+        cert=issued.cert,
+        key=issued.key,
+        address=Address("127.0.0.1", 0),
+        expiry_check_interval=0.2,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(config, stop))
+    await asyncio.sleep(1.1)
+    stop.set()
+    await task
+    warnings = [r for r in caplog.records if f"{issued.cert} expires on" in r.getMessage()]
+    assert 3 <= len(warnings) <= 7, [r.getMessage() for r in warnings]
