@@ -55,13 +55,14 @@ unit: setup
 test: setup lint typecheck unit
 
 # The bundled sample, end to end and offline: build a small app image (from this
-# host's static busybox) as an OCI layout, convert specs/, make a certificate once,
-# then serve on https://127.0.0.1:8443 (imgserver prints the lxc commands to use).
+# host's static busybox) as an OCI layout, convert specs/, make a CA and certificate
+# once (a run/tls from before the CA: its self-signed server.crt becomes the CA), then serve on https://127.0.0.1:8443 (imgserver prints the lxc commands to use).
 RUN_DIR := run
 run: setup
 	bash specs/sample/build-hello.sh specs/sample/hello
 	$(BIN)/lxdocker --cache $(RUN_DIR)/cache --lxdimages $(RUN_DIR)/images --specs specs
-	test -f $(RUN_DIR)/tls/server.crt || \
+	test -f $(RUN_DIR)/tls/ca.crt || \
+		{ test -f $(RUN_DIR)/tls/server.crt && $(BIN)/imgserver gencert --renew --out $(RUN_DIR)/tls; } || \
 		$(BIN)/imgserver gencert --out $(RUN_DIR)/tls --san localhost --san 127.0.0.1
 	exec $(BIN)/imgserver --address 127.0.0.1:8443 --lxdimages $(RUN_DIR)/images \
 		--cert $(RUN_DIR)/tls/server.crt --key $(RUN_DIR)/tls/server.key --remote-name lxdocker

@@ -223,7 +223,9 @@ def _adopt(out: Path) -> None:
     os.chmod(out / CA_KEY, 0o600)
     shutil.copyfile(cert_path, out / CA_CERT)
     log.info(
-        "adopted the self-signed %s as %s (same bytes: hosts that pinned it need nothing)",
+        "adopted the self-signed %s as %s (same bytes: LXD and Incus hosts that pinned it "
+        "need nothing; OpenSSL-based clients pinning it, such as curl --cacert, refuse "
+        "certificates it issues: see the README)",
         cert_path,
         out / CA_CERT,
     )
