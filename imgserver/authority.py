@@ -73,13 +73,6 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return builder.not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(
-        now + datetime.timedelta(days=days)
-    )
-
-
 def make_ca(
     key: ec.EllipticCurvePrivateKey, sans: Sequence[str], days: int = CA_DAYS
 ) -> x509.Certificate:
@@ -96,12 +89,15 @@ def make_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, f"imgserver CA {sans[0]}"),
         ]
     )
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -120,7 +116,7 @@ def make_ca(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
-    return _validity(builder, days).sign(key, hashes.SHA384())
+    return builder.sign(key, hashes.SHA384())
 
 
 def issue(
@@ -132,6 +128,9 @@ def issue(
 ) -> x509.Certificate:
     """A server certificate for `sans` signed by the CA."""
     names = [tls.san(s) for s in sans]
+    now = datetime.datetime.now(datetime.UTC)
+    # Go refuses a chain whose root expired: the CA's end is the end for all it issued.
+    not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
     try:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
@@ -148,8 +147,10 @@ def issue(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(aki, critical=False)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(not_after)
     )
-    return _validity(builder, days).sign(ca_key, hashes.SHA384())
+    return builder.sign(ca_key, hashes.SHA384())
 
 
 def _write_server(
@@ -218,7 +219,7 @@ def _adopt(out: Path) -> None:
             f"{cert_path} is not self-signed and there is no {out / CA_CERT} that issued it"
         )
     tls.check_key(cert_path, cert, key_path, tls.read_key(key_path))
-    tls.check_dates(cert_path, cert)
+    tls.check_dates(cert_path, cert, tls.NEW_CA)
     shutil.copyfile(key_path, out / CA_KEY)
     os.chmod(out / CA_KEY, 0o600)
     shutil.copyfile(cert_path, out / CA_CERT)
@@ -244,7 +245,7 @@ def renew(out: Path, sans: Sequence[str] = (), days: int = SERVER_DAYS) -> Issue
         ca = tls.load_cert(ca_path)
         ca_key = _load_key(out / CA_KEY)
         tls.check_key(ca_path, ca, out / CA_KEY, ca_key)
-        tls.check_dates(ca_path, ca)
+        tls.check_dates(ca_path, ca, tls.NEW_CA)
         if not sans:
             current = out / tls.CERT_FILE
             sans = tls.read_cert(current).sans if current.exists() else tls.read_cert(ca_path).sans
@@ -259,6 +260,14 @@ def renew(out: Path, sans: Sequence[str] = (), days: int = SERVER_DAYS) -> Issue
                 first_dns,
             )
         cert_path, key_path = _write_server(out, ca, ca_key, sans, days)
+        if tls.read_cert(cert_path).not_after >= ca.not_valid_after_utc:
+            log.warning(
+                "%s is valid only until %s expires, %s UTC (%s)",
+                cert_path,
+                ca_path,
+                f"{ca.not_valid_after_utc:%Y-%m-%d}",
+                tls.NEW_CA,
+            )
     except OSError as e:
         raise ServerError(f"cannot renew the certificate in {out}: {e}") from None
     return Issued(ca_path, cert_path, key_path, adopted=adopted)

@@ -33,6 +33,11 @@ KEY_FILE = "server.key"
 CA_FILE = "ca.crt"
 # Warn this long before a certificate expires (at start and once a day).
 EXPIRY_WARNING = datetime.timedelta(days=30)
+# Nothing a CA issued is trusted once it expired: hosts must pin a new one.
+NEW_CA = (
+    "every host must pin a new CA: imgserver gencert --out NEW_DIR, then README "
+    "'Renewing the certificate'"
+)
 DNS_NAME_RE = re.compile(
     r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*"
 )
@@ -73,15 +78,15 @@ def read_key(path: Path) -> PrivateKeyTypes:
         raise ServerError(f"{path}: cannot read PEM private key: {e}") from None
 
 
-def _spki(key: object) -> bytes:
-    public = key.public_key()  # type: ignore[attr-defined]
-    data: bytes = public.public_bytes(
+def _spki(holder: x509.Certificate | PrivateKeyTypes) -> bytes:
+    return holder.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return data
 
 
-def check_key(cert_path: Path, cert: x509.Certificate, key_path: Path, key: object) -> None:
+def check_key(
+    cert_path: Path, cert: x509.Certificate, key_path: Path, key: PrivateKeyTypes
+) -> None:
     """The key is the certificate's: else the TLS handshake could never succeed."""
     if _spki(cert) != _spki(key):
         raise CertificateError(
@@ -90,13 +95,17 @@ def check_key(cert_path: Path, cert: x509.Certificate, key_path: Path, key: obje
         )
 
 
-def check_dates(path: Path, cert: x509.Certificate, now: datetime.datetime | None = None) -> None:
-    """Clients refuse a certificate outside its validity period, a root too."""
+def check_dates(
+    path: Path, cert: x509.Certificate, fix: str = "", now: datetime.datetime | None = None
+) -> None:
+    """Clients refuse a certificate outside its validity period, a root too.
+
+    `fix` says what to do about an expired one (default: renew it)."""
     now = now or datetime.datetime.now(datetime.UTC)
     if cert.not_valid_after_utc <= now:
+        fix = fix or f"renew it: imgserver gencert --renew --out {path.parent}"
         raise CertificateError(
-            f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
-            f"renew it: imgserver gencert --renew --out {path.parent}"
+            f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; {fix}"
         )
     if cert.not_valid_before_utc > now:
         raise CertificateError(
@@ -165,7 +174,7 @@ def load(cert_path: Path, key_path: Path, ca_path: Path | None) -> Certificates:
     if ca_path is None:
         return Certificates(cert_path, cert_info(cert), cert_path, cert_info(cert))
     ca = load_cert(ca_path)
-    check_dates(ca_path, ca)
+    check_dates(ca_path, ca, NEW_CA)
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
@@ -189,7 +198,7 @@ def expiry_warnings(certs: Certificates, now: datetime.datetime | None = None) -
             continue
         when = f"{cert.not_after:%Y-%m-%d %H:%M} UTC"
         if path == certs.pin_path and certs.has_ca:
-            fix = "a new CA must be pinned on every host (imgserver gencert)"
+            fix = NEW_CA
         else:
             fix = f"renew it: imgserver gencert --renew --out {path.parent}, then restart"
         if left <= datetime.timedelta(0):

@@ -6,6 +6,7 @@ is the reference verifier here; real LXD and Incus are in test_imgserver_renewal
 
 from __future__ import annotations
 
+import datetime
 import socket
 import ssl
 import stat
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from imgserver import authority, tls
 from imgserver.cli import main
@@ -118,11 +122,41 @@ def test_renew_adopts_a_self_signed_certificate_as_the_ca(tmp_path: Path) -> Non
     assert renewed.cert.read_bytes() != old_pem
     _x509(renewed.cert).verify_directly_issued_by(_x509(renewed.ca))
     assert tls.read_cert(renewed.cert).sans == tuple(SANS)
+    # Nothing outlives its root (Go checks the root's dates too): capped at its end.
+    assert _x509(renewed.cert).not_valid_after_utc == _x509(renewed.ca).not_valid_after_utc
     certs = tls.load(renewed.cert, renewed.key, None)
     assert certs.has_ca and certs.pin.pem == old_pem
     # The next renewal uses that CA and adopts nothing.
     assert not authority.renew(tmp_path).adopted
     assert renewed.ca.read_bytes() == old_pem
+
+
+def test_renew_refuses_an_expired_self_signed_certificate(tmp_path: Path) -> None:
+    """Hosts refuse anything an expired root issued: only a new pin helps."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=10))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .sign(key, hashes.SHA384())
+    )
+    (tmp_path / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(CertificateError, match=r"server\.crt expired on .*every host must pin"):
+        authority.renew(tmp_path)
+    assert not (tmp_path / "ca.crt").exists()
 
 
 def test_renew_without_anything_to_renew_names_the_directory(tmp_path: Path) -> None:
