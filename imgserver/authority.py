@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from imgserver import tls
@@ -40,6 +40,9 @@ CA_KEY = "ca.key"
 # a fresh copy of every cached image: the CA outlives many server certificates.
 CA_DAYS = 30 * 365
 SERVER_DAYS = 3650
+
+
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def make_ca(
 
 def issue(
     ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: SigningKey,
     key: ec.EllipticCurvePrivateKey,
     sans: Sequence[str],
     days: int = SERVER_DAYS,
@@ -156,7 +159,7 @@ def issue(
 def _write_server(
     out: Path,
     ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: SigningKey,
     sans: Sequence[str],
     days: int,
 ) -> tuple[Path, Path]:
@@ -196,10 +199,13 @@ def create(out: Path, sans: Sequence[str], days: int = SERVER_DAYS) -> Issued:
     return Issued(out / CA_CERT, cert_path, key_path, adopted=False)
 
 
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+def _load_key(path: Path) -> SigningKey:
+    if not path.exists():
+        raise ServerError(f"{path} is missing: --renew signs with the CA key (kept offline?)")
     key = tls.read_key(path)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertificateError(f"{path}: only EC keys can sign here (gencert makes P-384)")
+    # An adopted certificate may have any key its owner made; these sign with SHA-384.
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise CertificateError(f"{path}: only EC and RSA keys can sign certificates here")
     return key
 
 

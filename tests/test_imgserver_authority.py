@@ -10,6 +10,7 @@ import datetime
 import socket
 import ssl
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,29 @@ def test_renew_refuses_a_server_certificate_without_its_ca(tmp_path: Path) -> No
 def test_gencert_needs_a_san_without_renew(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="--san"):
         authority.create(tmp_path, [])
+
+
+def test_renew_adopts_a_self_signed_rsa_certificate(tmp_path: Path) -> None:
+    """A certificate its owner made elsewhere (openssl req -x509 -newkey rsa)."""
+    req = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30"]
+    names = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    files = ["-keyout", str(tmp_path / "server.key"), "-out", str(tmp_path / "server.crt")]
+    subprocess.run(
+        [*req, *names, *files],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    renewed = authority.renew(tmp_path)
+    assert renewed.adopted
+    _x509(renewed.cert).verify_directly_issued_by(_x509(renewed.ca))
+    assert tls.read_cert(renewed.cert).sans == ("localhost", "127.0.0.1")
+
+
+def test_renew_without_the_ca_key_says_so(tmp_path: Path) -> None:
+    issued = authority.create(tmp_path, SANS)
+    (tmp_path / "ca.key").unlink()  # kept offline
+    before = issued.cert.read_bytes()
+    with pytest.raises(ServerError, match=r"ca\.key is missing: --renew signs with the CA key"):
+        authority.renew(tmp_path)
+    assert issued.cert.read_bytes() == before
