@@ -146,10 +146,12 @@ def test_refresh_after_renew_needs_no_new_pin(
     assert pinned["before"] == pinned["after"] == (certs / "ca.crt").read_bytes()
     assert_refreshed(scratch, out, v2, log)
     if not new_sans:
-        # LXD verified the name the CA lists first (localhost) at the first try.
+        # The client verified the name the CA lists first (localhost) at the first try.
         assert "TLS handshake" not in log, log[-3000:]
-    # ip-only: LXD's first try (the CA's "localhost") fails, its retry with the
-    # URL's host 127.0.0.1 succeeds (client/util.go tlsHTTPClient): it still works.
+    else:
+        # The first try (the CA's "localhost") fails, the retry with the URL's host
+        # 127.0.0.1 succeeds (client/util.go tlsHTTPClient): one failure per request.
+        assert "TLS handshake with 127.0.0.1 failed" in log, log[-3000:]
 
 
 def test_refresh_after_adopting_a_self_signed_cert(scratch: Scratch, tmp_path: Path) -> None:
