@@ -169,8 +169,9 @@ def load(cert_path: Path, key_path: Path, ca_path: Path | None) -> Certificates:
     """
     cert = load_cert(cert_path)
     check_key(cert_path, cert, key_path, read_key(key_path))
-    check_dates(cert_path, cert)
     ca_path = ca_path or default_ca(cert_path)
+    # Without a CA, hosts pinned this very certificate: renewing cannot help them.
+    check_dates(cert_path, cert, "" if ca_path else NEW_CA)
     if ca_path is None:
         return Certificates(cert_path, cert_info(cert), cert_path, cert_info(cert))
     ca = load_cert(ca_path)
@@ -197,7 +198,7 @@ def expiry_warnings(certs: Certificates, now: datetime.datetime | None = None) -
         if left > EXPIRY_WARNING:
             continue
         when = f"{cert.not_after:%Y-%m-%d %H:%M} UTC"
-        if path == certs.pin_path and certs.has_ca:
+        if path == certs.pin_path:  # the CA, or a self-signed certificate hosts pinned
             fix = NEW_CA
         else:
             fix = f"renew it: imgserver gencert --renew --out {path.parent}, then restart"

@@ -159,7 +159,8 @@ def test_load_refuses_a_certificate_of_another_key(tmp_path: Path) -> None:
 
 def test_load_refuses_expired_and_future_certificates(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path / "old", NOW - 10 * DAY, NOW - DAY)
-    with pytest.raises(CertificateError, match=f"{cert} expired on .*gencert --renew"):
+    # Hosts pinned this very certificate: only a new pin helps them.
+    with pytest.raises(CertificateError, match=f"{cert} expired on .*every host must pin"):
         tls.load(cert, key, None)
     cert, key = _self_signed(tmp_path / "new", NOW + DAY, NOW + 10 * DAY)
     with pytest.raises(CertificateError, match=f"{cert} is not valid before"):
@@ -185,14 +186,18 @@ def test_load_refuses_an_expired_ca(tmp_path: Path) -> None:
 
 
 def test_expiry_warnings_within_30_days(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path, NOW - DAY, NOW + 10 * DAY)
-    certs = tls.load(cert, key, None)
+    soon = authority.create(tmp_path / "soon", ["localhost"], days=10)
+    certs = tls.load(soon.cert, soon.key, None)
     (warning,) = tls.expiry_warnings(certs)
-    assert f"{cert} expires on" in warning and "(in 9 days)" in warning
-    assert f"gencert --renew --out {tmp_path}" in warning
+    assert f"{soon.cert} expires on" in warning and "(in 9 days)" in warning
+    assert f"gencert --renew --out {tmp_path / 'soon'}, then restart" in warning
     assert tls.expiry_warnings(certs, NOW - 30 * DAY) == []
     (late,) = tls.expiry_warnings(certs, NOW + 11 * DAY)  # while the server runs on
-    assert f"{cert} expired on" in late
+    assert f"{soon.cert} expired on" in late
+    # A self-signed certificate is what hosts pinned: renewing cannot help them.
+    cert, key = _self_signed(tmp_path, NOW - DAY, NOW + 10 * DAY)
+    (warning,) = tls.expiry_warnings(tls.load(cert, key, None))
+    assert f"{cert} expires on" in warning and "every host must pin a new CA" in warning
     issued = authority.create(tmp_path / "tls", ["localhost"])
     assert tls.expiry_warnings(tls.load(issued.cert, issued.key, None)) == []
     # A CA that runs out needs a new pin everywhere: the warning says so.
