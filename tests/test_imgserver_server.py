@@ -285,9 +285,12 @@ def test_runs_unprivileged() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_startup_warns_of_a_certificate_that_expires_soon(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_startup_warns_of_a_certificate_that_expires_soon(tmp_path: Path, workers: str) -> None:
     issued = authority.create(tmp_path / "tls", ["localhost", "127.0.0.1"], days=10)
-    srv = RunningServer(tmp_path / "empty", tmp_path, cert=(issued.cert, issued.key))
+    srv = RunningServer(
+        tmp_path / "empty", tmp_path, "--workers", workers, cert=(issued.cert, issued.key)
+    )
     try:
         log = srv.wait_for_log(f"WARNING {issued.cert} expires on")
     finally:
