@@ -21,6 +21,7 @@ from typing import Any
 from imgserver import authority, tls
 
 PORT_RE = re.compile(r"listening on \S+ \(TLS 1\.3\) port (\d+)")
+BANNER_END = "--protocol simplestreams --public"
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -128,8 +129,10 @@ class RunningServer:
     def _wait_for_port(self, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = PORT_RE.search(self.log())
-            if m:
+            log = self.log()
+            m = PORT_RE.search(log)
+            # The banner's last line: tests read the pinning lines right away.
+            if m and BANNER_END in log[m.end() :]:
                 return int(m.group(1))
             if self.proc.poll() is not None:
                 break
