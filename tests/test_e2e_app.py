@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lxdocker.initscript import DEFAULT_PATH
 from tests.helpers import apps
 from tests.helpers.lxd import Lxd, Scratch
 from tests.helpers.registry import RunningRegistry
@@ -163,6 +164,9 @@ def test_distroless_image(site: Site) -> None:
     assert pid, "the app is not running"
     uid = str(apps.DISTROLESS_UID)
     assert uids(site, c, pid[0]) == (uid, uid)
+    # A numeric user without a passwd entry: HOME=/ (Docker's fallback for non-root).
+    want = {"PATH": DEFAULT_PATH, "HOME": "/", "HOSTNAME": c, "container": "lxc"}
+    assert environ(site, c, pid[0]) == want
 
 
 @pytest.mark.parametrize("image", ["app", "app-gzip", "app-tar"])
