@@ -154,6 +154,11 @@ def test_merged_usr_image(site: Site) -> None:
     assert site.sh(c, f"{BB} readlink /sbin").strip() == "usr/sbin"
     assert site.sh(c, f"{BB} readlink /bin").strip() == "usr/bin"
     assert site.sh(c, f"{BB} head -c 20 /usr/sbin/init").startswith(f"#!{BB} sh")
+    # Root without a passwd entry: HOME=/root, as Docker gives it.
+    pid = site.sh(c, f"{BB} pidof httpd || true").split()
+    assert pid, "the app is not running"
+    want = {"PATH": "/usr/sbin:/usr/bin", "HOME": "/root", "HOSTNAME": c, "container": "lxc"}
+    assert environ(site, c, pid[0]) == want
 
 
 def test_distroless_image(site: Site) -> None:
