@@ -17,6 +17,9 @@ Decisions worth knowing (measured with Debian's busybox-static 1.35):
   ignored, and busybox ash cannot undo that. When the StopSignal is one of those
   and the child still ignores it at stop time, the init sends SIGTERM instead and
   says so, so that `lxc stop` stays graceful.
+* The app's environment is Docker's and nothing more: image Env (LXD's
+  `environment.*` win), HOME, HOSTNAME, LXC's `container=lxc`. ash exports SHLVL
+  and PWD of its own, so the shell that execs the app unsets those (SHELL_OWNED).
 """
 
 from __future__ import annotations
