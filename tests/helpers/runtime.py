@@ -58,12 +58,6 @@ def _dependencies(project: str) -> list[importlib.metadata.Distribution]:
     return list(found.values())
 
 
-def _place(src: Path, dest: Path) -> None:
-    # A copy, not a hard link: making it readable must not change the venv's file.
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-
-
 _PROBE = "import sys, imgserver.cli; print(*sys.version_info[:2], sep='.')"
 
 
@@ -97,7 +91,10 @@ def readable_runtime(dest: Path, run_as: Sequence[str]) -> Runtime:
             # Only what lives in site-packages (not bin/ scripts), no bytecode.
             if not src.is_relative_to(base) or src.suffix == ".pyc" or not src.is_file():
                 continue
-            _place(src, dest / src.relative_to(base))
+            # A copy, not a hard link: the chmod below must not touch the venv's files.
+            target = dest / src.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
     for package in (lxdocker, imgserver):
         source = Path(package.__file__ or "").parent
         shutil.copytree(source, dest / source.name, ignore=shutil.ignore_patterns("__pycache__"))
