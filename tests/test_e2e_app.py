@@ -66,8 +66,11 @@ def app_pid(site: Site, c: str) -> str:
 
 
 def environ(site: Site, c: str, pid: str) -> dict[str, str]:
-    out = site.sh(c, f"{BB} tr '\\000' '\\n' < /proc/{pid}/environ")
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    """The environment process `pid` was started with, every NUL-separated entry."""
+    entries = site.sh(c, f"{BB} cat /proc/{pid}/environ").split("\0")[:-1]
+    env = dict(entry.split("=", 1) for entry in entries)
+    assert len(env) == len(entries), entries  # no name twice
+    return env
 
 
 def app_env(c: str, **changed: str) -> dict[str, str]:
