@@ -1,0 +1,113 @@
+"""Random layer stacks for the differential test against `umoci unpack` (hypothesis).
+
+Names come from a tiny alphabet so that layers collide often: the same path twice
+in one layer, a file over a directory and back, hardlinks to paths that a later
+entry replaces, whiteouts and opaque markers over all of it. Members carry
+ownership, setuid/setgid/sticky modes, `user.*` xattrs (files and directories
+only: Linux refuses `user.*` on symlinks and special files) and device numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import strategies as st
+
+from tests.helpers.images import Member
+
+NAMES = ("a", "b", "c")
+PATHS = tuple(
+    "/".join(parts) for depth in (1, 2, 3) for parts in itertools.product(NAMES, repeat=depth)
+)
+MODES = (0o644, 0o755, 0o600, 0o4755, 0o2711, 0o1777, 0o6750, 0o000, 0o777)
+OWNERS = (0, 1, 1000, 65534, 3_000_000)
+MTIMES = (1_600_000_000, 1_700_000_000, 1_234_567_890)
+SYMLINK_TARGETS = ("a", "b/c", "../x", "/etc/passwd", "nowhere", ".")
+
+_path = st.sampled_from(PATHS)
+_owner = st.sampled_from(OWNERS)
+_common = {
+    "mode": st.sampled_from(MODES),
+    "uid": _owner,
+    "gid": _owner,
+    "mtime": st.sampled_from(MTIMES),
+}
+_xattrs = st.dictionaries(
+    st.sampled_from(("user.one", "user.two")), st.binary(min_size=0, max_size=4), max_size=2
+)
+
+
+def _spelled(path: str, is_dir: bool) -> st.SearchStrategy[str]:
+    """The same path as different tar writers spell it ("./a", "a/")."""
+    options = [path, "./" + path]
+    if is_dir:
+        options.append(path + "/")
+    return st.sampled_from(options)
+
+
+@st.composite
+def member(draw: st.DrawFn) -> Member:
+    kind = draw(
+        st.sampled_from(
+            ["file"] * 4
+            + ["dir"] * 4
+            + ["hardlink"] * 3
+            + ["whiteout"] * 2
+            + ["opaque", "symlink", "fifo", "char", "block"]
+        )
+    )
+    path = draw(_path)
+    if kind == "whiteout":
+        head, _, tail = path.rpartition("/")
+        return Member((head + "/" if head else "") + ".wh." + tail)
+    if kind == "opaque":
+        return Member(path + "/.wh..wh..opq")
+    name = draw(_spelled(path, kind == "dir"))
+    meta = {k: draw(v) for k, v in _common.items()}
+    if kind == "file":
+        data = draw(st.sampled_from((b"", b"one", b"two\n", b"x" * 700)))
+        return Member(name, "file", data=data, xattrs=draw(_xattrs), **meta)
+    if kind == "dir":
+        return Member(name, "dir", xattrs=draw(_xattrs), **meta)
+    if kind == "hardlink":
+        return Member(name, "hardlink", linkname=draw(_spelled(draw(_path), False)), **meta)
+    if kind == "symlink":
+        return Member(name, "symlink", linkname=draw(st.sampled_from(SYMLINK_TARGETS)), **meta)
+    if kind in ("char", "block"):
+        dev = draw(st.sampled_from(((1, 3), (8, 0), (4095, 1048575))))
+        return Member(name, kind, devmajor=dev[0], devminor=dev[1], **meta)
+    return Member(name, "fifo", **meta)
+
+
+layer = st.lists(member(), min_size=1, max_size=8)
+stack = st.lists(layer, min_size=1, max_size=4)
+
+
+def describe(layers: list[list[Member]]) -> str:
+    """A stack as Python source, ready to paste into a named regression case."""
+    out = ["["]
+    for members in layers:
+        out.append("    [")
+        for m in members:
+            fields = [repr(m.name)]
+            if m.kind != "file":
+                fields.append(repr(m.kind))
+            for key, default in (
+                ("data", b""),
+                ("mode", None),
+                ("uid", 0),
+                ("gid", 0),
+                ("linkname", ""),
+                ("mtime", 1_700_000_000),
+                ("xattrs", {}),
+                ("devmajor", 0),
+                ("devminor", 0),
+            ):
+                value = getattr(m, key)
+                if value != default:
+                    shown = oct(value) if key == "mode" else repr(value)
+                    fields.append(f"{key}={shown}")
+            out.append(f"        M({', '.join(fields)}),")
+        out.append("    ],")
+    out.append("]")
+    return "\n".join(out)
