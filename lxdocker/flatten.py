@@ -110,9 +110,11 @@ def flatten(
     names = list(labels) if labels is not None else [f"layer {i}" for i in range(len(layers))]
     if len(names) != len(layers) or (indexes is not None and len(indexes) != len(layers)):
         raise ValueError("labels and indexes must match layers")
+    headers: list[LayerIndex]
     if indexes is None:
-        indexes = [lambda o=o, n=n: build(o, n) for o, n in zip(layers, names, strict=True)]
-    headers = [get() for get in indexes]
+        headers = [build(o, n) for o, n in zip(layers, names, strict=True)]
+    else:
+        headers = [get() for get in indexes]
     plan = make_plan(headers, names)
     return _stream(layers, names, plan, headers)
 

@@ -44,12 +44,12 @@ SETGID = 0o2000
 
 
 class _Inode:
-    """A non-directory object; hardlinks share one. `ref` created it."""
+    """A non-directory object; hardlinks share one. `ref` created it at `path`."""
 
-    __slots__ = ("ref", "type")
+    __slots__ = ("path", "ref", "type")
 
-    def __init__(self, ref: Ref, type_: bytes) -> None:
-        self.ref, self.type = ref, type_
+    def __init__(self, ref: Ref, type_: bytes, path: str) -> None:
+        self.ref, self.type, self.path = ref, type_, path
 
 
 class _Dir:
@@ -194,7 +194,7 @@ def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
         else:
             if existing is not None:
                 tree.remove(path)
-            inode = _Dir(ref, header.mode, header.gid) if is_dir else _Inode(ref, type_)
+            inode = _Dir(ref, header.mode, header.gid) if is_dir else _Inode(ref, type_, path)
         tree.add(path, inode)
     upper.add(path)
     upper.update(paths.ancestors(path))
@@ -232,8 +232,11 @@ def _result(tree: _Tree) -> Plan:
             inode_of[id(node)] = node
     inodes: dict[Ref, tuple[str, tuple[str, ...]]] = {}
     for key, group in groups.items():
-        group.sort()
-        inodes[inode_of[key].ref] = (group[0], tuple(group[1:]))
+        # The data goes where its entry put it if that path still holds it,
+        # else to the first link path; the other paths become hardlinks to it.
+        inode = inode_of[key]
+        head = inode.path if inode.path in group else min(group)
+        inodes[inode.ref] = (head, tuple(sorted(p for p in group if p != head)))
     implicit.sort()
     return Plan(dirs, inodes, tuple(implicit))
 

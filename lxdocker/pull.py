@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from lxdocker import layerindex
 from lxdocker.arch import Arch
 from lxdocker.cache import BlobCache
 from lxdocker.errors import RegistryError
+from lxdocker.layerindex import LayerIndex
 from lxdocker.layers import open_layer
 from lxdocker.localsource import DockerArchiveSource, OciLayoutSource
 from lxdocker.oci import (
@@ -170,4 +172,28 @@ def layer_openers(pulled: PulledImage, cache: BlobCache) -> tuple[LayerOpener, .
     )
 
 
-__all__ = ["PulledImage", "ResolvedImage", "layer_openers", "open_source", "pull", "resolve"]
+def layer_indexes(pulled: PulledImage, cache: BlobCache) -> tuple[Callable[[], LayerIndex], ...]:
+    """Each layer's header index, cached beside its blob (built on first use by
+    one read that also checks the diff_id), oldest first, matching layer_openers."""
+    return tuple(
+        functools.partial(
+            layerindex.cached,
+            cache,
+            desc.digest,
+            diff_id,
+            functools.partial(open_layer, cache, desc, diff_id),
+            f"layer {desc.digest}",
+        )
+        for desc, diff_id in zip(pulled.resolved.layers, pulled.config.diff_ids, strict=True)
+    )
+
+
+__all__ = [
+    "PulledImage",
+    "ResolvedImage",
+    "layer_indexes",
+    "layer_openers",
+    "open_source",
+    "pull",
+    "resolve",
+]

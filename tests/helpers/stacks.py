@@ -10,6 +10,7 @@ only: Linux refuses `user.*` on symlinks and special files) and device numbers.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 from hypothesis import strategies as st
 
@@ -26,12 +27,6 @@ SYMLINK_TARGETS = ("a", "b/c", "../x", "/etc/passwd", "nowhere", ".")
 
 _path = st.sampled_from(PATHS)
 _owner = st.sampled_from(OWNERS)
-_common = {
-    "mode": st.sampled_from(MODES),
-    "uid": _owner,
-    "gid": _owner,
-    "mtime": st.sampled_from(MTIMES),
-}
 _xattrs = st.dictionaries(
     st.sampled_from(("user.one", "user.two")), st.binary(min_size=0, max_size=4), max_size=2
 )
@@ -46,7 +41,9 @@ def _spelled(path: str, is_dir: bool) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def member(draw: st.DrawFn) -> Member:
+def member(draw: st.DrawFn, known: list[str]) -> Member:
+    """One entry; hardlinks mostly point at a path written earlier (`known`), else
+    nearly every link would dangle and umoci would refuse the stack."""
     kind = draw(
         st.sampled_from(
             ["file"] * 4
@@ -63,24 +60,44 @@ def member(draw: st.DrawFn) -> Member:
     if kind == "opaque":
         return Member(path + "/.wh..wh..opq")
     name = draw(_spelled(path, kind == "dir"))
-    meta = {k: draw(v) for k, v in _common.items()}
+    mode, uid, gid = draw(st.sampled_from(MODES)), draw(_owner), draw(_owner)
+    mtime = draw(st.sampled_from(MTIMES))
+    m: Member
     if kind == "file":
         data = draw(st.sampled_from((b"", b"one", b"two\n", b"x" * 700)))
-        return Member(name, "file", data=data, xattrs=draw(_xattrs), **meta)
-    if kind == "dir":
-        return Member(name, "dir", xattrs=draw(_xattrs), **meta)
-    if kind == "hardlink":
-        return Member(name, "hardlink", linkname=draw(_spelled(draw(_path), False)), **meta)
-    if kind == "symlink":
-        return Member(name, "symlink", linkname=draw(st.sampled_from(SYMLINK_TARGETS)), **meta)
-    if kind in ("char", "block"):
+        m = Member(name, "file", data=data, xattrs=draw(_xattrs))
+    elif kind == "dir":
+        m = Member(name, "dir", xattrs=draw(_xattrs))
+    elif kind == "hardlink":
+        pool = st.sampled_from(known) if known else _path
+        target = draw(st.one_of(pool, pool, pool, _path))
+        m = Member(name, "hardlink", linkname=draw(_spelled(target, False)))
+    elif kind == "symlink":
+        m = Member(name, "symlink", linkname=draw(st.sampled_from(SYMLINK_TARGETS)))
+    elif kind in ("char", "block"):
         dev = draw(st.sampled_from(((1, 3), (8, 0), (4095, 1048575))))
-        return Member(name, kind, devmajor=dev[0], devminor=dev[1], **meta)
-    return Member(name, "fifo", **meta)
+        m = Member(name, "char" if kind == "char" else "block", devmajor=dev[0], devminor=dev[1])
+    else:
+        m = Member(name, "fifo")
+    return replace(m, mode=mode, uid=uid, gid=gid, mtime=mtime)
 
 
-layer = st.lists(member(), min_size=1, max_size=8)
-stack = st.lists(layer, min_size=1, max_size=4)
+@st.composite
+def _stack(draw: st.DrawFn) -> list[list[Member]]:
+    known: list[str] = []
+    layers = []
+    for _ in range(draw(st.integers(1, 4))):
+        members = []
+        for _ in range(draw(st.integers(1, 8))):
+            m = draw(member(known))
+            if ".wh." not in m.name:
+                known.append(m.name.removeprefix("./").rstrip("/"))
+            members.append(m)
+        layers.append(members)
+    return layers
+
+
+stack = _stack()
 
 
 def describe(layers: list[list[Member]]) -> str:
