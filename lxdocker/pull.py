@@ -149,10 +149,16 @@ def pull(
             f"{len(config.diff_ids)} rootfs.diff_ids"
         )
     unique = list({d.digest: d for d in resolved.layers}.values())
+    diff_ids = dict(zip((d.digest for d in resolved.layers), config.diff_ids, strict=True))
 
     def fetch(desc: Descriptor) -> int:
         n = src.fetch_blob(desc, cache, progress.task(desc.digest, desc.size))
         progress.finish(desc.digest, n)
+        # The flattener needs every layer's header index before it streams the
+        # first one; built here, in the pull threads, it overlaps the downloads of
+        # the other layers instead of delaying the conversion (zlib and sha256
+        # release the GIL). It also checks the diff_id before anything is written.
+        _index(cache, desc, diff_ids[desc.digest])
         return n
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
@@ -172,18 +178,16 @@ def layer_openers(pulled: PulledImage, cache: BlobCache) -> tuple[LayerOpener, .
     )
 
 
+def _index(cache: BlobCache, desc: Descriptor, diff_id: str) -> LayerIndex:
+    opener = functools.partial(open_layer, cache, desc, diff_id)
+    return layerindex.cached(cache, desc.digest, diff_id, opener, f"layer {desc.digest}")
+
+
 def layer_indexes(pulled: PulledImage, cache: BlobCache) -> tuple[Callable[[], LayerIndex], ...]:
-    """Each layer's header index, cached beside its blob (built on first use by
-    one read that also checks the diff_id), oldest first, matching layer_openers."""
+    """Each layer's header index, cached beside its blob (built by `pull`, else on
+    first use, by one read that also checks the diff_id), oldest first."""
     return tuple(
-        functools.partial(
-            layerindex.cached,
-            cache,
-            desc.digest,
-            diff_id,
-            functools.partial(open_layer, cache, desc, diff_id),
-            f"layer {desc.digest}",
-        )
+        functools.partial(_index, cache, desc, diff_id)
         for desc, diff_id in zip(pulled.resolved.layers, pulled.config.diff_ids, strict=True)
     )
 
