@@ -78,9 +78,10 @@ class Plan:
     dirs: dict[Ref, str] = field(default_factory=dict)
     inodes: dict[Ref, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     implicit: tuple[tuple[str, int, int], ...] = ()
+    layers: frozenset[int] = frozenset()  # the layers that supply anything
 
     def wanted(self, layer: int) -> bool:
-        return any(r[0] == layer for r in self.dirs) or any(r[0] == layer for r in self.inodes)
+        return layer in self.layers
 
 
 class _Tree:
@@ -108,8 +109,8 @@ class _Tree:
             elif isinstance(node, _Inode):
                 if node.type == tarfile.SYMTYPE:
                     raise LayerError(
-                        f"unsafe layer: {what} {path!r} would be written through the "
-                        f"symlink {anc!r}"
+                        f"unsafe layer: {what} {path!r} goes through the symlink {anc!r} "
+                        "(umoci would follow it; lxdocker never writes through links)"
                     )
                 raise LayerError(f"{what} {path!r} lies below {anc!r}, which is not a directory")
         return True
@@ -238,7 +239,8 @@ def _result(tree: _Tree) -> Plan:
         head = inode.path if inode.path in group else min(group)
         inodes[inode.ref] = (head, tuple(sorted(p for p in group if p != head)))
     implicit.sort()
-    return Plan(dirs, inodes, tuple(implicit))
+    used = frozenset(ref[0] for ref in (*dirs, *inodes))
+    return Plan(dirs, inodes, tuple(implicit), used)
 
 
 __all__ = ["Plan", "Ref", "make_plan"]

@@ -345,12 +345,12 @@ REFUSED = [
     ),
     pytest.param(
         [[M("a", "symlink", linkname="/etc"), M("a/passwd", data=b"pwn")]],
-        r"unsafe layer: .* written through the symlink 'a'",
+        r"unsafe layer: .* goes through the symlink 'a'",
         id="file_through_symlink_same_layer",
     ),
     pytest.param(
         [[M("a", "symlink", linkname="/etc")], [M("a/passwd", data=b"pwn")]],
-        r"unsafe layer: .* written through the symlink 'a'",
+        r"unsafe layer: .* goes through the symlink 'a'",
         id="file_through_symlink_lower_layer",
     ),
     pytest.param(
