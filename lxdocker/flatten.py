@@ -2,9 +2,10 @@
 
 Two steps:
 1. The plan (lxdocker/plan.py) replays `umoci unpack` on every layer's header
-   index (lxdocker/layerindex.py; cached per blob by the job, built here by one
-   read of the layer otherwise): for each entry, whether the final tree keeps it
-   and under which path, and which paths share each kept inode.
+   index (lxdocker/layerindex.py; built when `pull` caches the blob and kept
+   beside it, built here by one read of the layer when none is given): for each
+   entry, whether the final tree keeps it and under which path, and which paths
+   share each kept inode.
 2. Each layer that supplies anything is streamed once, newest first; a kept entry
    is emitted at its planned path, the hardlinks to its inode right after it
    (targets precede links), file contents flow straight through. Memory grows
@@ -17,8 +18,9 @@ second time.
 
 Output: entries in input order (newest layer first), directories wherever their
 describing entry is (possibly after their contents), then directories no entry
-describes (mode 0755, root, mtime 0; umoci's MkdirAll makes the same but with
-the current time), sorted. Deterministic: same input, same stream.
+describes (mode 0755 and root, or setgid and the group of a setgid parent;
+mtime 0, where umoci's MkdirAll takes the current time), sorted.
+Deterministic: same input, same stream.
 """
 
 from __future__ import annotations
