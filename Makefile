@@ -56,7 +56,7 @@ test: setup lint typecheck unit
 
 # The differential test of the flattener against `umoci unpack` with fresh random
 # stacks (CI runs a fixed set of 300); prints how many stacks matched umoci. Takes
-# ~10 minutes per 1000 on a busy 2-core machine, hence no per-test timeout.
+# about 8 minutes for 3000 on a busy 2-core machine, hence no per-test timeout.
 FUZZ_EXAMPLES ?= 3000
 fuzz: setup
 	FUZZ_RANDOM=1 FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -s -p no:cacheprovider --timeout=0 \
