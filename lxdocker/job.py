@@ -29,7 +29,7 @@ from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
 from lxdocker.lxdimage import ImageMeta, write_meta
 from lxdocker.patch import patch
-from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve
+from lxdocker.pull import PulledImage, ResolvedImage, layer_indexes, layer_openers, pull, resolve
 from lxdocker.reference import Reference, parse
 from lxdocker.rootfs import write_rootfs
 from lxdocker.store import (
@@ -157,7 +157,7 @@ def build_version(
     write_meta(tmpdir / META_FILE, meta)
     image_config = json.loads(pulled.config.raw).get("config") or {}
     entries = patch(
-        flatten(layer_openers(pulled, cache)),
+        flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
         spec,
         busybox=cfg.busybox,
