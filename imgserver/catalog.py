@@ -3,8 +3,11 @@
 Layout (DESIGN section 7): <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*,
 version.json}. A version is listed only once its version.json exists (it is renamed
 into place last), parses, matches its directory names and the files it describes
-are present with the sizes it records. Nothing is hashed here: the sha256 values
-come from version.json, written by the converter.
+are present with the sizes it records. Full files are not hashed here (the sha256
+values come from version.json, written by the converter); delta files are small and
+are hashed when their version.json is loaded, because LXD 5.0.2 fails the whole
+download on a bad delta with no fallback (DESIGN section 13). A delta that fails
+its checks, or whose base version is not listed, is left out; its version stays.
 
 Refreshing is a stat walk of the tree; a version.json is parsed again only when its
 (inode, size, mtime) changes, so a refresh every few seconds stays cheap and no
@@ -13,6 +16,7 @@ request ever walks the tree.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from lxdocker import arch
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, VersionInfo
+from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, Artifact, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 KNOWN_ARCHES = frozenset(a.debian for a in arch.ARCHES)
 # URL prefix of the image files; streams.py writes item paths below it.
 IMAGES_PREFIX = "images"
+# Deltas up to this size are hashed on load (a few ms); larger ones are size-checked.
+DELTA_HASH_LIMIT = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ class Catalog:
         self._cache = cache
         if not changed:
             return False
-        entries = tuple(
+        entries = _with_listed_bases(
             sorted(
                 (e for _, e in cache.values() if e is not None),
                 key=lambda e: (e.info.name, e.info.arch, e.info.version),
@@ -122,7 +128,7 @@ class Catalog:
             return False
         files: dict[str, ServedFile] = {}
         for e in entries:
-            for f in (e.info.meta, e.info.rootfs):
+            for f in (e.info.meta, e.info.rootfs, *e.info.deltas):
                 files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
         self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files)
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
@@ -152,7 +158,15 @@ class Catalog:
         except StoreError as e:
             log.warning("catalog: skipping %s: %s", directory, e)
             return None
-        return Entry(info, directory)
+        deltas = []
+        for d in info.deltas:
+            try:
+                _check_delta(self.root, directory, d)
+            except StoreError as e:
+                log.warning("catalog: not listing a delta: %s", e)
+                continue
+            deltas.append(d)
+        return Entry(info.with_deltas(deltas), directory)
 
 
 def _subdirs(parent: str, pattern: re.Pattern[str] | None) -> list[str]:
@@ -183,6 +197,31 @@ def _check_file(root: Path, directory: Path, name: str, size: int) -> None:
         raise StoreError(f"{path}: resolves outside the image directory {root}")
     if st.st_size != size:
         raise StoreError(f"{path}: size {st.st_size} differs from {VERSION_FILE} ({size})")
+
+
+def _check_delta(root: Path, directory: Path, d: Artifact) -> None:
+    _check_file(root, directory, d.name, d.size)
+    if d.size > DELTA_HASH_LIMIT:
+        return
+    path = directory / d.name
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise StoreError(f"{path}: unreadable: {e.strerror}") from None
+    if digest != d.sha256:
+        raise StoreError(f"{path}: sha256 {digest} differs from {VERSION_FILE} ({d.sha256})")
+
+
+def _with_listed_bases(entries: list[Entry]) -> tuple[Entry, ...]:
+    """Drop deltas whose base version is not listed (pruned, or failed its checks)."""
+    listed = {(e.info.name, e.info.arch, e.info.version) for e in entries}
+    out = []
+    for e in entries:
+        keep = [d for d in e.info.deltas if (e.info.name, e.info.arch, d.base) in listed]
+        if len(keep) != len(e.info.deltas):
+            e = Entry(e.info.with_deltas(keep), e.directory)
+        out.append(e)
+    return tuple(out)
 
 
 def _count_images(entries: tuple[Entry, ...]) -> int:
