@@ -11,7 +11,11 @@ its checks, or whose base version is not listed, is left out; its version stays.
 
 Refreshing is a stat walk of the tree; a version.json is parsed again only when its
 (inode, size, mtime) changes, so a refresh every few seconds stays cheap and no
-request ever walks the tree.
+request ever walks the tree. Delta files are watched too (one more stat each, only
+for versions that list deltas): one rewritten after its version.json was loaded
+makes that version load again, so a damaged delta is unlisted within a refresh
+instead of being served to LXD, whose CLI then only says "Image already up to date"
+(the daemon log has "Hash mismatch"), and the client downloads the full rootfs.
 """
 
 from __future__ import annotations
@@ -77,6 +81,25 @@ def url_path(info: VersionInfo, filename: str) -> str:
 
 
 _StatKey = tuple[int, int, int]
+MISSING: _StatKey = (-1, -1, -1)
+
+
+def _stat_key(path: str) -> _StatKey:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return MISSING
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    key: _StatKey  # of version.json
+    entry: Entry | None
+    watched: tuple[tuple[str, _StatKey], ...] = ()  # delta files and their keys when loaded
+
+    def still_valid(self, key: _StatKey) -> bool:
+        return key == self.key and all(_stat_key(p) == k for p, k in self.watched)
 
 
 class Catalog:
@@ -85,8 +108,8 @@ class Catalog:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._snapshot = Snapshot()
-        # version directory -> (stat key of its version.json, loaded entry or None)
-        self._cache: dict[str, tuple[_StatKey, Entry | None]] = {}
+        # version directory -> its stat keys and loaded entry (None: not listed)
+        self._cache: dict[str, _Cached] = {}
 
     @property
     def snapshot(self) -> Snapshot:
@@ -99,19 +122,17 @@ class Catalog:
         event loop for the GIL, so the walk uses plain strings and os.scandir, not
         pathlib (which made it 12 ms instead of ~3 ms for 300 versions, enough to
         show in the serving benchmark's p99), and stops early when nothing changed."""
-        cache: dict[str, tuple[_StatKey, Entry | None]] = {}
+        cache: dict[str, _Cached] = {}
         changed = False
         for directory in self._version_dirs():
-            try:
-                st = os.stat(f"{directory}/{VERSION_FILE}")
-            except OSError:
+            key = _stat_key(f"{directory}/{VERSION_FILE}")
+            if key == MISSING:
                 continue  # incomplete (or being removed): never listed
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
             cached = self._cache.get(directory)
-            if cached is not None and cached[0] == key:
+            if cached is not None and cached.still_valid(key):
                 cache[directory] = cached
             else:
-                cache[directory] = (key, self._load(Path(directory)))
+                cache[directory] = self._load(Path(directory), key)
                 changed = True
         # Every directory found was cached unchanged, and as many as before: the same set.
         changed = changed or len(cache) != len(self._cache)
@@ -120,7 +141,7 @@ class Catalog:
             return False
         entries = _with_listed_bases(
             sorted(
-                (e for _, e in cache.values() if e is not None),
+                (c.entry for c in cache.values() if c.entry is not None),
                 key=lambda e: (e.info.name, e.info.arch, e.info.version),
             )
         )
@@ -142,7 +163,7 @@ class Catalog:
                     found.extend(_subdirs(arch_dir, VERSION_RE))
         return found
 
-    def _load(self, directory: Path) -> Entry | None:
+    def _load(self, directory: Path, key: _StatKey) -> _Cached:
         """Parse and check one version directory; log (once per change) and skip if bad."""
         try:
             info = VersionInfo.load(directory / VERSION_FILE)
@@ -157,16 +178,18 @@ class Catalog:
                 _check_file(self.root, directory, f.name, f.size)
         except StoreError as e:
             log.warning("catalog: skipping %s: %s", directory, e)
-            return None
-        deltas = []
+            return _Cached(key, None)
+        deltas, watched = [], []
         for d in info.deltas:
+            path = os.fspath(directory / d.name)
             try:
-                _check_delta(self.root, directory, d)
+                watched.append((path, _check_delta(self.root, directory, d)))
             except StoreError as e:
+                watched.append((path, _stat_key(path)))
                 log.warning("catalog: not listing a delta: %s", e)
                 continue
             deltas.append(d)
-        return Entry(info.with_deltas(deltas), directory)
+        return _Cached(key, Entry(info.with_deltas(deltas), directory), tuple(watched))
 
 
 def _subdirs(parent: str, pattern: re.Pattern[str] | None) -> list[str]:
@@ -199,17 +222,22 @@ def _check_file(root: Path, directory: Path, name: str, size: int) -> None:
         raise StoreError(f"{path}: size {st.st_size} differs from {VERSION_FILE} ({size})")
 
 
-def _check_delta(root: Path, directory: Path, d: Artifact) -> None:
+def _check_delta(root: Path, directory: Path, d: Artifact) -> _StatKey:
+    """Check a delta file; the stat key of the bytes checked."""
     _check_file(root, directory, d.name, d.size)
-    if d.size > DELTA_HASH_LIMIT:
-        return
     path = directory / d.name
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if d.size > DELTA_HASH_LIMIT:
+                return (st.st_ino, st.st_size, st.st_mtime_ns)
+            digest = hashlib.sha256(f.read()).hexdigest()
+            st = os.fstat(f.fileno())
     except OSError as e:
         raise StoreError(f"{path}: unreadable: {e.strerror}") from None
     if digest != d.sha256:
         raise StoreError(f"{path}: sha256 {digest} differs from {VERSION_FILE} ({d.sha256})")
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _with_listed_bases(entries: list[Entry]) -> tuple[Entry, ...]:

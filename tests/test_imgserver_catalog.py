@@ -185,3 +185,18 @@ def test_a_damaged_delta_is_not_listed_but_its_version_is(
     assert delta_items(catalog) == {V1: [], V2: []}
     assert catalog.snapshot.file(f"images/app/amd64/{V2}/delta-{V1}.vcdiff") is None
     assert f"not listing a delta: {path}" in caplog.text
+
+
+def test_a_delta_damaged_while_served_is_unlisted_at_the_next_refresh(tmp_path: Path) -> None:
+    write_version(tmp_path, "app", "amd64", V1, meta=META, rootfs=ROOT)
+    write_version(tmp_path, "app", "amd64", V2, meta=META, rootfs=ROOT, deltas={V1: DELTA})
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    assert not catalog.refresh()
+    (tmp_path / "app/amd64" / V2 / f"delta-{V1}.vcdiff").write_bytes(DELTA.upper())
+    assert catalog.refresh()
+    assert delta_items(catalog) == {V1: [], V2: []}
+    # Put right again (the job's next run): listed again.
+    (tmp_path / "app/amd64" / V2 / f"delta-{V1}.vcdiff").write_bytes(DELTA)
+    assert catalog.refresh()
+    assert delta_items(catalog) == {V1: [], V2: [V1]}
