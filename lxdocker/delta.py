@@ -26,11 +26,13 @@ import logging
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.store import set_deltas, version_dir
+from lxdocker.store import complete_versions, set_deltas, version_dir
 from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,18 @@ def find_xdelta3() -> str | None:
     return shutil.which(XDELTA3)
 
 
+def xdelta3_for_run() -> str | None:
+    """xdelta3's path; None, with one warning for the run, when it is missing: the
+    conversion goes on without deltas (clients then download the full rootfs)."""
+    found = find_xdelta3()
+    if found is None:
+        log.warning(
+            "xdelta3 not found: no delta updates this run (install the Debian "
+            "package xdelta3, or pass --no-deltas)"
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class DeltaOutcome:
     """What one attempt gave: the published artifact, or why there is none."""
@@ -57,6 +71,21 @@ class DeltaOutcome:
     artifact: Artifact | None
     reason: str  # "" when artifact is set
     seconds: float  # encode + verify, wall clock
+
+
+def describe(outcomes: Sequence[DeltaOutcome], total_seconds: float) -> str:
+    """The job summary's words for one spec's deltas ("" when none was tried)."""
+    if not outcomes:
+        return ""
+    made = [o.artifact for o in outcomes if o.artifact is not None]
+    sizes = ", ".join(f"from {a.base} {a.size / 1e3:.1f} kB" for a in made)
+    skipped = len(outcomes) - len(made)
+    seconds = sum(o.seconds for o in outcomes)
+    return (
+        f"; deltas: {sizes or 'none'}"
+        + (f" ({skipped} not kept)" if skipped else "")
+        + f" in {seconds:.1f} s of {total_seconds:.1f} s"
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -161,6 +190,27 @@ def make_delta(
     return DeltaOutcome(base, artifact, "", seconds)
 
 
+def write_deltas(
+    xdelta3: str,
+    root: Path,
+    bases: Sequence[VersionInfo],
+    rootfs: Artifact,
+    directory: Path,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[DeltaOutcome]:
+    """Deltas to `directory/<rootfs.name>` (a version being published) from each of
+    `bases` (published versions of the same image/arch)."""
+    out = []
+    for b in bases:
+        old = version_dir(root, b) / b.rootfs.name
+        out.append(
+            make_delta(
+                xdelta3, b.version, old, b.rootfs.sha256, rootfs, directory, threshold=threshold
+            )
+        )
+    return out
+
+
 def _intact(path: Path, a: Artifact) -> bool:
     try:
         return path.stat().st_size == a.size and sha256_file(path) == a.sha256
@@ -219,13 +269,29 @@ def check_deltas(
     return out
 
 
+def check_all_deltas(root: Path, xdelta3: str | None, threshold: float = DEFAULT_THRESHOLD) -> None:
+    """check_deltas for every image/arch under `root` (once per job run)."""
+    for arch_dir in sorted(root.glob("*/*")):
+        if (
+            arch_dir.is_dir()
+            and NAME_RE.fullmatch(arch_dir.name)
+            and NAME_RE.fullmatch(arch_dir.parent.name)
+        ):
+            versions = complete_versions(root, arch_dir.parent.name, arch_dir.name)
+            check_deltas(root, versions, xdelta3, threshold)
+
+
 __all__ = [
     "DEFAULT_BASES",
     "DEFAULT_THRESHOLD",
     "DeltaOutcome",
+    "check_all_deltas",
     "check_deltas",
     "decoded_sha256",
+    "describe",
     "find_xdelta3",
     "make_delta",
     "sha256_file",
+    "write_deltas",
+    "xdelta3_for_run",
 ]

@@ -30,9 +30,10 @@ from lxdocker.delta import (
     DEFAULT_BASES,
     DEFAULT_THRESHOLD,
     DeltaOutcome,
-    check_deltas,
-    find_xdelta3,
-    make_delta,
+    check_all_deltas,
+    describe,
+    write_deltas,
+    xdelta3_for_run,
 )
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
@@ -48,7 +49,6 @@ from lxdocker.store import (
     prune,
     publish,
     remove_image,
-    version_dir,
 )
 from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, Artifact, VersionInfo
 
@@ -199,21 +199,6 @@ def delta_bases(versions: list[VersionInfo], cfg: JobConfig) -> list[VersionInfo
     return [v for v in reversed(versions) if v.rootfs_format == "squashfs"][: cfg.delta_bases]
 
 
-def write_deltas(
-    xdelta3: str, bases: list[VersionInfo], cfg: JobConfig, tmpdir: Path, rootfs: Artifact
-) -> list[DeltaOutcome]:
-    out = []
-    for b in bases:
-        old = version_dir(cfg.lxdimages, b) / b.rootfs.name
-        out.append(
-            make_delta(
-                xdelta3, b.version, old, b.rootfs.sha256, rootfs, tmpdir,
-                threshold=cfg.delta_threshold,
-            )
-        )  # fmt: skip
-    return out
-
-
 def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResult:
     """Convert one spec; every LxdockerError becomes a failed result naming the spec.
 
@@ -253,7 +238,9 @@ def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResul
 
         def deltas(tmpdir: Path, rootfs: Artifact) -> list[Artifact]:
             assert xdelta3 is not None
-            outcomes[:] = write_deltas(xdelta3, bases, cfg, tmpdir, rootfs)
+            outcomes[:] = write_deltas(
+                xdelta3, cfg.lxdimages, bases, rootfs, tmpdir, cfg.delta_threshold
+            )
             return [o.artifact for o in outcomes if o.artifact is not None]
 
         info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
@@ -307,23 +294,12 @@ def run(cfg: JobConfig) -> Summary:
             for name, err in zip(specset.failed_names, specset.errors, strict=True)
             if not cfg.only or name in cfg.only
         ]
-        xdelta3 = None
-        if cfg.deltas and cfg.imageformat == "squashfs":
-            xdelta3 = find_xdelta3()
-            if xdelta3 is None:
-                log.warning(
-                    "xdelta3 not found: no delta updates this run (install the Debian "
-                    "package xdelta3, or pass --no-deltas)"
-                )
+        xdelta3 = xdelta3_for_run() if cfg.deltas and cfg.imageformat == "squashfs" else None
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
             results.extend(pool.map(lambda s: convert(s, cfg, xdelta3), specs))
         for path in prune(cfg.lxdimages, keep=cfg.keep):
             log.info("pruned %s", path)
-        for name in published_names(cfg.lxdimages):
-            for archdir in sorted((cfg.lxdimages / name).iterdir()):
-                if archdir.is_dir() and not archdir.name.startswith("."):
-                    versions = complete_versions(cfg.lxdimages, name, archdir.name)
-                    check_deltas(cfg.lxdimages, versions, xdelta3, cfg.delta_threshold)
+        check_all_deltas(cfg.lxdimages, xdelta3, cfg.delta_threshold)
         if not cfg.only:
             for name in published_names(cfg.lxdimages):
                 if name not in known:
@@ -342,24 +318,12 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _kb(n: int) -> str:
-    return f"{n / 1e3:.1f} kB"
-
-
-def _deltas(r: SpecResult) -> str:
-    made = [o for o in r.deltas if o.artifact is not None]
-    if not r.deltas:
-        return ""
-    sizes = ", ".join(f"from {o.base} {_kb(o.artifact.size)}" for o in made if o.artifact)
-    skipped = len(r.deltas) - len(made)
-    return f"; deltas: {sizes or 'none'}" + (f" ({skipped} not kept)" if skipped else "")
-
-
 def format_summary(summary: Summary) -> list[str]:
     lines = []
     for r in summary.results:
         if r.status == "built":
-            lines.append(f"{r.name}: built {r.version} ({_mb(r.bytes_pulled)} pulled){_deltas(r)}")
+            deltas = describe(r.deltas, r.seconds)
+            lines.append(f"{r.name}: built {r.version} ({_mb(r.bytes_pulled)} pulled){deltas}")
         elif r.status == "unchanged":
             lines.append(f"{r.name}: unchanged ({r.version})")
         else:
