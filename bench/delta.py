@@ -83,8 +83,9 @@ class _Site:
         return versions[-1]
 
 
-def _fetched(log: str, v: VersionInfo) -> dict[str, int]:
-    prefix = f"/images/{v.name}/{v.arch}/{v.version}/"
+def fetched(log: str, name: str, arch: str, version: str) -> dict[str, int]:
+    """File name -> bytes of the files of one version served (200) in an access log."""
+    prefix = f"/images/{name}/{arch}/{version}/"
     out = {}
     for m in ACCESS_RE.finditer(log):
         if m.group(1).startswith(prefix):
@@ -101,7 +102,7 @@ def _refresh(lxd: Lxd, site: _Site, v1: VersionInfo, v2: VersionInfo) -> Refresh
     if v2.fingerprint not in local_fingerprints(lxd):
         raise RuntimeError(f"{site.name}: LXD did not get v2 {v2.fingerprint}: {out}")
     time.sleep(1)  # access lines are written in batches (imgserver.accesslog)
-    return Refresh(seconds, _fetched(site.server.log(), v2))
+    return Refresh(seconds, fetched(site.server.log(), v2.name, v2.arch, v2.version))
 
 
 def run(reg: RunningRegistry, image: bigimage.BigImage, work: Path, scale: float) -> DeltaResult:
