@@ -235,6 +235,10 @@ def check_deltas(
     out = []
     for v in versions:
         directory = version_dir(root, v)
+        # A run killed while repairing leaves a .part (never listed); the job's lock
+        # says no other run is writing one now.
+        for leftover in directory.glob("delta-*.vcdiff.part"):
+            leftover.unlink(missing_ok=True)
         good = [a for a in v.deltas if a.base in by_key and _intact(directory / a.name, a)]
         if len(good) == len(v.deltas):
             out.append(v)

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +37,7 @@ def _need_xdelta3() -> None:
         pytest.skip("xdelta3 is missing (Debian package xdelta3)")
 
 
-def layout(path: Path, *updates: str) -> Path:
+def layout(path: Path, *updates: str, payload: bytes = PAYLOAD) -> Path:
     """A base layer and an app layer; each update is one more upstream layer that
     replaces the page (what a one-file app release looks like)."""
     base = layer_tar(
@@ -42,7 +45,7 @@ def layout(path: Path, *updates: str) -> Path:
             Member("etc", "dir"),
             Member("etc/passwd", data=b"root:x:0:0::/root:/bin/sh\n"),
             Member("srv", "dir"),
-            Member("srv/payload.bin", data=PAYLOAD),
+            Member("srv/payload.bin", data=payload),
         ]
     )
     layers = [base, layer_tar([Member("www", "dir"), Member("www/index.html", data=b"v1\n")])]
@@ -66,8 +69,8 @@ def world(tmp_path: Path) -> dict[str, Path]:
     return w
 
 
-def publish_upstream(world: dict[str, Path], *updates: str) -> None:
-    src = layout(world["src"] / "web", *updates)
+def publish_upstream(world: dict[str, Path], *updates: str, payload: bytes = PAYLOAD) -> None:
+    src = layout(world["src"] / "web", *updates, payload=payload)
     (world["specs"] / "web.yaml").write_text(f"image: oci:{src}:v1\n")
 
 
@@ -250,3 +253,35 @@ def test_pruning_unlists_deltas_from_pruned_versions(world: dict[str, Path]) -> 
     assert sorted(p.name for p in version_dir(world["images"], v3).glob("delta-*")) == [
         f"delta-{v2.version}.vcdiff"
     ]
+
+
+def test_sigkill_mid_delta_leaves_no_version_and_the_next_run_recovers(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """The delta is written inside the version's temp directory: a crash while
+    xdelta3 runs lists nothing, and the next run publishes the version with it."""
+    big = os.urandom(40 << 20)  # so xdelta3 runs long enough to be killed
+    publish_upstream(world, payload=big)
+    run(config(world))
+    publish_upstream(world, "v2\n", payload=big)
+    cmd = [sys.executable, "-m", "lxdocker", *argv(world)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    arch_dir = world["images"] / "web" / ARCH
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(arch_dir.glob(".tmp*/delta-*.vcdiff.part")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the job finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (v1,) = listed(world)
+    assert v1.deltas == ()
+    assert main(argv(world)) == EXIT_OK
+    old, new = listed(world)
+    assert old == v1 and [d.base for d in new.deltas] == [v1.version]
+    assert (
+        applied(world, new, new.deltas[0], tmp_path / "out")
+        == (version_dir(world["images"], new) / new.rootfs.name).read_bytes()
+    )
+    assert sorted(p.name for p in arch_dir.iterdir()) == [old.version, new.version]
