@@ -21,7 +21,14 @@ from pathlib import Path
 import yaml
 
 from lxdocker import arch
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, FileInfo, VersionInfo
+from lxdocker.versioninfo import (
+    META_FILE,
+    ROOTFS_FILES,
+    VERSION_FILE,
+    Artifact,
+    VersionInfo,
+    delta_name,
+)
 
 DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/hostname": b"lxdocker\n",
@@ -127,13 +134,18 @@ def write_version(
     built: str = "2026-01-02T03:04:05Z",
     created: str = "2026-01-01T00:00:00Z",
     with_version_json: bool = True,
+    deltas: Mapping[str, bytes] | None = None,
 ) -> VersionInfo:
-    """Write one version directory; version.json last (skip it for an incomplete one)."""
+    """Write one version directory; version.json last (skip it for an incomplete one).
+
+    `deltas` maps a base version key to the bytes of the delta file from it."""
     directory = root / name / arch_name / version
     directory.mkdir(parents=True, exist_ok=True)
     rootfs_name = ROOTFS_FILES[fmt]
     (directory / META_FILE).write_bytes(meta)
     (directory / rootfs_name).write_bytes(rootfs)
+    for b, d in (deltas or {}).items():
+        (directory / delta_name(b)).write_bytes(d)
     info = VersionInfo(
         name=name,
         arch=arch_name,
@@ -146,8 +158,14 @@ def write_version(
         rootfs_format=fmt,
         created=created,
         built=built,
-        meta=FileInfo(META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
-        rootfs=FileInfo(rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+        artifacts=(
+            Artifact("meta", META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
+            Artifact("rootfs", rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+            *(
+                Artifact("delta", delta_name(b), len(d), hashlib.sha256(d).hexdigest(), b)
+                for b, d in (deltas or {}).items()
+            ),
+        ),
         fingerprint=hashlib.sha256(meta + rootfs).hexdigest(),
         description=description,
         os=os,
