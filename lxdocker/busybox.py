@@ -18,6 +18,8 @@ import logging
 import os
 import struct
 import tempfile
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -205,4 +207,55 @@ def _extract(resolved: ResolvedImage, cache_root: Path, target: Path, what: str)
         raise
 
 
-__all__ = ["DEFAULT_IMAGE", "Busybox", "check_busybox", "check_elf", "from_image", "from_path"]
+class BusyboxSet:
+    """The busybox of every arch for one run, found once and shared by the specs.
+
+    `paths` maps Debian arch names to operator-given binaries; any other arch's comes
+    from `image`. A failure is remembered too: each spec for that arch fails with the
+    same error, without fetching again. Thread-safe (specs convert in parallel).
+    """
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        image: str,
+        cache_root: Path,
+        *,
+        auth_file: Path | None = None,
+    ) -> None:
+        self.paths = dict(paths)
+        self.image = image
+        self.cache_root = cache_root
+        self.auth_file = auth_file
+        self._lock = threading.Lock()
+        self._found: dict[str, Busybox | LxdockerError] = {}
+
+    def get(self, arch: Arch) -> Busybox:
+        with self._lock:
+            if arch.debian not in self._found:
+                try:
+                    path = self.paths.get(arch.debian)
+                    if path is not None:
+                        got: Busybox | LxdockerError = from_path(path, arch)
+                    else:
+                        got = from_image(
+                            self.image, arch, self.cache_root, auth_file=self.auth_file
+                        )
+                except LxdockerError as e:
+                    got = e
+                self._found[arch.debian] = got
+            found = self._found[arch.debian]
+        if isinstance(found, LxdockerError):
+            raise found
+        return found
+
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "Busybox",
+    "BusyboxSet",
+    "check_busybox",
+    "check_elf",
+    "from_image",
+    "from_path",
+]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lxdocker import __version__
 from lxdocker import arch as archmod
+from lxdocker.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.config import IMAGE_FORMATS
 from lxdocker.errors import LxdockerError
 from lxdocker.job import JobConfig, LockedError, format_summary, run
@@ -79,12 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=3, help="versions kept per image (default 3)")
     p.add_argument(
         "--busybox",
-        type=Path,
-        default=Path("/bin/busybox"),
-        help="static busybox copied into every image",
+        action="append",
+        default=[],
+        metavar="[ARCH=]PATH",
+        help="static busybox copied into every image: PATH for this host's arch "
+        "(default /bin/busybox), ARCH=PATH for another arch (repeatable)",
     )
     p.add_argument(
-        "--arch", default=None, help="target architecture, Debian name (default: this host's)"
+        "--busybox-image",
+        default=DEFAULT_BUSYBOX_IMAGE,
+        metavar="IMAGE",
+        help="registry image whose /bin/busybox (static) serves the arches without "
+        f"--busybox (default {DEFAULT_BUSYBOX_IMAGE})",
+    )
+    p.add_argument(
+        "--arch",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="target architecture, Debian name, for specs without 'architectures' "
+        f"(repeatable; default this host's; one of {', '.join(archmod.NAMES)})",
     )
     p.add_argument(
         "--auth-file",
@@ -97,6 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def busybox_paths(values: list[str]) -> tuple[Path, tuple[tuple[str, Path], ...]]:
+    """--busybox values -> (the host arch's path, ((arch, path), ...) for others).
+
+    A value is ARCH=PATH when the part before the first '=' is an arch name, so a
+    plain path containing '=' still works. Raises KeyError for an unknown arch
+    given as ARCH=, ValueError for two paths for one arch.
+    """
+    host = archmod.host().debian
+    paths: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if sep and name in archmod.NAMES:
+            arch, p = name, Path(path)
+        elif sep and "/" not in name and name.isalnum():
+            raise KeyError(repr(name))
+        else:
+            arch, p = host, Path(value)
+        if arch in paths and paths[arch] != p:
+            raise ValueError(f"--busybox: two binaries for {arch}: {paths[arch]} and {p}")
+        paths[arch] = p
+    own = paths.pop(host, Path("/bin/busybox"))
+    return own, tuple(sorted(paths.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -104,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or args.keep < 1:
         parser.error("--jobs and --keep must be at least 1")
     try:
-        arch = archmod.by_debian(args.arch) if args.arch else archmod.host()
-    except KeyError:
-        names = ", ".join(a.debian for a in archmod.ARCHES)
-        log.error("unknown --arch %r (one of %s)", args.arch, names)
+        arches = tuple(dict.fromkeys(archmod.by_debian(a) for a in args.arch))
+        busybox, busyboxes = busybox_paths(args.busybox)
+    except KeyError as e:
+        log.error("unknown architecture %s (one of %s)", e, ", ".join(archmod.NAMES))
+        return EXIT_USAGE
+    except ValueError as e:
+        log.error("%s", e)
         return EXIT_USAGE
     cfg = JobConfig(
         cache=args.cache,
@@ -119,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         only=tuple(args.only),
         force=args.force,
         keep=args.keep,
-        busybox=args.busybox,
-        arch=arch,
+        busybox=busybox,
+        arches=arches or (archmod.host(),),
+        busyboxes=busyboxes,
+        busybox_image=args.busybox_image,
         auth_file=args.auth_file,
     )
     try:

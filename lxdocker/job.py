@@ -23,13 +23,15 @@ from typing import Literal
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
+from lxdocker.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
+from lxdocker.busybox import Busybox, BusyboxSet
 from lxdocker.cache import BlobCache, gc
 from lxdocker.config import ImageFormat, Spec, load_specs
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
 from lxdocker.lxdimage import ImageMeta, write_meta
 from lxdocker.patch import patch
-from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve
+from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve_arches
 from lxdocker.reference import Reference, parse
 from lxdocker.rootfs import write_rootfs
 from lxdocker.store import (
@@ -63,8 +65,12 @@ class JobConfig:
     only: tuple[str, ...] = ()
     force: bool = False
     keep: int = 3
-    busybox: Path = Path("/bin/busybox")
-    arch: archmod.Arch = field(default_factory=archmod.host)
+    busybox: Path = Path("/bin/busybox")  # the host arch's
+    # The arches of specs without an `architectures` key (CLI --arch, repeatable).
+    arches: tuple[archmod.Arch, ...] = field(default_factory=lambda: (archmod.host(),))
+    # Other arches' busybox (CLI --busybox ARCH=PATH); the rest come from busybox_image.
+    busyboxes: tuple[tuple[str, Path], ...] = ()
+    busybox_image: str = DEFAULT_BUSYBOX_IMAGE
     auth_file: Path | None = None
     pull_jobs: int = 3  # concurrent layer downloads per image
 
@@ -77,6 +83,12 @@ class SpecResult:
     version: str = ""
     bytes_pulled: int = 0
     manifest_digest: str = ""
+    arch: str = ""  # Debian name; "" when the spec file itself failed
+
+    @property
+    def label(self) -> str:
+        """How progress and the summary name it: `nginx/arm64`."""
+        return f"{self.name}/{self.arch}" if self.arch else self.name
 
 
 @dataclass(frozen=True)
@@ -119,24 +131,33 @@ def job_lock(lxdimages: Path) -> Iterator[None]:
 
 
 def is_current(
-    newest: VersionInfo | None, resolved: ResolvedImage, spec: Spec, cfg: JobConfig
+    newest: VersionInfo | None,
+    resolved: ResolvedImage,
+    spec: Spec,
+    cfg: JobConfig,
+    busybox: Busybox,
 ) -> bool:
-    """True when the newest version was made from exactly this input and recipe."""
+    """True when the newest version was made from exactly this input and recipe.
+
+    A different busybox (a Debian update, another image digest) is new input too;
+    versions from before busybox was recorded count as made with this one.
+    """
     return (
         newest is not None
         and newest.manifest_digest == resolved.manifest_digest
         and newest.spec_digest == spec.digest()
         and newest.recipe == RECIPE_VERSION
         and newest.rootfs_format == cfg.imageformat
+        and (newest.busybox is None or newest.busybox.get("sha256") == busybox.sha256)
     )
 
 
-def image_meta(pulled: PulledImage, spec: Spec, cfg: JobConfig) -> ImageMeta:
+def image_meta(pulled: PulledImage, spec: Spec) -> ImageMeta:
     """What `lxc image list` shows: os = image name, release = tag (or short digest)."""
     resolved = pulled.resolved
     tag = resolved.reference.tag or ""
     return ImageMeta(
-        arch=cfg.arch,
+        arch=resolved.arch,
         created=pulled.config.created,
         description=f"{spec.name} ({spec.image}) converted by lxdocker",
         os=spec.name,
@@ -152,6 +173,7 @@ def build_version(
     cfg: JobConfig,
     meta: ImageMeta,
     tmpdir: Path,
+    busybox: Path,
 ) -> None:
     """Write meta.tar.xz and the rootfs into `tmpdir`, streaming layers end to end."""
     write_meta(tmpdir / META_FILE, meta)
@@ -160,8 +182,8 @@ def build_version(
         flatten(layer_openers(pulled, cache)),
         image_config,
         spec,
-        busybox=cfg.busybox,
-        arch=cfg.arch,
+        busybox=busybox,
+        arch=pulled.resolved.arch,
     )
     write_rootfs(
         entries, tmpdir / ROOTFS_FILES[cfg.imageformat], cfg.imageformat, compressor=cfg.compressor
@@ -177,24 +199,54 @@ def spec_reference(spec: Spec) -> Reference:
     return ref
 
 
-def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
-    """Convert one spec; every LxdockerError becomes a failed result naming the spec."""
+def spec_arches(spec: Spec, cfg: JobConfig) -> tuple[archmod.Arch, ...]:
+    if spec.architectures is None:
+        return cfg.arches
+    return tuple(archmod.by_debian(a) for a in spec.architectures)
+
+
+def convert(spec: Spec, cfg: JobConfig, busyboxes: BusyboxSet | None = None) -> list[SpecResult]:
+    """Convert one spec for each of its arches: one fetch of the index, then one
+    version per arch. A failing arch fails alone; every LxdockerError becomes a
+    failed result naming the spec and the arch."""
+    busyboxes = busyboxes or job_busyboxes(cfg)
+    arches = spec_arches(spec, cfg)
     try:
-        resolved = resolve(spec_reference(spec), cfg.arch, auth_file=cfg.auth_file)
-        versions = complete_versions(cfg.lxdimages, spec.name, cfg.arch.debian)
+        resolved = resolve_arches(spec_reference(spec), arches, auth_file=cfg.auth_file)
+    except LxdockerError as e:
+        for a in arches:
+            log.error("%s/%s: %s", spec.name, a.debian, e)
+        return [SpecResult(spec.name, "failed", reason=str(e), arch=a.debian) for a in arches]
+    return [convert_arch(spec, cfg, resolved[a.debian], a, busyboxes) for a in arches]
+
+
+def convert_arch(
+    spec: Spec,
+    cfg: JobConfig,
+    resolved: ResolvedImage | LxdockerError,
+    arch: archmod.Arch,
+    busyboxes: BusyboxSet,
+) -> SpecResult:
+    label = f"{spec.name}/{arch.debian}"
+    try:
+        if isinstance(resolved, LxdockerError):
+            raise resolved
+        busybox = busyboxes.get(arch)
+        versions = complete_versions(cfg.lxdimages, spec.name, arch.debian)
         newest = versions[-1] if versions else None
-        if not cfg.force and is_current(newest, resolved, spec, cfg):
+        if not cfg.force and is_current(newest, resolved, spec, cfg, busybox):
             assert newest is not None
-            log.info("%s: unchanged, newest version %s", spec.name, newest.version)
+            log.info("%s: unchanged, newest version %s", label, newest.version)
             return SpecResult(
                 spec.name,
                 "unchanged",
                 version=newest.version,
                 manifest_digest=resolved.manifest_digest,
+                arch=arch.debian,
             )
         cache = BlobCache(cfg.cache)
         pulled = pull(resolved, cache, jobs=cfg.pull_jobs)
-        meta = image_meta(pulled, spec, cfg)
+        meta = image_meta(pulled, spec)
         source = VersionSource(
             image=spec.image,
             tag=resolved.reference.tag or "",
@@ -202,23 +254,31 @@ def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
             spec_digest=spec.digest(),
             rootfs_format=cfg.imageformat,
             meta=meta,
+            busybox=busybox.provenance(),
         )
 
         def build(tmpdir: Path) -> None:
-            build_version(pulled, cache, spec, cfg, meta, tmpdir)
+            build_version(pulled, cache, spec, cfg, meta, tmpdir, busybox.path)
 
         info = publish(cfg.lxdimages, spec.name, source, build)
-        log.info("%s: published %s (fingerprint %s)", spec.name, info.version, info.fingerprint)
+        log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
         return SpecResult(
             spec.name,
             "built",
             version=info.version,
             bytes_pulled=pulled.bytes_downloaded,
             manifest_digest=resolved.manifest_digest,
+            arch=arch.debian,
         )
     except LxdockerError as e:
-        log.error("%s: %s", spec.name, e)
-        return SpecResult(spec.name, "failed", reason=str(e))
+        log.error("%s: %s", label, e)
+        return SpecResult(spec.name, "failed", reason=str(e), arch=arch.debian)
+
+
+def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
+    """--busybox PATH is the host arch's; --busybox ARCH=PATH wins for its arch."""
+    paths = {archmod.host().debian: cfg.busybox, **dict(cfg.busyboxes)}
+    return BusyboxSet(paths, cfg.busybox_image, cfg.cache, auth_file=cfg.auth_file)
 
 
 def published_names(lxdimages: Path) -> list[str]:
@@ -256,8 +316,10 @@ def run(cfg: JobConfig) -> Summary:
             for name, err in zip(specset.failed_names, specset.errors, strict=True)
             if not cfg.only or name in cfg.only
         ]
+        busyboxes = job_busyboxes(cfg)
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
-            results.extend(pool.map(lambda s: convert(s, cfg), specs))
+            for per_arch in pool.map(lambda s: convert(s, cfg, busyboxes), specs):
+                results.extend(per_arch)
         for path in prune(cfg.lxdimages, keep=cfg.keep):
             log.info("pruned %s", path)
         if not cfg.only:
@@ -271,7 +333,9 @@ def run(cfg: JobConfig) -> Summary:
         freed = gc(BlobCache(cfg.cache), roots)
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)
-    return Summary(tuple(sorted(results, key=lambda r: r.name)), time.monotonic() - started)
+    return Summary(
+        tuple(sorted(results, key=lambda r: (r.name, r.arch))), time.monotonic() - started
+    )
 
 
 def _mb(n: int) -> str:
@@ -282,17 +346,19 @@ def format_summary(summary: Summary) -> list[str]:
     lines = []
     for r in summary.results:
         if r.status == "built":
-            lines.append(f"{r.name}: built {r.version} ({_mb(r.bytes_pulled)} pulled)")
+            lines.append(f"{r.label}: built {r.version} ({_mb(r.bytes_pulled)} pulled)")
         elif r.status == "unchanged":
-            lines.append(f"{r.name}: unchanged ({r.version})")
+            lines.append(f"{r.label}: unchanged ({r.version})")
         else:
-            lines.append(f"{r.name}: FAILED: {r.reason}")
+            lines.append(f"{r.label}: FAILED: {r.reason}")
     counts = {
         s: sum(r.status == s for r in summary.results) for s in ("built", "unchanged", "failed")
     }
+    specs = len({r.name for r in summary.results})
     lines.append(
-        f"{len(summary.results)} specs: {counts['built']} built, {counts['unchanged']} unchanged, "
-        f"{counts['failed']} failed; {_mb(summary.bytes_pulled)} pulled in {summary.seconds:.1f} s"
+        f"{specs} specs, {len(summary.results)} images: {counts['built']} built, "
+        f"{counts['unchanged']} unchanged, {counts['failed']} failed; "
+        f"{_mb(summary.bytes_pulled)} pulled in {summary.seconds:.1f} s"
     )
     return lines
 

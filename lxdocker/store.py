@@ -51,6 +51,7 @@ class VersionSource:
     rootfs_format: ImageFormat
     meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
     recipe: int = RECIPE_VERSION
+    busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
 
 
 def _rfc3339(t: datetime) -> str:
@@ -159,6 +160,7 @@ def _finish(
             os=m.os,
             release=m.release,
             variant=m.variant,
+            busybox=source.busybox,
         )
         info.check(str(tmp / VERSION_FILE))
         partial = tmp / (VERSION_FILE + ".part")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class VersionInfo:
     os: str
     release: str
     variant: str
+    # Where /busybox-lxd came from (GPL-2.0: its source must be findable), as
+    # lxdocker.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
+    # and path or image + digest. None in versions written before it was recorded.
+    busybox: dict[str, str] | None = field(default=None, hash=False)
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"format": FORMAT, **asdict(self)}
@@ -64,6 +68,11 @@ class VersionInfo:
                 raise ValueError(f"not a version.json of format {FORMAT}")
             data["meta"] = FileInfo(**data["meta"])
             data["rootfs"] = FileInfo(**data["rootfs"])
+            bb = data.get("busybox")
+            if bb is not None and not (
+                isinstance(bb, dict) and all(isinstance(v, str) for v in bb.values())
+            ):
+                raise ValueError("'busybox' must be an object of strings")
             info = cls(**data)
         except (ValueError, TypeError, KeyError) as e:
             raise StoreError(f"{where}: invalid version.json: {e}") from None

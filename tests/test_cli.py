@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from lxdocker import arch
 from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
+
+HOST = arch.host().debian
 
 
 def make_world(tmp_path: Path) -> list[str]:
@@ -34,9 +37,9 @@ def test_json_log_lines_and_summary(tmp_path: Path, capsys: pytest.CaptureFixtur
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert all({"time", "level", "logger", "message"} <= set(rec) for rec in lines)
     messages = [rec["message"] for rec in lines]
-    assert any(m.startswith("ok: built ") for m in messages)
+    assert any(m.startswith(f"ok/{HOST}: built ") for m in messages)
     assert any(m.startswith("broken: FAILED: ") and "bogus" in m for m in messages)
-    assert "2 specs: 1 built, 0 unchanged, 1 failed" in messages[-1]
+    assert "2 specs, 2 images: 1 built, 0 unchanged, 1 failed" in messages[-1]
 
 
 def test_text_summary_after_fixing_the_spec(
@@ -48,7 +51,10 @@ def test_text_summary_after_fixing_the_spec(
     capsys.readouterr()
     assert main(argv) == EXIT_OK
     err = capsys.readouterr().err
-    assert "ok: unchanged" in err and "1 specs: 0 built, 1 unchanged, 0 failed" in err
+    assert (
+        f"ok/{HOST}: unchanged" in err
+        and "1 specs, 1 images: 0 built, 1 unchanged, 0 failed" in err
+    )
 
 
 @pytest.mark.parametrize(

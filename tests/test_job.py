@@ -100,7 +100,7 @@ def test_unchanged_upstream_makes_no_new_version(world: dict[str, Path]) -> None
     assert forced.results[0].status == "built"
     assert len(versions(world, "web")) == 2
     lines = format_summary(forced)
-    assert lines[0].startswith("web: built ") and "1 specs: 1 built" in lines[-1]
+    assert lines[0].startswith(f"web/{ARCH}: built ") and "1 specs, 1 images: 1 built" in lines[-1]
 
 
 def test_new_upstream_version_is_published_beside_the_old(world: dict[str, Path]) -> None:

@@ -14,9 +14,10 @@ from typing import Any, BinaryIO, cast
 import pytest
 
 from lxdocker.arch import ARCHES, Arch, host
+from lxdocker.busybox import check_busybox
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from lxdocker.patch import check_busybox, patch, resolve_user
+from lxdocker.patch import patch, resolve_user
 from lxdocker.tarstream import Entry, write_tar
 from lxdocker.udhcpc import render_udhcpc_script
 from tests.helpers.images import Member, layer_tar
