@@ -160,7 +160,7 @@ def from_image(
             _extract(resolved, cache_root, target, what)
         except PatchError:
             raise
-        except LxdockerError as e:
+        except LxdockerError as e:  # registry and layer errors: say what was fetched
             raise PatchError(f"{what}: {e}") from None
     else:
         log.debug("%s: cached %s", what, target)
@@ -200,7 +200,7 @@ def _extract(resolved: ResolvedImage, cache_root: Path, target: Path, what: str)
                         copy_exact(entry.data, out, entry.info.size)
                     break
         os.chmod(tmp, 0o755)
-        check_busybox(Path(tmp), resolved.arch)
+        check_elf(Path(tmp).read_bytes(), resolved.arch, f"{what}: /{BINARY_IN_IMAGE}")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
