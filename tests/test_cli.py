@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, busybox_paths, main
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 
 HOST = arch.host().debian
@@ -58,7 +58,16 @@ def test_text_summary_after_fixing_the_spec(
 
 
 @pytest.mark.parametrize(
-    "extra", [["--jobs", "0"], ["--keep", "0"], ["--arch", "vax"], ["--imageformat", "zip"]]
+    "extra",
+    [
+        ["--jobs", "0"],
+        ["--keep", "0"],
+        ["--arch", "vax"],
+        ["--arch", HOST, "--arch", "mips"],
+        ["--busybox", "vax=/bin/busybox"],
+        ["--busybox", "/bin/busybox", "--busybox", f"{HOST}=/other"],
+        ["--imageformat", "zip"],
+    ],
 )
 def test_usage_errors(tmp_path: Path, extra: list[str]) -> None:
     argv = make_world(tmp_path)
@@ -67,3 +76,11 @@ def test_usage_errors(tmp_path: Path, extra: list[str]) -> None:
     except SystemExit as e:  # argparse's own usage errors
         code = int(e.code or 0)
     assert code == EXIT_USAGE
+
+
+def test_busybox_values_name_the_host_arch_or_another() -> None:
+    other = "arm64" if HOST != "arm64" else "amd64"
+    own, others = busybox_paths([f"{other}=/bb/{other}", "/opt/bb=odd"])
+    assert own == Path("/opt/bb=odd")  # a plain path may hold '='
+    assert others == ((other, Path(f"/bb/{other}")),)
+    assert busybox_paths([]) == (Path("/bin/busybox"), ())
