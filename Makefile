@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the converter, the server and the tests use (the real parts, no mocks).
 DEB_PACKAGES := squashfs-tools-ng busybox-static xz-utils umoci skopeo docker-registry \
-	apache2-utils lxd lxd-client iproute2 util-linux systemd
+	apache2-utils lxd lxd-client iproute2 util-linux systemd lxc qemu-user-static xdelta3
+# Incus 6.0 is in bookworm-backports (incus-base: the container-only daemon).
+BACKPORTS_DEB_PACKAGES := incus-base incus-client
 # Only `make bench` needs these (load generator, reference server, GNU time, mksquashfs).
 BENCH_DEB_PACKAGES := wrk nginx time squashfs-tools
 
@@ -19,10 +21,16 @@ deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
+	bpmissing=""; for p in $(BACKPORTS_DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || bpmissing="$$bpmissing $$p"; \
+	done; \
+	if [ -n "$$missing$$bpmissing" ]; then \
+		echo "installing Debian packages:$$missing$$bpmissing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+		if [ -n "$$bpmissing" ]; then $$SUDO bash scripts/enable-backports.sh; fi; \
+		$$SUDO apt-get update -q && \
+		if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; fi && \
+		if [ -n "$$bpmissing" ]; then DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -t bookworm-backports $$bpmissing; fi; \
 	fi
 
 venv: $(VENV)/.installed

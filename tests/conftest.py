@@ -2,5 +2,6 @@
 
 pytest_plugins: list[str] = [
     "tests.helpers.lxd",
+    "tests.helpers.incus",
     "tests.helpers.registry",
 ]

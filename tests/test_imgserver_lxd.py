@@ -1,6 +1,7 @@
-"""Real LXD against the real imgserver: pin, add remote, list, copy, refresh.
+"""Real LXD and Incus against the real imgserver: pin, add remote, list, copy, refresh.
 
-Needs the LXD daemon (tests/helpers/lxd.py): skipped without it, failed with CI=true.
+Needs the LXD and Incus daemons (tests/helpers/lxd.py, incus.py): skipped without
+them, failed with CI=true.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ HOST = arch.host()
 OTHER = arch.by_debian("arm64" if HOST.debian != "arm64" else "amd64")
 
 
-def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) -> None:
+def test_lists_copies_and_refreshes(daemon_scratch: Scratch, tmp_path: Path) -> None:
     tree = tmp_path / "lxdimages"
     hello1 = write_version(
         tree,
@@ -58,9 +59,9 @@ def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) ->
         tag="7",
     )
     srv = RunningServer(tree, tmp_path)
-    lxd = lxd_scratch.lxd
+    lxd = daemon_scratch.lxd
     try:
-        remote = add_pinned_remote(lxd_scratch, srv)
+        remote = add_pinned_remote(daemon_scratch, srv)
 
         # Every image, every arch is listed.
         assert remote_fingerprints(lxd, remote) == {
@@ -76,7 +77,7 @@ def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) ->
 
         # Copy both rootfs formats; the local fingerprint is version.json's.
         for fp in (hello1.fingerprint, redis.fingerprint):
-            lxd_scratch.track_image(fp)
+            daemon_scratch.track_image(fp)
         lxd.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
         lxd.lxc("image", "copy", f"{remote}:redis", "local:")
         assert {hello1.fingerprint, redis.fingerprint} <= local_fingerprints(lxd)
@@ -92,7 +93,7 @@ def test_lxd_lists_copies_and_refreshes(lxd_scratch: Scratch, tmp_path: Path) ->
             tag="1",
             built="2026-01-02T00:00:00Z",
         )
-        lxd_scratch.track_image(hello2.fingerprint)
+        daemon_scratch.track_image(hello2.fingerprint)
         assert wait_for(
             lambda: hello2.fingerprint in json.dumps(raw_get_json(srv, "/streams/v1/images.json")),
             timeout=10,

@@ -22,8 +22,6 @@ import pytest
 
 LOCK = Path("/tmp/lxdocker-tests-lxd.lock")
 LOG = Path("/tmp/lxdocker-tests-lxd.log")
-# Debian's LXD keeps the simplestreams index cache here; it survives restarts.
-REMOTE_CACHE = Path("/var/cache/lxd")
 
 PRESEED = """\
 config: {}
@@ -40,19 +38,29 @@ profiles:
 """
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str, daemon: str = "LXD") -> None:
     """Skip locally, fail in CI (the end-to-end tests must run there)."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"LXD is required in CI: {reason}")
+        pytest.fail(f"{daemon} is required in CI: {reason}")
     pytest.skip(reason)
 
 
 class Lxd:
+    """The `lxc` client of the LXD daemon. tests/helpers/incus.py subclasses it for
+    Incus, whose client takes the same commands, so one test body can drive both."""
+
+    name = "LXD"
+    command = "lxc"
+    # Debian's LXD keeps the simplestreams index cache here; it survives restarts.
+    remote_cache = Path("/var/cache/lxd")
+    # Pinned image-server certificates the client hands to the daemon (DESIGN section 8).
+    servercerts = Path.home() / ".config" / "lxc" / "servercerts"
+
     def lxc(
         self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            ["lxc", *args],
+            [self.command, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -61,15 +69,17 @@ class Lxd:
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"lxc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+                f"{self.command} {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout}{proc.stderr}"
             )
         return proc
 
     def clear_remote_cache(self) -> None:
         """Forget LXD's cached simplestreams index (DESIGN section 8)."""
-        if REMOTE_CACHE.is_dir():
-            for child in REMOTE_CACHE.iterdir():
-                if child.is_dir():
+        if self.remote_cache.is_dir():
+            for child in self.remote_cache.iterdir():
+                # "resources" is Incus's hardware cache, not an index.
+                if child.is_dir() and child.name != "resources":
                     shutil.rmtree(child, ignore_errors=True)
 
     def image_fingerprints(self) -> set[str]:
@@ -141,7 +151,7 @@ class Scratch:
             self.lxd.lxc("delete", "--force", n, check=False, timeout=120)
             if n in remote_names:
                 self.lxd.lxc("remote", "remove", n, check=False)
-            cert = Path.home() / ".config" / "lxc" / "servercerts" / f"{n}.crt"
+            cert = self.lxd.servercerts / f"{n}.crt"
             cert.unlink(missing_ok=True)
         for fp in self.images:
             self.lxd.lxc("image", "delete", fp, check=False)

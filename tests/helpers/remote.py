@@ -3,7 +3,8 @@
 DESIGN section 8: the self-signed certificate goes to
 `~/.config/lxc/servercerts/<remote>.crt` BEFORE `lxc remote add` (LXD 5.0 checks
 it there already); the CLI hands the pinned certificate to the daemon, so image
-auto-update keeps working. The remote name comes from the scratch, which removes
+auto-update keeps working. Incus keeps them in `~/.config/incus/servercerts/`.
+The remote name comes from the scratch, which removes
 the remote and its pinned certificate at cleanup.
 """
 
@@ -11,19 +12,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 from tests.helpers.imgserver import RunningServer
 from tests.helpers.lxd import Lxd, Scratch
 
-SERVERCERTS = Path.home() / ".config" / "lxc" / "servercerts"
-
 
 def add_pinned_remote(scratch: Scratch, server: RunningServer, base: str = "imgsrv") -> str:
-    """`lxc remote add <name> https://127.0.0.1:PORT --protocol simplestreams`."""
+    """`lxc remote add <name> https://127.0.0.1:PORT --protocol simplestreams`
+    (or `incus remote add`, when the scratch is an Incus one)."""
     remote = scratch.name(base)
-    SERVERCERTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(server.cert, SERVERCERTS / f"{remote}.crt")
+    servercerts = scratch.lxd.servercerts
+    servercerts.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(server.cert, servercerts / f"{remote}.crt")
     # A fresh remote URL should not hit a stale index, but the daemon caches by URL.
     scratch.lxd.clear_remote_cache()
     scratch.lxd.lxc(

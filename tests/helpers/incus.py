@@ -1,0 +1,99 @@
+"""The real Incus daemon for end-to-end tests (DESIGN section 9).
+
+Incus 6.0 from Debian bookworm-backports (`incus-base`: the container-only daemon,
+`incus-client`). `incus` (session) starts `incusd --group root` in a new session when
+it is not running, waits with `incus admin waitready` and preseeds a `dir` pool with
+no managed network, like the LXD fixture. The client takes the same commands as
+`lxc`, so `Incus` is an `Lxd` with another command, cache and servercerts folder, and
+`incus_scratch` is the same scratch: one test body can drive either daemon. Without
+Incus the tests skip, except with CI=true where they fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.lxd import PRESEED, Lxd, Scratch, unavailable
+
+LOCK = Path("/tmp/lxdocker-tests-incus.lock")
+LOG = Path("/tmp/lxdocker-tests-incus.log")
+INCUSD = Path("/usr/libexec/incus/incusd")
+
+
+class Incus(Lxd):
+    name = "Incus"
+    command = "incus"
+    # Incus keeps its simplestreams index cache beside a "resources" folder.
+    remote_cache = Path("/var/cache/incus")
+    servercerts = Path.home() / ".config" / "incus" / "servercerts"
+
+
+def _daemon_ready(timeout: float) -> bool:
+    try:
+        proc = subprocess.run(
+            ["incus", "admin", "waitready", f"--timeout={int(timeout)}"],
+            capture_output=True,
+            timeout=timeout + 5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
+def start_daemon() -> Incus:
+    if not INCUSD.exists() or shutil.which("incus") is None:
+        unavailable(
+            "incusd/incus not installed (bookworm-backports: incus-base, incus-client)", "Incus"
+        )
+    with LOCK.open("w") as lock:
+        # Several test sessions may start at once: one of them starts the daemon.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _daemon_ready(1):
+            with LOG.open("ab") as log:
+                subprocess.Popen(
+                    [str(INCUSD), "--group", "root", "--logfile", str(LOG)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if not _daemon_ready(60):
+                unavailable(f"the Incus daemon did not become ready; see {LOG}", "Incus")
+        incus = Incus()
+        if incus.lxc("storage", "show", "default", check=False).returncode != 0:
+            subprocess.run(
+                ["incus", "admin", "init", "--preseed"],
+                input=PRESEED,
+                text=True,
+                check=True,
+                timeout=120,
+            )
+    return incus
+
+
+@pytest.fixture(scope="session")
+def incus() -> Incus:
+    return start_daemon()
+
+
+@pytest.fixture
+def incus_scratch(incus: Incus) -> Iterator[Scratch]:
+    scratch = Scratch(incus)
+    try:
+        yield scratch
+    finally:
+        scratch.cleanup()
+
+
+@pytest.fixture(params=["lxd", "incus"])
+def daemon_scratch(request: pytest.FixtureRequest) -> Scratch:
+    """One test body, run once against LXD and once against Incus."""
+    scratch: Scratch = request.getfixturevalue(f"{request.param}_scratch")
+    return scratch
