@@ -374,3 +374,19 @@ def test_busybox_from_the_busybox_image_and_a_wrong_arch_busybox(
     }
     files = _rootfs_files(world["images"], "multi", "i386")
     assert files["busybox-lxd"] == static_busybox("i386").read_bytes()
+
+
+@pytest.mark.registry
+def test_a_new_busybox_rebuilds_only_its_arch(
+    world: dict[str, Path], registry: RunningRegistry, tmp_path: Path
+) -> None:
+    _multi_world(world, registry, "multi/newbb", architectures=["arm64", "i386"])
+    run(config(world, busyboxes=_debian_busyboxes()))
+    # A busybox update for arm64 (other bytes: trailing data keeps the ELF valid).
+    newer = tmp_path / "busybox-arm64"
+    newer.write_bytes(static_busybox("arm64").read_bytes() + b"\0update")
+    bbs = (("arm64", newer), ("i386", static_busybox("i386")))
+    got = {r.arch: r.status for r in run(config(world, busyboxes=bbs)).results}
+    assert got == {"arm64": "built", "i386": "unchanged"}
+    files = _rootfs_files(world["images"], "multi", "arm64")
+    assert files["busybox-lxd"] == newer.read_bytes()
