@@ -1,21 +1,19 @@
 """One run of the batch job over all specs (DESIGN sections 2 and 7).
 
-For each spec: resolve the manifest (cheap), skip when nothing that shapes the output
-changed, otherwise pull, flatten, patch, write and publish a new version. Then prune,
+For each spec: fetch its index once and resolve each arch's manifest (cheap; DESIGN
+section 11), then per arch skip when nothing that shapes that arch's output changed
+(manifest, spec, recipe, format, busybox), otherwise pull, flatten, patch, write and
+publish a new version of <name>/<arch>. A failing arch fails alone. Then prune,
 remove images whose spec is gone, clean leftovers of killed runs and GC the cache.
 A failing spec never stops the others and never touches its published versions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from lxdocker.cache import BlobCache, gc
 from lxdocker.config import ImageFormat, Spec, load_specs
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
+from lxdocker.lock import LockedError, job_lock
 from lxdocker.lxdimage import ImageMeta, write_meta
 from lxdocker.patch import patch
 from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve_arches
@@ -46,12 +45,7 @@ from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VersionInfo
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lxdocker.lock"
 Status = Literal["built", "unchanged", "failed"]
-
-
-class LockedError(LxdockerError):
-    """Another run holds the lock on the image directory."""
 
 
 @dataclass(frozen=True)
@@ -103,31 +97,6 @@ class Summary:
     @property
     def failed(self) -> tuple[SpecResult, ...]:
         return tuple(r for r in self.results if r.status == "failed")
-
-
-@contextlib.contextmanager
-def job_lock(lxdimages: Path) -> Iterator[None]:
-    """Hold an exclusive lock for the whole run; a second run fails at once.
-
-    flock is released by the kernel when the process dies, so a SIGKILLed run never
-    leaves a stale lock behind.
-    """
-    lxdimages.mkdir(parents=True, exist_ok=True)
-    path = lxdimages / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(
-                f"{path}: another lxdocker run (pid {holder}) is still working; exiting"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def is_current(

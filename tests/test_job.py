@@ -18,7 +18,8 @@ import pytest
 from lxdocker.arch import by_debian
 from lxdocker.cache import BlobCache
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
-from lxdocker.job import JobConfig, format_summary, job_lock, run
+from lxdocker.job import JobConfig, format_summary, run
+from lxdocker.lock import job_lock
 from lxdocker.store import complete_versions
 from lxdocker.versioninfo import VERSION_FILE
 from tests.helpers import multiarch
