@@ -118,7 +118,8 @@ def verdicts(r: ArchResult) -> list[Verdict]:
     return [
         Verdict(
             "4 arches wall <= 4.2 x 1 arch",
-            f"{four.wall / one.wall:.2f} x ({four.wall:.1f} s vs {one.wall:.1f} s)",
+            f"{four.wall / one.wall:.2f} x ({four.wall:.1f} s vs {one.wall:.1f} s; "
+            f"CPU {four.cpu / one.cpu:.2f} x)",
             four.wall <= 4.2 * one.wall,
         ),
         Verdict(
