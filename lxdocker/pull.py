@@ -185,7 +185,13 @@ def pull(
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
         downloaded += sum(pool.map(fetch, unique))
-    log.info("%s: %d layers in cache, %d bytes downloaded", what, len(unique), downloaded)
+    log.info(
+        "%s (%s): %d layers in cache, %d bytes downloaded",
+        what,
+        resolved.arch.debian,
+        len(unique),
+        downloaded,
+    )
     return PulledImage(resolved, config, downloaded)
 
 
