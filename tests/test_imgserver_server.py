@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.imgserver import RunningServer, client_context, make_cert, plain_http_get
+from tests.helpers.runtime import readable_runtime
 from tests.helpers.versions import write_version
 
 META = b"M" * 2000
@@ -269,8 +270,11 @@ def test_runs_unprivileged() -> None:
         for path in (work / "cert", *tree.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
         key.chmod(0o644)  # readable by nobody: test only
+        # The checkout and its venv may sit in a 0700 directory: nobody runs a copy.
         nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        srv = RunningServer(tree, work, prefix=nobody, cert=(cert, key))
+        runtime = readable_runtime(work / "python", nobody)
+        prefix = [*nobody, *runtime.env_prefix()]
+        srv = RunningServer(tree, work, prefix=prefix, cert=(cert, key), python=runtime.python)
         try:
             status, data = raw_request(srv, f"{BASE}/meta.tar.xz")
             assert status == 200

@@ -54,11 +54,16 @@ def raw_get_json(server: RunningServer, path: str) -> Any:
 
 
 def imgserver_argv(
-    lxdimages: Path, cert: Path, key: Path, *extra: str, address: str = "127.0.0.1:0"
+    lxdimages: Path,
+    cert: Path,
+    key: Path,
+    *extra: str,
+    address: str = "127.0.0.1:0",
+    python: str = sys.executable,
 ) -> list[str]:
     """The `imgserver` command line the tests run (catalog refreshed every 0.2 s)."""
     return [
-        sys.executable,
+        python,
         "-m",
         "imgserver",
         "--address",
@@ -83,13 +88,16 @@ class RunningServer:
         *extra: str,
         prefix: Sequence[str] = (),
         cert: tuple[Path, Path] | None = None,
+        python: str = sys.executable,
     ) -> None:
-        """`prefix` runs the server through another command, e.g. setpriv."""
+        """`prefix` runs the server through another command, e.g. setpriv; `python`
+        is the interpreter (tests/helpers/runtime.py: one another user can run)."""
         self.cert, self.key = cert or make_cert(workdir / "cert")
         self.log_path = workdir / "imgserver.log"
         self._log = self.log_path.open("wb")
+        argv = imgserver_argv(lxdimages, self.cert, self.key, *extra, python=python)
         self.proc = subprocess.Popen(
-            [*prefix, *imgserver_argv(lxdimages, self.cert, self.key, *extra)],
+            [*prefix, *argv],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
