@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import struct
 import tempfile
 import threading
@@ -248,6 +249,27 @@ class BusyboxSet:
         if isinstance(found, LxdockerError):
             raise found
         return found
+
+    def prune_cache(self) -> list[Path]:
+        """Remove cached binaries of image digests this run did not use (an
+        upstream update leaves the old one behind); returns the removed dirs.
+        Call after every arch of the run was asked for. Nothing is removed when a
+        lookup failed (the registry may be down; the old binary is still good)."""
+        with self._lock:
+            if any(isinstance(b, LxdockerError) for b in self._found.values()):
+                return []
+            used = {
+                b.digest.removeprefix("sha256:")
+                for b in self._found.values()
+                if isinstance(b, Busybox) and b.source == "image"
+            }
+        removed = []
+        root = self.cache_root / "busybox"
+        for d in sorted(root.iterdir()) if root.is_dir() else ():
+            if d.is_dir() and d.name not in used:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+        return removed
 
 
 __all__ = [

@@ -299,6 +299,9 @@ def run(cfg: JobConfig) -> Summary:
         roots = kept_manifests(cfg.lxdimages) | {
             r.manifest_digest for r in results if r.manifest_digest
         }
+        if not cfg.only:  # with --only, other specs' arches may still need theirs
+            for d in busyboxes.prune_cache():
+                log.info("cache: removed busybox %s no arch uses any more", d.name)
         freed = gc(BlobCache(cfg.cache), roots)
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)

@@ -122,3 +122,26 @@ def test_busybox_set_prefers_paths_and_remembers_failures(
     for _ in range(2):
         with pytest.raises(PatchError, match=r"\(s390x\): .*no image for platform linux/s390x"):
             bbs.get(by_debian("s390x"))
+
+
+def test_busybox_cache_keeps_only_the_digests_in_use(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
+    image = f"{registry.host}/bb/updated"
+    old = busybox_image(("arm64",))
+    push_index(registry, "bb/updated", *old.push_args())
+    first = BusyboxSet({}, image, tmp_path).get(by_debian("arm64"))
+    # Upstream publishes a new build under the same tag.
+    new = busybox_image(("arm64",), extra=b"\0new build")
+    push_index(registry, "bb/updated", *new.push_args())
+    later = BusyboxSet({}, image, tmp_path)
+    second = later.get(by_debian("arm64"))
+    assert second.digest != first.digest and first.path.exists()
+    assert later.prune_cache() == [first.path.parent]
+    assert not first.path.exists() and second.path.exists()
+    # A failed lookup (here: no such platform) prunes nothing.
+    failing = BusyboxSet({}, image, tmp_path)
+    failing.get(by_debian("arm64"))
+    with pytest.raises(PatchError):
+        failing.get(by_debian("i386"))
+    assert failing.prune_cache() == [] and second.path.exists()

@@ -63,14 +63,17 @@ def multiarch(arches: Sequence[str] = FOUR, version: str = "v1") -> MultiArch:
     return MultiArch(images, build_index(list(images.values())))
 
 
-def busybox_image(arches: Sequence[str], *, binary_for: dict[str, str] | None = None) -> MultiArch:
+def busybox_image(
+    arches: Sequence[str], *, binary_for: dict[str, str] | None = None, extra: bytes = b""
+) -> MultiArch:
     """An index like Docker Hub's busybox: /bin/[ holds the bytes, /bin/busybox and
     the other applets are hardlinks to it. `binary_for` puts another arch's binary
-    into a platform (a broken upstream image)."""
+    into a platform (a broken upstream image); `extra` is appended to every binary
+    (a new build: other bytes, still a valid ELF)."""
     images = {}
     for d in arches:
         a = archmod.by_debian(d)
-        data = static_busybox((binary_for or {}).get(d, d)).read_bytes()
+        data = static_busybox((binary_for or {}).get(d, d)).read_bytes() + extra
         members = [
             Member("bin", "dir"),
             Member("bin/[", data=data, mode=0o755),
