@@ -58,6 +58,7 @@ class VersionSource:
     rootfs_format: ImageFormat
     meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
     recipe: int = RECIPE_VERSION
+    busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
 
 
 def _rfc3339(t: datetime) -> str:
@@ -181,6 +182,7 @@ def _finish(
             os=m.os,
             release=m.release,
             variant=m.variant,
+            busybox=source.busybox,
         )
         _write_version_json(tmp, info)
         # One rename makes the complete version visible; a name that exists
