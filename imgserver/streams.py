@@ -15,7 +15,12 @@ Clients read `streams/v1/index.json`, then every index entry of datatype
   lists only `name` and `name/<tag>`; the alias list is comma separated, no spaces;
 * a delta is an item `ftype: squashfs.vcdiff` with `delta_base` = the older version
   key, used by a client that holds that version's image (DESIGN section 13); it is
-  listed only while its base version is listed.
+  listed only while its base version is listed, and a version lists at most ONE
+  delta, the one from the newest listed base: LXD 5.0.2 and Incus 6.0.4
+  (client/simplestreams_images.go, no `break` after a delta is applied) apply every
+  delta whose base they hold, one after the other into the same file, so a host
+  that holds two bases fails the download ("Image fingerprint doesn't match") and
+  never updates. A host without that base downloads the full rootfs.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from itertools import groupby
 from typing import Any
 
 from imgserver.catalog import url_path
-from lxdocker.versioninfo import VersionInfo
+from lxdocker.versioninfo import Artifact, VersionInfo
 
 INDEX_PATH = "streams/v1/index.json"
 IMAGES_PATH = "streams/v1/images.json"
@@ -59,7 +64,7 @@ def aliases(info: VersionInfo) -> list[str]:
 
 def items(info: VersionInfo, listed: frozenset[str] | None = None) -> Doc:
     """The items of one version: both metadata ftypes, the rootfs and its deltas
-    from the versions in `listed` (every delta when None)."""
+    from the versions in `listed` (any base when None), at most one."""
     if info.rootfs_format == "squashfs":
         root_ftype = "squashfs"
         combined = {"combined_squashfs_sha256": info.fingerprint}
@@ -79,17 +84,25 @@ def items(info: VersionInfo, listed: frozenset[str] | None = None) -> Doc:
         "size": info.rootfs.size,
         "sha256": info.rootfs.sha256,
     }
-    if info.rootfs_format == "squashfs":
-        for d in info.deltas:
-            if listed is None or d.base in listed:
-                out[f"delta-{d.base}"] = {
-                    "ftype": DELTA_FTYPE,
-                    "path": url_path(info, d.name),
-                    "size": d.size,
-                    "sha256": d.sha256,
-                    "delta_base": d.base,
-                }
+    delta = listed_delta(info, listed)
+    if delta is not None:
+        out[f"delta-{delta.base}"] = {
+            "ftype": DELTA_FTYPE,
+            "path": url_path(info, delta.name),
+            "size": delta.size,
+            "sha256": delta.sha256,
+            "delta_base": delta.base,
+        }
     return out
+
+
+def listed_delta(info: VersionInfo, listed: frozenset[str] | None = None) -> Artifact | None:
+    """The one delta a version lists: from the newest base in `listed` (any base
+    when None); none for a non-squashfs rootfs. One only: see the module docstring."""
+    if info.rootfs_format != "squashfs":
+        return None
+    usable = [d for d in info.deltas if listed is None or d.base in listed]
+    return max(usable, key=lambda d: d.base, default=None)
 
 
 def product(versions: Sequence[VersionInfo]) -> Doc:

@@ -38,7 +38,11 @@ from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name
 log = logging.getLogger(__name__)
 
 XDELTA3 = "xdelta3"
-DEFAULT_BASES = 2
+# One: imgserver lists one delta per version (the newest base), because LXD 5.0.2 and
+# Incus 6.0.4 apply every delta whose base they hold and then fail the download
+# (imgserver/streams.py). A second base only helps when the first one's delta is
+# dropped (too large, failed verification).
+DEFAULT_BASES = 1
 DEFAULT_THRESHOLD = 0.5
 # xdelta3 -B limits (xdelta3.c: XD3_MINSRCWINSZ .. XD3_MAXSRCWINSZ).
 MIN_WINDOW = 512 * 1024

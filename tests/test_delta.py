@@ -133,7 +133,7 @@ def test_deltas_from_up_to_delta_bases_previous_versions(world: dict[str, Path])
     updates = ("v2\n", "v3\n", "v4\n")
     for n in range(len(updates)):
         publish_upstream(world, *updates[: n + 1])
-        run(config(world, keep=10))
+        run(config(world, keep=10, delta_bases=2))
     versions = listed(world)
     assert [[d.base for d in v.deltas] for v in versions] == [
         [],
@@ -141,9 +141,14 @@ def test_deltas_from_up_to_delta_bases_previous_versions(world: dict[str, Path])
         [versions[1].version, versions[0].version],
         [versions[2].version, versions[1].version],
     ]
+    # The default is one base, the previous version (imgserver lists one delta).
     publish_upstream(world, "v5\n")
-    assert main(argv(world, "--delta-bases", "1", "--keep", "10")) == EXIT_OK
+    assert main(argv(world, "--keep", "10")) == EXIT_OK
     assert [d.base for d in listed(world)[-1].deltas] == [versions[-1].version]
+    publish_upstream(world, "v6\n")
+    assert main(argv(world, "--delta-bases", "2", "--keep", "10")) == EXIT_OK
+    newest = listed(world)
+    assert [d.base for d in newest[-1].deltas] == [newest[-2].version, versions[-1].version]
 
 
 def test_no_deltas_flag_and_a_missing_xdelta3_make_none(
@@ -241,7 +246,7 @@ def test_pruning_unlists_deltas_from_pruned_versions(world: dict[str, Path]) -> 
     run(config(world))
     for n in range(1, 3):
         publish_upstream(world, *[f"v{i}\n" for i in range(2, n + 2)])
-        run(config(world))
+        run(config(world, delta_bases=2))
     v1, v2, v3 = listed(world)
     assert [d.base for d in v3.deltas] == [v2.version, v1.version]
     later = datetime.now(UTC) + timedelta(hours=3)

@@ -143,3 +143,45 @@ def test_a_corrupt_delta_is_not_served_and_the_next_run_repairs_it(site: Site) -
     assert wait_for(lambda: v2.fingerprint in local_fingerprints(lxd), timeout=30)
     server.wait_for_log(f"/{v2.version}/{delta.name} ")
     assert v2.rootfs.name not in downloads(site, v2, mark)
+
+
+def test_a_host_holding_two_bases_updates_through_the_one_listed_delta(site: Site) -> None:
+    """LXD 5.0.2 and Incus 6.0.4 apply every listed delta whose base they hold, one
+    after the other into the same file, and then refuse the result ("Image
+    fingerprint doesn't match"): a host with containers on two older versions would
+    never update. v3 has deltas from v2 and v1 on disk (--delta-bases 2); imgserver
+    lists only the one from v2, and a host holding v1 and v2 updates through it."""
+    lxd = site.scratch.lxd
+    site.write_spec("hello", site.push("e2e/delta-two", apps.app_image(V1), "stable"))
+    site.convert()
+    remote = site.serve()
+    assert site.server is not None
+    server = site.server
+    v1 = site.newest("hello")
+    site.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
+    v1, v2 = publish_v2(site, "e2e/delta-two")
+    lxd.clear_remote_cache()
+    site.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
+    assert {v1.fingerprint, v2.fingerprint} <= local_fingerprints(lxd)
+
+    site.push("e2e/delta-two", apps.app_image(V1, V2, "hello v3\n"), "stable")
+    site.convert(extra=("--delta-bases", "2"))
+    v3 = site.newest("hello")
+    assert sorted(d.base for d in v3.deltas) == [v1.version, v2.version]
+    assert wait_for(lambda: v3.version in str(raw_get_json(server, IMAGES_JSON)), 10)
+    listed_deltas = [
+        item["delta_base"]
+        for item in raw_get_json(server, IMAGES_JSON)["products"][
+            f"lxdocker:hello:{v3.arch}"
+        ]["versions"][v3.version]["items"].values()
+        if item["ftype"] == "squashfs.vcdiff"
+    ]
+    assert listed_deltas == [v2.version]
+
+    mark = len(server.log())
+    out = refresh(site, v2.fingerprint)
+    assert "refreshed" in out.lower(), out
+    assert wait_for(lambda: v3.fingerprint in local_fingerprints(lxd), timeout=30)
+    server.wait_for_log(f"/{v3.version}/delta-{v2.version}.vcdiff ")  # the log is batched
+    fetched = downloads(site, v3, mark)
+    assert fetched == {"meta.tar.xz", f"delta-{v2.version}.vcdiff"}, server.log()[mark:]

@@ -140,6 +140,30 @@ def test_a_delta_is_a_vcdiff_item_of_the_new_version_while_its_base_is_listed() 
     }
 
 
+@pytest.mark.parametrize(
+    ("listed", "deltas", "expected"),
+    [
+        # Two listed bases: only the newest (a host holding both would apply both).
+        (("20260101_0000", "20260101_1200"), ("20260101_1200", "20260101_0000"), "20260101_1200"),
+        (("20260101_0000", "20260101_1200"), ("20260101_0000", "20260101_1200"), "20260101_1200"),
+        # The newest base was pruned: the next one.
+        (("20260101_0000",), ("20260101_1200", "20260101_0000"), "20260101_0000"),
+        # No listed base: none.
+        ((), ("20260101_1200",), None),
+    ],
+)
+def test_a_version_lists_one_delta_from_its_newest_listed_base(
+    listed: tuple[str, ...], deltas: tuple[str, ...], expected: str | None
+) -> None:
+    info = version("web", "amd64", "20260102_0000", deltas=deltas)
+    bases = [
+        i["delta_base"]
+        for i in streams.items(info, frozenset(listed)).values()
+        if i["ftype"] == "squashfs.vcdiff"
+    ]
+    assert bases == ([expected] if expected else [])
+
+
 def test_index_lists_every_product_of_images_json() -> None:
     index = streams.index_doc(CATALOG)["index"]["images"]
     images = streams.images_doc(CATALOG)
