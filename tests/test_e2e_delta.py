@@ -171,9 +171,9 @@ def test_a_host_holding_two_bases_updates_through_the_one_listed_delta(site: Sit
     assert wait_for(lambda: v3.version in str(raw_get_json(server, IMAGES_JSON)), 10)
     listed_deltas = [
         item["delta_base"]
-        for item in raw_get_json(server, IMAGES_JSON)["products"][
-            f"lxdocker:hello:{v3.arch}"
-        ]["versions"][v3.version]["items"].values()
+        for item in raw_get_json(server, IMAGES_JSON)["products"][f"lxdocker:hello:{v3.arch}"][
+            "versions"
+        ][v3.version]["items"].values()
         if item["ftype"] == "squashfs.vcdiff"
     ]
     assert listed_deltas == [v2.version]
