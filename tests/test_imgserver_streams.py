@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from imgserver import streams
-from lxdocker.versioninfo import ROOTFS_FILES, FileInfo, VersionInfo
+from lxdocker.versioninfo import ROOTFS_FILES, Artifact, VersionInfo
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -50,8 +50,10 @@ def version(
         rootfs_format=fmt,
         created="2026-01-01T00:00:00Z",
         built=built,
-        meta=FileInfo("meta.tar.xz", 1000 + len(key), h(key + "meta")),
-        rootfs=FileInfo(ROOTFS_FILES[fmt], 50000 + len(key), h(key + "rootfs")),
+        artifacts=(
+            Artifact("meta", "meta.tar.xz", 1000 + len(key), h(key + "meta")),
+            Artifact("rootfs", ROOTFS_FILES[fmt], 50000 + len(key), h(key + "rootfs")),
+        ),
         fingerprint=h(key + "fingerprint"),
         description=description,
         os=os,

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from lxdocker import arch
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, FileInfo, VersionInfo
+from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, Artifact, VersionInfo
 
 DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/hostname": b"lxdocker\n",
@@ -140,8 +140,10 @@ def write_version(
         rootfs_format=fmt,
         created=created,
         built=built,
-        meta=FileInfo(META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
-        rootfs=FileInfo(rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+        artifacts=(
+            Artifact("meta", META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
+            Artifact("rootfs", rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+        ),
         fingerprint=hashlib.sha256(meta + rootfs).hexdigest(),
         description=description,
         os=os,
