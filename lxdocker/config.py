@@ -43,11 +43,15 @@ class Spec:
     user: str | None = None
     workdir: str | None = None
     restart: RestartPolicy = "no"
+    lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (DESIGN section 12)
 
     def digest(self) -> str:
-        """sha256 of everything that shapes the output (not the file's path)."""
+        """sha256 of everything that shapes the LXD output (not the file's path).
+
+        `lxc` is left out: it adds files but changes none, so turning it on or off
+        does not change the digest of existing specs (job.is_current checks it)."""
         data = asdict(self)
-        del data["path"]
+        del data["path"], data["lxc"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -103,9 +107,9 @@ def parse_spec(path: Path, text: str) -> Spec:
     for key, value in doc.items():
         if key == "image":
             kw["image"] = _str(path, key, value)
-        elif key == "disable_supervisor":
+        elif key in ("disable_supervisor", "lxc"):
             if not isinstance(value, bool):
-                raise SpecError(f"{path}: key 'disable_supervisor' must be true or false")
+                raise SpecError(f"{path}: key {key!r} must be true or false")
             kw[key] = value
         elif key in ("entrypoint", "cmd"):
             kw[key] = _str_list(path, key, value)

@@ -27,7 +27,9 @@ from lxdocker.cache import BlobCache, gc
 from lxdocker.config import ImageFormat, Spec, load_specs
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
-from lxdocker.lxdimage import ImageMeta, write_meta
+from lxdocker.lxcimage import LxcMeta
+from lxdocker.lxcimage import write_meta as write_lxc_meta
+from lxdocker.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.patch import patch
 from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve
 from lxdocker.reference import Reference, parse
@@ -40,7 +42,13 @@ from lxdocker.store import (
     publish,
     remove_image,
 )
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VersionInfo
+from lxdocker.versioninfo import (
+    LXC_META_FILE,
+    LXC_ROOTFS_FILE,
+    META_FILE,
+    ROOTFS_FILES,
+    VersionInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ class JobConfig:
     jobs: int = 1
     only: tuple[str, ...] = ()
     force: bool = False
+    lxc: bool = False  # publish LXC files for every spec (else per spec key `lxc`)
     keep: int = 3
     busybox: Path = Path("/bin/busybox")
     arch: archmod.Arch = field(default_factory=archmod.host)
@@ -128,6 +137,23 @@ def is_current(
         and newest.spec_digest == spec.digest()
         and newest.recipe == RECIPE_VERSION
         and newest.rootfs_format == cfg.imageformat
+        and newest.has_lxc == wants_lxc(spec, cfg)
+    )
+
+
+def wants_lxc(spec: Spec, cfg: JobConfig) -> bool:
+    return cfg.lxc or spec.lxc
+
+
+def lxc_meta(pulled: PulledImage, spec: Spec, meta: ImageMeta) -> LxcMeta:
+    ports = (json.loads(pulled.config.raw).get("config") or {}).get("ExposedPorts") or {}
+    return LxcMeta(
+        name=spec.name,
+        image=spec.image,
+        release=meta.release,
+        arch=meta.arch,
+        created=meta.created,
+        ports=tuple(sorted(ports)) if isinstance(ports, dict) else (),
     )
 
 
@@ -153,8 +179,12 @@ def build_version(
     meta: ImageMeta,
     tmpdir: Path,
 ) -> None:
-    """Write meta.tar.xz and the rootfs into `tmpdir`, streaming layers end to end."""
+    """Write meta.tar.xz and the rootfs (and LXC's files) into `tmpdir`, streaming
+    layers end to end: the LXC rootfs comes from the same pass."""
     write_meta(tmpdir / META_FILE, meta)
+    lxc = wants_lxc(spec, cfg)
+    if lxc:
+        write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(pulled, spec, meta))
     image_config = json.loads(pulled.config.raw).get("config") or {}
     entries = patch(
         flatten(layer_openers(pulled, cache)),
@@ -164,7 +194,12 @@ def build_version(
         arch=cfg.arch,
     )
     write_rootfs(
-        entries, tmpdir / ROOTFS_FILES[cfg.imageformat], cfg.imageformat, compressor=cfg.compressor
+        entries,
+        tmpdir / ROOTFS_FILES[cfg.imageformat],
+        cfg.imageformat,
+        compressor=cfg.compressor,
+        lxc_out=tmpdir / LXC_ROOTFS_FILE if lxc else None,
+        lxc_mtime=creation_epoch(meta.created),
     )
 
 
@@ -202,6 +237,7 @@ def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
             spec_digest=spec.digest(),
             rootfs_format=cfg.imageformat,
             meta=meta,
+            lxc=wants_lxc(spec, cfg),
         )
 
         def build(tmpdir: Path) -> None:
