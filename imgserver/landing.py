@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 from string import Template
 
-from imgserver import streams
+from imgserver import lxcindex, streams
 from lxdocker.versioninfo import VersionInfo
 
 PAGE = Template("""\
@@ -33,6 +33,8 @@ code { font-size: 90%; }
 <pre>$commands</pre>
 <h2>Images</h2>
 $table
+<h2>Plain LXC (OpenWrt, Turris, Debian's lxc)</h2>
+$lxc
 </body>
 </html>
 """)
@@ -85,9 +87,22 @@ def _table(versions: Sequence[VersionInfo], remote: str) -> str:
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
 
 
+def _lxc(versions: Sequence[VersionInfo], server: str) -> str:
+    usable = [v for v in lxcindex.newest(versions) if v.has_lxc]
+    if not usable:
+        return "<p>No image is published for LXC (convert with <code>--lxc</code>).</p>"
+    lines = [lxcindex.create_command(server, v) for v in usable]
+    return (
+        "<p>LXC's download template fetches over HTTPS and needs this server's "
+        "certificate in the system's trust store (or one from a public CA):</p>\n"
+        f"<pre>{escape(chr(10).join(lines))}</pre>"
+    )
+
+
 def render(versions: Sequence[VersionInfo], url: str, remote: str, fingerprint: str) -> str:
     return PAGE.substitute(
         fingerprint=escape(fingerprint),
         commands=escape("\n".join(commands(url, remote))),
         table=_table(versions, remote),
+        lxc=_lxc(versions, url.removeprefix("https://")),
     )
