@@ -12,6 +12,8 @@ LXC (root): skipped without them, failed with CI=true.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -73,8 +75,6 @@ class LxcSite:
         assert proc.returncode == 0, f"lxdocker exited {proc.returncode}:\n{proc.stderr}"
 
     def write_spec(self, name: str, image: str, **keys: object) -> None:
-        import json
-
         self.specs.mkdir(parents=True, exist_ok=True)
         (self.specs / f"{name}.yaml").write_text(json.dumps({"image": image, **keys}))
 
@@ -84,21 +84,19 @@ class LxcSite:
     def create(self, base: str, dist: str, *config: str, release: str = "1.0") -> tuple[str, str]:
         return self.host.create(base, self.address, dist, release, HOST.debian, *config)
 
+    def index(self, which: str = "index-system") -> str:
+        url = f"https://{self.address}//meta/1.0/{which}"
+        return self.host.run("wget", "-qO-", url).stdout
+
     def wait_listed(self, name: str, version: str, timeout: float = 10) -> None:
         """Until the server's catalog (refreshed every 0.2 s) lists the version."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc = self.host.run(
-                "wget", "-qO-", f"https://{self.address}//meta/1.0/index-system", check=False
-            )
-            if (
-                f";{version};" in proc.stdout
-                and proc.stdout.startswith(name)
-                or (f"\n{name};" in proc.stdout and f";{version};" in proc.stdout)
-            ):
-                return
+        while not any(
+            line.startswith(f"{name};") and f";{version};" in line
+            for line in self.index().splitlines()
+        ):
+            assert time.monotonic() < deadline, f"{name} {version} not in the index"
             time.sleep(0.1)
-        raise AssertionError(f"{name} {version} not in the index")
 
 
 @pytest.fixture(scope="module")
@@ -149,5 +147,121 @@ def test_lxc_create_start_app_user_env_and_quick_stop(site: LxcSite) -> None:
     took = site.host.stop(c)
     assert took < STOP_LIMIT_S, f"lxc-stop took {took:.1f}s"
     assert site.host.state(c) == "STOPPED"
+    marker = site.host.rootfs(c) / apps.STOP_MARKER.lstrip("/")
+    assert marker.read_text().strip() == "USR1"
+
+
+def test_restart_on_failure_restarts_a_crashing_app(site: LxcSite) -> None:
+    c, _ = site.create("crash", "app-crash", NO_NET)
+    site.host.start(c)
+    counter = site.host.rootfs(c) / apps.CRASH_COUNTER.lstrip("/")
+    deadline = time.monotonic() + 30
+    while not (counter.exists() and len(counter.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline, "the crashing app was not restarted 3 times"
+        time.sleep(0.2)
+    assert site.host.state(c) == "RUNNING"
+    log = site.host.console_log(c).read_text(errors="replace")
+    assert "exited with status 3; restarting" in log, log
+    site.host.stop(c)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of the test's own, removed afterwards."""
+    ip = shutil.which("ip")
+    if ip is None:
+        pytest.fail("ip (iproute2) is missing")
+    name = f"lxdt-{uuid.uuid4().hex[:8]}"
+    subprocess.run([ip, "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run([ip, "netns", "delete", name], check=False)
+
+
+def test_veth_gets_a_dhcp_lease_from_udhcpd(site: LxcSite, netns: str, tmp_path: Path) -> None:
+    # The host end of the veth moves into the test's namespace, where a real busybox
+    # udhcpd serves documentation addresses (192.0.2.0/24), as in the init's DHCP test.
+    pair = f"vlx{uuid.uuid4().hex[:8]}"
+    c, _ = site.create(
+        "dhcp", "app", "lxc.net.0.type = veth", f"lxc.net.0.veth.pair = {pair}",
+        "lxc.net.0.name = eth0",
+    )  # fmt: skip
+    conf = tmp_path / "udhcpd.conf"
+    conf.write_text(
+        f"start 192.0.2.10\nend 192.0.2.20\ninterface {pair}\n"
+        f"lease_file {tmp_path}/leases\npidfile {tmp_path}/udhcpd.pid\n"
+        "option subnet 255.255.255.0\noption router 192.0.2.1\n"
+    )
+    (tmp_path / "leases").touch()
+    site.host.start(c)
+    ip = shutil.which("ip") or "ip"
+    in_ns = [ip, "netns", "exec", netns]
+    subprocess.run([ip, "link", "set", pair, "netns", netns], check=True)
+    subprocess.run([*in_ns, ip, "addr", "add", "192.0.2.1/24", "dev", pair], check=True)
+    subprocess.run([*in_ns, ip, "link", "set", pair, "up"], check=True)
+    udhcpd = subprocess.Popen([*in_ns, str(apps.HOST_BUSYBOX), "udhcpd", "-f", str(conf)])
+    try:
+        # udhcpc retries every 3 s when its first DISCOVER came before udhcpd.
+        addr = site.host.wait_sh(
+            c, f"{BB} ip -4 -o addr show dev eth0 | {BB} grep 'inet 192.0.2.'", timeout=40
+        )
+        assert re.search(r"inet 192\.0\.2\.(1[0-9]|20)/24 ", addr), addr
+        route = site.host.sh(c, f"{BB} ip -4 route show default").stdout
+        assert route.startswith("default via 192.0.2.1 dev eth0"), route
+        assert site.host.page(c) == PAGE_V1
+    finally:
+        udhcpd.kill()
+        udhcpd.wait()
+        site.host.stop(c)
+
+
+def test_second_lxc_create_picks_up_a_new_upstream_version(
+    site: LxcSite, registry: RunningRegistry
+) -> None:
+    repo = f"e2e/lxc-upd-{uuid.uuid4().hex[:6]}"
+    push_image(registry, repo, apps.app_image(PAGE_V1), "1.0")
+    site.write_spec("upd", f"{registry.host}/{repo}:1.0")
+    site.convert("upd")
+    v1 = site.newest("upd").version
+    site.wait_listed("upd", v1)
+    _, out1 = site.create("upd1", "upd", NO_NET)
+    assert "Downloading the rootfs" in out1
+    # Same build again: the template asks the index (expiry 0) and keeps its cache.
+    _, out1b = site.create("upd1b", "upd", NO_NET)
+    assert "The cache is already up to date" in out1b, out1b
+
+    push_image(registry, repo, apps.app_image(PAGE_V2), "1.0")
+    site.convert("upd")
+    v2 = site.newest("upd").version
+    assert v2 > v1
+    site.wait_listed("upd", v2)
+    c2, out2 = site.create("upd2", "upd", NO_NET)
+    assert "Downloading the rootfs" in out2, out2
+    site.host.start(c2)
+    assert site.host.page(c2) == PAGE_V2
+    site.host.stop(c2)
+
+
+def test_unprivileged_creation_uses_index_user_and_config_user(site: LxcSite) -> None:
+    # lxc-create runs the template in the container's user namespace when the config
+    # has an idmap: the template then reads index-user, config-user, excludes-user.
+    for parent in (site.root, *site.root.parents):
+        # The mapped root must be able to reach its rootfs.
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    c, out = site.create(
+        "user", "app", NO_NET,
+        f"lxc.idmap = u 0 {IDMAP_BASE} 65536", f"lxc.idmap = g 0 {IDMAP_BASE} 65536",
+    )  # fmt: skip
+    assert "lxc-start -n NAME" in out
+    config = (site.host.path / c / "config").read_text()
+    assert "userns.conf" in config, config
+    home = site.host.rootfs(c) / "home/app"
+    assert (home.stat().st_uid, home.stat().st_gid) == (IDMAP_BASE + apps.APP_UID,) * 2
+    site.server.wait_for_log("GET //meta/1.0/index-user")
+    site.host.start(c)
+    assert site.host.page(c) == PAGE_V1
+    took = site.host.stop(c)
+    assert took < STOP_LIMIT_S, f"lxc-stop took {took:.1f}s"
     marker = site.host.rootfs(c) / apps.STOP_MARKER.lstrip("/")
     assert marker.read_text().strip() == "USR1"
