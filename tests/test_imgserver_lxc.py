@@ -37,15 +37,20 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "lxdimages"
-    common = {"meta": META, "rootfs": ROOTFS, "tag": "1.0", "release": "1.0"}
-    write_version(root, "app", "amd64", "20260101_0000", **common, lxc=(b"old", b"old"))
-    write_version(root, "app", "amd64", "20260102_0000", **common, lxc=(LXC_ROOTFS, LXC_META))
-    write_version(root, "app", "arm64", "20260102_0000", **common, lxc=(LXC_ROOTFS, LXC_META))
+
+    def version(name: str, arch: str, key: str, lxc: tuple[bytes, bytes] | None) -> None:
+        write_version(
+            root, name, arch, key, meta=META, rootfs=ROOTFS, tag="1.0", release="1.0", lxc=lxc
+        )
+
+    version("app", "amd64", "20260101_0000", (b"old", b"old"))
+    version("app", "amd64", "20260102_0000", (LXC_ROOTFS, LXC_META))
+    version("app", "arm64", "20260102_0000", (LXC_ROOTFS, LXC_META))
     # Converted without --lxc: served to LXD, not listed for LXC.
-    write_version(root, "plain", "amd64", "20260102_0000", **common)
+    version("plain", "amd64", "20260102_0000", None)
     # Its newest version has no LXC files: the older one with them is not listed either.
-    write_version(root, "dropped", "amd64", "20260101_0000", **common, lxc=(b"x", b"y"))
-    write_version(root, "dropped", "amd64", "20260102_0000", **common)
+    version("dropped", "amd64", "20260101_0000", (b"x", b"y"))
+    version("dropped", "amd64", "20260102_0000", None)
     return root
 
 
