@@ -101,3 +101,13 @@ def test_spec_digest_changes_with_content_not_path(tmp_path: Path) -> None:
 def test_missing_specs_dir(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         load_specs(tmp_path / "nope")
+
+
+def test_lxc_key_is_a_boolean_outside_the_digest(tmp_path: Path) -> None:
+    plain = parse_spec(tmp_path / "web.yaml", "image: nginx\n")
+    lxc = parse_spec(tmp_path / "web.yaml", "image: nginx\nlxc: true\n")
+    assert (plain.lxc, lxc.lxc) == (False, True)
+    # Turning LXC output on adds files and changes none of the LXD image's.
+    assert lxc.digest() == plain.digest()
+    with pytest.raises(SpecError, match=r"web\.yaml: key 'lxc' must be true or false"):
+        parse_spec(tmp_path / "web.yaml", "image: nginx\nlxc: 'yes'\n")

@@ -68,8 +68,7 @@ def config(world: dict[str, Path], **kw: object) -> JobConfig:
         cache=world["cache"],
         lxdimages=world["images"],
         specs=world["specs"],
-        imageformat="tar",
-        **kw,  # type: ignore[arg-type]
+        **{"imageformat": "tar", **kw},  # type: ignore[arg-type]
     )
 
 
@@ -243,3 +242,49 @@ def test_relative_local_path_is_relative_to_the_spec_file(
     (world["specs"] / "web.yaml").write_text("image: oci:layouts/web:v1\n")
     monkeypatch.chdir("/")
     assert run(config(world)).results[0].status == "built"
+
+
+def test_lxc_files_are_artifacts_and_two_conversions_are_byte_identical(
+    tmp_path: Path, world: dict[str, Path]
+) -> None:
+    add_spec(world, "web")
+    run(config(world, lxc=True, imageformat="squashfs"))
+    other = dict(world, images=tmp_path / "images2", cache=tmp_path / "cache2")
+    run(config(other, lxc=True, imageformat="squashfs"))
+    (a,) = complete_versions(world["images"], "web", ARCH)
+    (b,) = complete_versions(other["images"], "web", ARCH)
+    roles = {x.role: x.name for x in a.artifacts}
+    assert roles["lxc-rootfs"] == "rootfs.tar.xz" and roles["lxc-meta"] == "lxc-meta.tar.xz"
+    assert a.artifacts == b.artifacts
+    for f in roles.values():
+        da = (world["images"] / "web" / ARCH / a.version / f).read_bytes()
+        db = (other["images"] / "web" / ARCH / b.version / f).read_bytes()
+        assert da == db, f
+
+
+def test_lxc_key_and_flag_add_files_without_changing_the_lxd_image(world: dict[str, Path]) -> None:
+    layout = add_spec(world, "plain")
+    (world["specs"] / "lxc.yaml").write_text(f"image: oci:{layout}:v1\nlxc: true\n")
+    run(config(world))
+    (plain,) = complete_versions(world["images"], "plain", ARCH)
+    (lxc,) = complete_versions(world["images"], "lxc", ARCH)
+    assert not plain.has_lxc and lxc.has_lxc
+    assert lxc.rootfs == plain.rootfs  # the same LXD rootfs, byte for byte
+    # --lxc for all: the plain spec is rebuilt once with LXC files, then unchanged.
+    summary = run(config(world, lxc=True))
+    assert {r.name: r.status for r in summary.results} == {"lxc": "unchanged", "plain": "built"}
+    rebuilt = complete_versions(world["images"], "plain", ARCH)[-1]
+    assert rebuilt.has_lxc
+    # LXD sees the same image (fingerprint): the LXC files do not change its files.
+    assert rebuilt.fingerprint == plain.fingerprint
+    assert run(config(world, lxc=True)).results[1].status == "unchanged"
+    # Off again: a version without LXC files (the server then lists none for LXC).
+    assert run(config(world)).results[1].status == "built"
+    assert not complete_versions(world["images"], "plain", ARCH)[-1].has_lxc
+
+
+def test_lxc_cli_flag(world: dict[str, Path]) -> None:
+    add_spec(world, "web")
+    assert main(argv(world, "--lxc")) == EXIT_OK
+    (v,) = complete_versions(world["images"], "web", ARCH)
+    assert v.has_lxc
