@@ -34,7 +34,7 @@ from tests.helpers.imgserver import RunningServer
 from tests.helpers.lxchost import BB, LxcHost, need_lxc
 from tests.helpers.registry import RunningRegistry, push_image
 
-pytestmark = [pytest.mark.registry]
+pytestmark = [pytest.mark.lxc, pytest.mark.registry]
 
 HOST = arch.host()
 PAGE_V1 = "lxdocker lxc app v1\n"
