@@ -9,7 +9,7 @@
   init, which handles SIGPWR, LXC's default halt signal, like LXD's.
 * `templates`: files of the rootfs in which LXC_NAME is replaced; only files that
   exist are rewritten, so the LXC rootfs carries /etc/hostname and /etc/hosts with
-  LXC_NAME in them (rootfs.TAIL), the counterpart of LXD's templates.
+  LXC_NAME in them (lxcrootfs.tail_entries), the counterpart of LXD's templates.
 * `excludes-user`: tar patterns skipped when unpacking unprivileged (mknod is not
   possible there). The LXC rootfs has no device nodes at all (OpenWrt's template
   drops exclude handling), and LXC mounts its own /dev, so this excludes /dev's
@@ -39,6 +39,15 @@ TEMPLATE_FILES = ("/etc/hostname", "/etc/hosts")
 HOSTNAME_FILE = "LXC_NAME\n"
 HOSTS_FILE = HOSTS_TEMPLATE.replace("{{ container.name }}", "LXC_NAME")
 EXCLUDES_USER = "dev/*\n"
+# lxc.arch takes the kernel name, but LXC 5.0's personality table (src/lxc/confile.c)
+# has no "armv6l": lxc-start fails with 'Unsupported personality "armv6l"'. It has
+# "armel" (checked against Debian's LXC 5.0.2 by tests/test_lxcimage.py).
+_LXC_ARCH = {"armel": "armel"}
+
+
+def lxc_arch(arch: Arch) -> str:
+    """The `lxc.arch` value for an arch."""
+    return _LXC_ARCH.get(arch.debian, arch.lxd)
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def config(meta: LxcMeta, *, user: bool = False) -> str:
     ]
     if user:
         lines.append("lxc.include = LXC_TEMPLATE_CONFIG/userns.conf")
-    lines.append(f"lxc.arch = {meta.arch.lxd}")
+    lines.append(f"lxc.arch = {lxc_arch(meta.arch)}")
     return "\n".join(lines) + "\n"
 
 
@@ -131,6 +140,7 @@ __all__ = [
     "LxcMeta",
     "config",
     "create_message",
+    "lxc_arch",
     "meta_files",
     "meta_tar_bytes",
     "templates",

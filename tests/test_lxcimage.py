@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import lzma
+import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -11,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.lxcimage import LxcMeta, config, create_message, meta_files, meta_tar_bytes
+from lxdocker.lxcimage import (
+    LxcMeta,
+    config,
+    create_message,
+    lxc_arch,
+    meta_files,
+    meta_tar_bytes,
+)
 
 META = LxcMeta(
     name="web",
@@ -36,6 +45,27 @@ def test_config_includes_common_conf_and_names_the_uname_arch(debian: str, uname
     user = config(meta, user=True).splitlines()
     assert "lxc.include = LXC_TEMPLATE_CONFIG/userns.conf" in user
     assert f"lxc.arch = {uname}" in user
+
+
+@pytest.mark.parametrize("a", arch.ARCHES, ids=lambda a: a.debian)
+def test_lxc_start_accepts_the_arch_of_every_supported_arch(a: arch.Arch, tmp_path: Path) -> None:
+    # Debian's real LXC parses the config: an unknown personality is reported before
+    # it looks at the (missing) rootfs.
+    if shutil.which("lxc-start") is None or os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs Debian's lxc as root")
+        pytest.skip("needs Debian's lxc as root")
+    conf = tmp_path / "c.conf"
+    conf.write_text(
+        f"lxc.arch = {lxc_arch(a)}\nlxc.rootfs.path = dir:{tmp_path}/none\nlxc.net.0.type = empty\n"
+    )
+    proc = subprocess.run(
+        ["lxc-start", "-P", str(tmp_path), "-n", "t", "-F", "-f", str(conf), "-o", "/dev/null"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0  # no rootfs: it cannot start
+    assert "personality" not in proc.stderr, proc.stderr
+    assert "Failed to open" in proc.stderr, proc.stderr  # it got as far as the rootfs
 
 
 def test_included_files_exist_in_debians_lxc() -> None:
