@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from lxdocker.errors import ToolError
+from lxdocker.errors import LxdockerError, StoreError, ToolError
 from lxdocker.lxcimage import HOSTNAME_FILE, HOSTS_FILE
 from lxdocker.tarstream import COPY_BUFSIZE, NUL, TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, Entry
 
@@ -111,6 +111,30 @@ def xz_argv() -> list[str]:
     return [xz, "--compress", "--stdout", XZ_PRESET, "--threads=0", "--quiet"]
 
 
+class _XzSink:
+    """xz's stdin; a broken pipe (xz died: disk full, killed) becomes a ToolError
+    naming xz and its output, not an error of the squashfs tool fed by the same pass."""
+
+    def __init__(self, pipe: BinaryIO, out: Path, errf: BinaryIO) -> None:
+        self.pipe, self.out, self.errf = pipe, out, errf
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.pipe.write(data)
+        except BrokenPipeError:
+            raise _xz_error(self.out, None, self.errf) from None
+
+
+def _xz_error(out: Path, code: int | None, errf: BinaryIO) -> LxdockerError:
+    """What went wrong with xz: a full disk is a StoreError (as in rootfs.py)."""
+    errf.seek(0)
+    detail = errf.read().decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+    if "No space left on device" in detail:
+        return StoreError(f"{out}: cannot write: No space left on device (xz: {detail})")
+    status = "stopped early" if code is None else f"exit status {code}"
+    return ToolError(f"xz failed writing {out} ({status}): {detail}")
+
+
 @contextmanager
 def xz_writer(out: Path) -> Iterator[BinaryIO]:
     """A pipe into `xz` writing `out`; checks xz's exit status when the block ends.
@@ -126,17 +150,18 @@ def xz_writer(out: Path) -> Iterator[BinaryIO]:
             raise ToolError(f"xz: cannot run for {out}: {e.strerror}") from None
         assert proc.stdin is not None
         try:
-            yield cast(BinaryIO, proc.stdin)
+            yield cast(BinaryIO, _XzSink(cast(BinaryIO, proc.stdin), out, cast(BinaryIO, errf)))
             proc.stdin.close()
+        except BrokenPipeError:
+            proc.wait()
+            raise _xz_error(out, None, cast(BinaryIO, errf)) from None
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         code = proc.wait()
         if code != 0:
-            errf.seek(0)
-            detail = errf.read().decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
-            raise ToolError(f"xz failed writing {out} (exit status {code}): {detail}")
+            raise _xz_error(out, code, cast(BinaryIO, errf))
 
 
 __all__ = ["XZ_PRESET", "tail_entries", "write_pair", "xz_argv", "xz_writer"]

@@ -265,3 +265,19 @@ def test_unprivileged_creation_uses_index_user_and_config_user(site: LxcSite) ->
     assert took < STOP_LIMIT_S, f"lxc-stop took {took:.1f}s"
     marker = site.host.rootfs(c) / apps.STOP_MARKER.lstrip("/")
     assert marker.read_text().strip() == "USR1"
+
+
+@pytest.mark.parametrize(("dist", "arch_name"), [("nosuch", HOST.debian), ("app", "riscv64")])
+def test_unknown_image_or_arch_is_the_templates_no_match(
+    site: LxcSite, dist: str, arch_name: str
+) -> None:
+    name = site.host.name("nomatch")
+    site.host.created.append(name)
+    proc = site.host.run(
+        "lxc-create", "-P", str(site.host.path), "-n", name, "-t", "download", "--",
+        "--server", site.address, "--dist", dist, "--release", "1.0", "--arch", arch_name,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Couldn't find a matching image" in proc.stdout + proc.stderr
+    assert " 500 " not in site.server.log()

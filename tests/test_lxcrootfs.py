@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker import lxcrootfs
-from lxdocker.errors import ToolError
+from lxdocker.errors import StoreError, ToolError
 from lxdocker.lxcimage import HOSTS_FILE
 from lxdocker.rootfs import write_rootfs
 from lxdocker.tarstream import Entry, write_tar
@@ -139,3 +139,39 @@ def test_a_failing_stream_removes_both_outputs(tmp_path: Path) -> None:
 def test_edge_members_have_device_nodes() -> None:
     # The tests above are only meaningful if the fixture has devices to drop.
     assert {m.kind for m in edge_members()} >= {"char", "block"}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (we run as root in CI), as in test_store.py."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        msg = f"cannot mount a tmpfs: {proc.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("fmt", ["squashfs", "tar"])
+def test_full_disk_under_xz_is_a_clear_error_and_removes_both(
+    tmp_path: Path, tiny_disk: Path, fmt: str
+) -> None:
+    # 2 MiB that do not compress (a fixed pseudo-random sequence): xz's output hits
+    # the 1 MiB limit while the LXD rootfs (elsewhere) is still being written.
+    noise = b"".join(((i * 2654435761) & 0xFFFFFFFF).to_bytes(4, "little") for i in range(1 << 19))
+    entries = entries_of(layer_tar([Member("data", data=noise)]))
+    main, lxc = tmp_path / "rootfs", tiny_disk / "rootfs.tar.xz"
+    with pytest.raises(StoreError, match="No space left on device") as e:
+        write_rootfs(entries, main, fmt, lxc_out=lxc)  # type: ignore[arg-type]
+    assert "rootfs.tar.xz" in str(e.value) and "xz" in str(e.value)
+    assert not main.exists() and not lxc.exists()
