@@ -96,11 +96,12 @@ def create_message(meta: LxcMeta) -> str:
         "Its /sbin/init runs the image's entrypoint with the image's user, environment",
         "and working directory; it asks for an address by DHCP on eth0.",
         "",
+        "NAME below is the name you gave lxc-create.",
         "Start it:     lxc-start -n NAME",
         "Its address:  lxc-info -n NAME -iH   (needs a network: lxc.net.0.type = veth",
         "              with lxc.net.0.link = <bridge> and a DHCP server on it)",
         *_reach(meta.ports),
-        "Its log:      lxc-console -n NAME (or lxc-start -n NAME -F in the foreground)",
+        "Its output:   lxc-console -n NAME -t 0 (or lxc.console.logfile = PATH in its config)",
         "Stop it:      lxc-stop -n NAME   (the app gets its stop signal)",
     ]
     return "\n".join(lines) + "\n"
