@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import bigimage, report, serving
+from bench.delta import DeltaResult, Refresh, fetched
 from bench.measure import Sample, median, parse_time_v
 from bench.serving import parse_wrk
 
@@ -126,3 +127,23 @@ def test_built_layers_are_valid_and_digests_match(tmp_path: Path) -> None:
     assert raw[layer.content_size :] == bytes(len(raw) - layer.content_size)
     with tarfile.open(layer.path) as tar:
         assert tar.getnames() == ["a", "a/b", "a/b/f.txt", "a/c", "a/c/g.bin"]
+
+
+ACCESS_LOG = """\
+2026-12-01 05:53:19,555 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0554/meta.tar.xz HTTP/1.1" 200 885 0.0005s "LXD 5.0.2"
+2026-12-01 05:53:19,560 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0554/delta-20261201_0553.vcdiff HTTP/1.1" 200 2589 0.0017s "LXD 5.0.2"
+2026-12-01 05:53:19,561 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0553/rootfs.squashfs HTTP/1.1" 200 930112 0.0017s "LXD 5.0.2"
+2026-12-01 05:53:19,562 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0554/rootfs.squashfs HTTP/1.1" 404 14 0.0017s "LXD 5.0.2"
+"""  # noqa: E501
+
+
+def test_delta_figures_from_the_access_log_and_the_verdicts() -> None:
+    got = fetched(ACCESS_LOG, "d", "amd64", "20261201_0554")
+    assert got == {"meta.tar.xz": 885, "delta-20261201_0553.vcdiff": 2589}
+    sample = Sample(10.0, 12.0, 80.0)
+    full = Refresh(0.8, {"meta.tar.xz": 885, "rootfs.squashfs": 3_000_000})
+    d = DeltaResult(3_000_000, 2589, sample, sample, 10.0, 0.5, Refresh(1.0, got), full)
+    assert [v.met for v in report.delta_verdicts(d)] == [True, True, True]
+    assert "0.086%" in report.delta_verdicts(d)[0].figure
+    d = dataclasses.replace(d, delta_bytes=40_000, delta_seconds=5.0, with_delta=full)
+    assert [v.met for v in report.delta_verdicts(d)] == [False, False, False]

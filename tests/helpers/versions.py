@@ -21,7 +21,14 @@ from pathlib import Path
 import yaml
 
 from lxdocker import arch
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, Artifact, VersionInfo
+from lxdocker.versioninfo import (
+    META_FILE,
+    ROOTFS_FILES,
+    VERSION_FILE,
+    Artifact,
+    VersionInfo,
+    delta_name,
+)
 
 DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/hostname": b"lxdocker\n",
@@ -122,10 +129,12 @@ def write_version(
     created: str = "2026-01-01T00:00:00Z",
     with_version_json: bool = True,
     lxc: tuple[bytes, bytes] | None = None,
+    deltas: Mapping[str, bytes] | None = None,
 ) -> VersionInfo:
     """Write one version directory; version.json last (skip it for an incomplete one).
 
-    `lxc`: the bytes of LXC's rootfs.tar.xz and lxc-meta.tar.xz, listed as artifacts."""
+    `lxc`: the bytes of LXC's rootfs.tar.xz and lxc-meta.tar.xz, listed as artifacts;
+    `deltas` maps a base version key to the bytes of the delta file from it."""
     directory = root / name / arch_name / version
     directory.mkdir(parents=True, exist_ok=True)
     rootfs_name = ROOTFS_FILES[fmt]
@@ -139,6 +148,8 @@ def write_version(
         ):
             (directory / fname).write_bytes(data)
             extra.append(Artifact(role, fname, len(data), hashlib.sha256(data).hexdigest()))
+    for b, d in (deltas or {}).items():
+        (directory / delta_name(b)).write_bytes(d)
     info = VersionInfo(
         name=name,
         arch=arch_name,
@@ -155,6 +166,10 @@ def write_version(
             Artifact("meta", META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
             Artifact("rootfs", rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
             *extra,
+            *(
+                Artifact("delta", delta_name(b), len(d), hashlib.sha256(d).hexdigest(), b)
+                for b, d in (deltas or {}).items()
+            ),
         ),
         fingerprint=hashlib.sha256(meta + rootfs).hexdigest(),
         description=description,
