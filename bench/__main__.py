@@ -117,7 +117,7 @@ def main() -> int:
                 "",
                 f"Medians of {s.runs} interleaved runs. `--lxc` also writes LXC's "
                 f"rootfs.tar.xz ({xz_bytes / 1e6:.0f} MB; the squashfs is "
-                f"{off.output_bytes / 1e6:.0f} MB) from the same pass through `xz -6 -T0`: "
+                f"{off.output_bytes / 1e6:.0f} MB) from the same pass through `xz -6 -T2`: "
                 f"+{extra:.1f} s wall, +{on.median.cpu - off.median.cpu:.1f} s CPU.",
                 "",
                 *report.conversion_table([off, on]),

@@ -14,6 +14,9 @@ Reproducible: the entries are the LXD rootfs's (fixed owners and mtimes from the
 layers), the appended ones take the image's creation time, and xz runs in its
 multi-threaded mode, whose output depends on the block size (fixed by the preset),
 not on the number of threads (xz(1), --threads).
+
+Cost (bench/RESULTS.md): xz -6 is the slow part, several times the CPU of the whole
+squashfs conversion; it runs beside tar2sqfs, fed from the same pass.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from lxdocker.tarstream import COPY_BUFSIZE, NUL, TAR_ENCODING, TAR_ERRORS, TAR_
 log = logging.getLogger(__name__)
 
 XZ_PRESET = "-6"  # xz's default: 9 MiB to unpack, fine for a router
+# Two threads: the multi-threaded mode (output independent of the thread count), with
+# memory bounded at ~280 MB (each -6 thread buffers 24 MiB blocks and needs ~94 MiB);
+# -T0 would take one thread per core, and the squashfs tool runs at the same time.
+XZ_THREADS = 2
 _STDERR_TAIL = 2000
 
 
@@ -107,8 +114,7 @@ def xz_argv() -> list[str]:
     xz = shutil.which("xz")
     if xz is None:
         raise ToolError("xz not found: install the Debian package xz-utils (needed for --lxc)")
-    # -T0: multi-threaded mode (deterministic for a given block size, see above).
-    return [xz, "--compress", "--stdout", XZ_PRESET, "--threads=0", "--quiet"]
+    return [xz, "--compress", "--stdout", XZ_PRESET, f"--threads={XZ_THREADS}", "--quiet"]
 
 
 class _XzSink:
