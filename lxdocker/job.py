@@ -37,7 +37,7 @@ from lxdocker.delta import (
 )
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
-from lxdocker.lxcimage import LxcMeta
+from lxdocker.lxcimage import lxc_meta
 from lxdocker.lxcimage import write_meta as write_lxc_meta
 from lxdocker.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.patch import patch
@@ -161,18 +161,6 @@ def wants_lxc(spec: Spec, cfg: JobConfig) -> bool:
     return cfg.lxc or spec.lxc
 
 
-def lxc_meta(pulled: PulledImage, spec: Spec, meta: ImageMeta) -> LxcMeta:
-    ports = (json.loads(pulled.config.raw).get("config") or {}).get("ExposedPorts") or {}
-    return LxcMeta(
-        name=spec.name,
-        image=spec.image,
-        release=meta.release,
-        arch=meta.arch,
-        created=meta.created,
-        ports=tuple(sorted(ports)) if isinstance(ports, dict) else (),
-    )
-
-
 def image_meta(pulled: PulledImage, spec: Spec, cfg: JobConfig) -> ImageMeta:
     """What `lxc image list` shows: os = image name, release = tag (or short digest)."""
     resolved = pulled.resolved
@@ -198,10 +186,10 @@ def build_version(
     """Write meta.tar.xz and the rootfs (and LXC's files) into `tmpdir`, streaming
     layers end to end: the LXC rootfs comes from the same pass."""
     write_meta(tmpdir / META_FILE, meta)
+    image_config = json.loads(pulled.config.raw).get("config") or {}
     lxc = wants_lxc(spec, cfg)
     if lxc:
-        write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(pulled, spec, meta))
-    image_config = json.loads(pulled.config.raw).get("config") or {}
+        write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
     entries = patch(
         flatten(layer_openers(pulled, cache)),
         image_config,

@@ -26,13 +26,14 @@ Same input, same bytes (lxdimage.tar_xz_bytes): mtimes are the image's creation 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lxdocker.arch import Arch
 from lxdocker.errors import StoreError
-from lxdocker.lxdimage import HOSTS_TEMPLATE, creation_epoch, tar_xz_bytes
+from lxdocker.lxdimage import HOSTS_TEMPLATE, ImageMeta, creation_epoch, tar_xz_bytes
 
 TEMPLATE_FILES = ("/etc/hostname", "/etc/hosts")
 # LXD's templates with LXD's variable replaced by LXC's placeholder.
@@ -60,6 +61,19 @@ class LxcMeta:
     arch: Arch
     created: str  # RFC 3339 from the image config ("" when none): tar mtimes
     ports: tuple[str, ...] = ()  # the image config's ExposedPorts, e.g. "80/tcp"
+
+
+def lxc_meta(name: str, image: str, meta: ImageMeta, image_config: Mapping[str, Any]) -> LxcMeta:
+    """The LXC metadata of an image: LXD's metadata plus the config's ExposedPorts."""
+    ports = image_config.get("ExposedPorts") or {}
+    return LxcMeta(
+        name=name,
+        image=image,
+        release=meta.release,
+        arch=meta.arch,
+        created=meta.created,
+        ports=tuple(sorted(ports)) if isinstance(ports, dict) else (),
+    )
 
 
 def config(meta: LxcMeta, *, user: bool = False) -> str:
@@ -142,6 +156,7 @@ __all__ = [
     "config",
     "create_message",
     "lxc_arch",
+    "lxc_meta",
     "meta_files",
     "meta_tar_bytes",
     "templates",

@@ -18,9 +18,11 @@ from lxdocker.lxcimage import (
     config,
     create_message,
     lxc_arch,
+    lxc_meta,
     meta_files,
     meta_tar_bytes,
 )
+from lxdocker.lxdimage import ImageMeta
 
 META = LxcMeta(
     name="web",
@@ -119,3 +121,11 @@ def test_meta_tarball_is_reproducible() -> None:
     assert meta_tar_bytes(other) != meta_tar_bytes(META)
     # Plain xz: no timestamp in the container (lzma.decompress takes it as is).
     assert lzma.decompress(meta_tar_bytes(META))
+
+
+def test_lxc_meta_takes_lxds_metadata_and_the_exposed_ports() -> None:
+    lxd = ImageMeta(arch.by_debian("arm64"), "2024-01-01T00:00:00Z", "d", "web", "1.27", "x")
+    config = {"ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "Cmd": ["nginx"]}
+    m = lxc_meta("web", "nginx:1.27", lxd, config)
+    assert m == LxcMeta("web", "nginx:1.27", "1.27", lxd.arch, lxd.created, ("443/tcp", "80/tcp"))
+    assert lxc_meta("web", "nginx:1.27", lxd, {}).ports == ()
