@@ -41,7 +41,7 @@ from lxdocker.lxcimage import lxc_meta
 from lxdocker.lxcimage import write_meta as write_lxc_meta
 from lxdocker.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.patch import patch
-from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve
+from lxdocker.pull import PulledImage, ResolvedImage, layer_indexes, layer_openers, pull, resolve
 from lxdocker.reference import Reference, parse
 from lxdocker.rootfs import write_rootfs
 from lxdocker.store import (
@@ -191,7 +191,7 @@ def build_version(
     if lxc:
         write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
     entries = patch(
-        flatten(layer_openers(pulled, cache)),
+        flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
         spec,
         busybox=cfg.busybox,

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -74,20 +73,26 @@ def test_cpu_per_request_and_client_cores() -> None:
     assert report.wrk_median([r, r, r]).server_us_per_request == pytest.approx(200.0)
 
 
+@pytest.mark.timeout(60)  # the reads below wait for the children
 def test_tree_cpu_counts_the_children_of_a_pre_forking_server() -> None:
-    # A parent that forks two busy children, like `imgserver --workers 2`.
+    # A parent that forks two busy children, like `imgserver --workers 2`. Each spins
+    # for 0.6 s of its own CPU time (not wall time: the cores are shared, a loaded
+    # machine gives less) and says so; then the tree is measured.
     code = (
         "import os, time\n"
         "for _ in range(2):\n"
         "    if os.fork() == 0:\n"
-        "        end = time.monotonic() + 0.6\n"
-        "        while time.monotonic() < end: pass\n"
-        "        time.sleep(30); os._exit(0)\n"
-        "time.sleep(30)\n"
+        "        while time.process_time() < 0.6: pass\n"
+        "        os.write(1, b'spun\\n')  # one write: the children share the pipe\n"
+        "        time.sleep(60); os._exit(0)\n"
+        "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(1.5)
+        assert proc.stdout is not None
+        assert [proc.stdout.readline() for _ in range(2)] == ["spun\n"] * 2
         assert 1.0 <= serving.tree_cpu_seconds(proc.pid) < 3.0  # ~0.6 s per child
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the children too

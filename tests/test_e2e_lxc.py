@@ -107,7 +107,7 @@ def site(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) ->
     repo = f"e2e/lxc-{uuid.uuid4().hex[:6]}"
     push_image(registry, repo, apps.app_image(PAGE_V1), "1.0")
     server = RunningServer(root / "lxdimages", root)
-    s = LxcSite(root, registry, server, LxcHost(root, server.cert))
+    s = LxcSite(root, registry, server, LxcHost(root, server.ca))  # what hosts trust
     try:
         image = f"{registry.host}/{repo}:1.0"
         s.write_spec("app", image)

@@ -15,7 +15,7 @@ import lzma
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
@@ -38,8 +38,9 @@ DEFAULT_FILES: Mapping[str, bytes] = {
 MTIME = 1_700_000_000  # fixed, so equal inputs give equal bytes
 
 
-def _tar(files: Mapping[str, bytes]) -> bytes:
-    """A plain tar with parent directories first; fixed owners and times."""
+def _tar(files: Mapping[str, bytes], executable: Collection[str] = ()) -> bytes:
+    """A plain tar with parent directories first; fixed owners and times; the
+    `executable` files mode 0755, the others 0644."""
     dirs: set[str] = set()
     for name in files:
         parent = Path(name).parent
@@ -54,7 +55,8 @@ def _tar(files: Mapping[str, bytes]) -> bytes:
             tar.addfile(info)
         for name, data in sorted(files.items()):
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, MTIME
+            mode = 0o755 if name in executable else 0o644
+            info.size, info.mode, info.mtime = len(data), mode, MTIME
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -89,21 +91,25 @@ def lxd_meta(
     return lzma.compress(_tar(files), format=lzma.FORMAT_XZ)
 
 
-def rootfs_tar(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
-    return _tar(files)
+def rootfs_tar(
+    files: Mapping[str, bytes] = DEFAULT_FILES, executable: Collection[str] = ()
+) -> bytes:
+    return _tar(files, executable)
 
 
 def targz_rootfs(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
     return gzip.compress(rootfs_tar(files), mtime=0)
 
 
-def squashfs_rootfs(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
+def squashfs_rootfs(
+    files: Mapping[str, bytes] = DEFAULT_FILES, executable: Collection[str] = ()
+) -> bytes:
     """A squashfs made by the real tar2sqfs (squashfs-tools-ng)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rootfs.squashfs"
         subprocess.run(
             ["tar2sqfs", "-q", "-f", "-j", "1", "-c", "gzip", str(out)],
-            input=rootfs_tar(files),
+            input=rootfs_tar(files, executable),
             check=True,
             capture_output=True,
         )
