@@ -5,9 +5,9 @@ Environment:
                   the work directory, never bench/RESULTS.md)
   BENCH_WORK=DIR  work directory (default /var/tmp/lxdocker-bench); the built image
                   layers are kept there and reused by the next run
-  BENCH_ONLY=...  comma-separated subset of: cold,double,lxc,warm,delta,serving (written to
-                  RESULTS-<subset>.md in the work directory; only a full run
-                  replaces bench/RESULTS.md)
+  BENCH_ONLY=...  comma-separated subset of: cold,double,arches,lxc,warm,delta,serving
+                  (written to RESULTS-<subset>.md in the work directory; only a full
+                  run replaces bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import bigimage, conversion, delta, measure, report, serving
+from bench import arches, bigimage, conversion, delta, measure, report, serving
 from tests.helpers.registry import start_registry, stop_registry
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cold", "double", "lxc", "warm", "delta", "serving")
+SECTIONS = ("cold", "double", "arches", "lxc", "warm", "delta", "serving")
 ANALYSIS = HERE / "analysis.md"
 
 
@@ -37,12 +37,13 @@ class Settings:
     serve_rounds: int
     serve_seconds: int
     big_bytes: int
+    arch_scale: float  # of the multi-arch image (5 conversions per round: keep it small)
 
     @classmethod
     def from_env(cls) -> Settings:
         if os.environ.get("BENCH_QUICK") == "1":
-            return cls(True, 0.1, 1, 1, 20, 1, 3, 10 * 10**6)
-        return cls(False, 1.0, 3, 3, 20, 3, 10, 100 * 10**6)
+            return cls(True, 0.1, 1, 1, 20, 1, 3, 10 * 10**6, 0.05)
+        return cls(False, 1.0, 3, 3, 20, 3, 10, 100 * 10**6, 0.25)
 
 
 def main() -> int:
@@ -107,13 +108,34 @@ def main() -> int:
             v = report.conversion_verdicts(lx, lower, sk, double)
             verdicts += v
             out += [*report.verdict_table(v), ""]
+        if "arches" in only:
+            print(f"building the multi-arch image (scale {s.arch_scale}) ...", flush=True)
+            aimage = bigimage.build(work / f"image-{s.arch_scale}", s.arch_scale)
+            print("multi-arch conversion ...", flush=True)
+            ar, seen = arches.run(reg, aimage, "bench/multi", run_dir, s.runs)
+            loads += seen
+            v = arches.verdicts(ar)
+            verdicts += v
+            out += [
+                "## 1b. One image for 4 architectures vs for 1",
+                "",
+                f"Image: {len(aimage.layers)} gzip layers, {aimage.files} files, "
+                f"{aimage.uncompressed / 1e6:.0f} MB uncompressed, under an index of "
+                f"{len(arches.FOUR)} platforms sharing its layers (squashfs, xz). Medians of "
+                f"{s.runs} interleaved runs, each with an empty cache (pull included).",
+                "",
+                *report.conversion_table([ar.one, ar.four]),
+                "",
+                *report.verdict_table(v),
+                "",
+            ]
         if "lxc" in only:
             print("cold conversion with and without --lxc ...", flush=True)
             off, on, xz_bytes = conversion.lxc_cost(reg, "bench/big", run_dir, s.runs)
             loads.append(measure.load_average())
             extra = on.median.wall - off.median.wall
             out += [
-                "## 1b. What `--lxc` adds to a cold conversion (the same image)",
+                "## 1c. What `--lxc` adds to a cold conversion (the same image)",
                 "",
                 f"Medians of {s.runs} interleaved runs. `--lxc` also writes LXC's "
                 f"rootfs.tar.xz ({xz_bytes / 1e6:.0f} MB; the squashfs is "

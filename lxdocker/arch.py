@@ -18,18 +18,28 @@ class Arch:
     oci: str  # OCI/Go architecture
     variant: str  # OCI variant ("" when none)
     elf_machine: int  # e_machine of binaries for this arch (busybox check)
+    elf_class: int = 2  # EI_CLASS: 1 = 32-bit, 2 = 64-bit
+    elf_data: int = 1  # EI_DATA: 1 = little endian, 2 = big endian
+    # ARM only: the float ABI e_flags bit a binary must (True) or must not (False)
+    # carry; None elsewhere (DESIGN section 11: EF_ARM_ABI_FLOAT_HARD 0x400).
+    arm_hard_float: bool | None = None
 
 
 ARCHES: tuple[Arch, ...] = (
     Arch("amd64", "x86_64", "amd64", "", 62),
     Arch("arm64", "aarch64", "arm64", "v8", 183),
-    Arch("armhf", "armv7l", "arm", "v7", 40),
-    Arch("armel", "armv6l", "arm", "v6", 40),
-    Arch("i386", "i686", "386", "", 3),
+    Arch("armhf", "armv7l", "arm", "v7", 40, elf_class=1, arm_hard_float=True),
+    Arch("armel", "armv6l", "arm", "v6", 40, elf_class=1, arm_hard_float=False),
+    Arch("i386", "i686", "386", "", 3, elf_class=1),
     Arch("ppc64el", "ppc64le", "ppc64le", "", 21),
-    Arch("s390x", "s390x", "s390x", "", 22),
+    Arch("s390x", "s390x", "s390x", "", 22, elf_data=2),
     Arch("riscv64", "riscv64", "riscv64", "", 243),
 )
+NAMES: tuple[str, ...] = tuple(a.debian for a in ARCHES)
+# OCI arm variants per DESIGN section 11: v7 is armhf; v5 and v6 are armel (a
+# soft-float static binary runs on all of them). No variant means v7, as in
+# containerd's platform matcher.
+_ARM_VARIANTS = {"v7": "armhf", "v6": "armel", "v5": "armel", "": "armhf"}
 
 _MACHINE_TO_DEBIAN = {
     "x86_64": "amd64",
@@ -60,11 +70,9 @@ def from_oci(architecture: str, variant: str = "") -> Arch:
     if not candidates:
         raise KeyError(architecture)
     if architecture == "arm":
-        wanted = variant or "v7"
-        for a in candidates:
-            if a.variant == wanted:
-                return a
-        raise KeyError(f"{architecture}/{variant}")
+        if variant not in _ARM_VARIANTS:
+            raise KeyError(f"{architecture}/{variant}")
+        return by_debian(_ARM_VARIANTS[variant])
     return candidates[0]
 
 

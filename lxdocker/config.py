@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lxdocker.arch import NAMES as ARCH_NAMES
 from lxdocker.errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,19 @@ class Spec:
     user: str | None = None
     workdir: str | None = None
     restart: RestartPolicy = "no"
+    # Debian arch names; None means the run's --arch list (DESIGN section 11).
+    architectures: tuple[str, ...] | None = None
     lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (DESIGN section 12)
 
     def digest(self) -> str:
-        """sha256 of everything that shapes the LXD output (not the file's path).
+        """sha256 of everything that shapes one arch's LXD output.
 
-        `lxc` is left out: it adds files but changes none, so turning it on or off
-        does not change the digest of existing specs (job.is_current checks it)."""
+        Not the file's path, not `architectures` (adding an arch to a spec must not
+        rebuild the arches it already had) and not `lxc` (it adds files but changes
+        none; job.is_current checks it).
+        """
         data = asdict(self)
-        del data["path"], data["lxc"]
+        del data["path"], data["architectures"], data["lxc"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -90,6 +95,19 @@ def _env(path: Path, value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+def _arches(path: Path, value: object) -> tuple[str, ...]:
+    names = _str_list(path, "architectures", value)
+    if not names:
+        raise SpecError(f"{path}: key 'architectures' must list at least one architecture")
+    unknown = [n for n in names if n not in ARCH_NAMES]
+    if unknown:
+        raise SpecError(
+            f"{path}: key 'architectures': unknown architecture {unknown[0]!r} "
+            f"(Debian names: {', '.join(ARCH_NAMES)})"
+        )
+    return tuple(dict.fromkeys(names))  # in the spec's order, duplicates dropped
+
+
 def parse_spec(path: Path, text: str) -> Spec:
     """Validate one spec file's text; the file stem is the image name."""
     name = path.stem
@@ -115,6 +133,8 @@ def parse_spec(path: Path, text: str) -> Spec:
             kw[key] = _str_list(path, key, value)
         elif key == "env":
             kw[key] = _env(path, value)
+        elif key == "architectures":
+            kw[key] = _arches(path, value)
         elif key in ("user", "workdir"):
             if isinstance(value, int) and not isinstance(value, bool) and key == "user":
                 value = str(value)

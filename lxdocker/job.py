@@ -1,22 +1,20 @@
 """One run of the batch job over all specs (DESIGN sections 2 and 7).
 
-For each spec: resolve the manifest (cheap), skip when nothing that shapes the output
-changed, otherwise pull, flatten, patch, write and publish a new version. Then prune,
-remove images whose spec is gone, check the deltas still listed (DESIGN section 13),
-clean leftovers of killed runs and GC the cache.
+For each spec: fetch its index once and resolve each arch's manifest (cheap; DESIGN
+section 11), then per arch skip when nothing that shapes that arch's output changed
+(manifest, spec, recipe, format, busybox), otherwise pull, flatten, patch, write and
+publish a new version of <name>/<arch> (with verified deltas from the previous ones,
+DESIGN section 13). A failing arch fails alone. Then prune, remove images whose spec
+is gone, check the deltas still listed, clean leftovers of killed runs and GC the cache.
 A failing spec never stops the others and never touches its published versions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Literal
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
+from lxdocker.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
+from lxdocker.busybox import Busybox, BusyboxSet
 from lxdocker.cache import BlobCache, gc
 from lxdocker.config import ImageFormat, Spec, load_specs
 from lxdocker.delta import (
@@ -37,11 +37,19 @@ from lxdocker.delta import (
 )
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
+from lxdocker.lock import LockedError, job_lock
 from lxdocker.lxcimage import lxc_meta
 from lxdocker.lxcimage import write_meta as write_lxc_meta
 from lxdocker.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.patch import patch
-from lxdocker.pull import PulledImage, ResolvedImage, layer_indexes, layer_openers, pull, resolve
+from lxdocker.pull import (
+    PulledImage,
+    ResolvedImage,
+    layer_indexes,
+    layer_openers,
+    pull,
+    resolve_arches,
+)
 from lxdocker.reference import Reference, parse
 from lxdocker.rootfs import write_rootfs
 from lxdocker.store import (
@@ -63,12 +71,7 @@ from lxdocker.versioninfo import (
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lxdocker.lock"
 Status = Literal["built", "unchanged", "failed"]
-
-
-class LockedError(LxdockerError):
-    """Another run holds the lock on the image directory."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,12 @@ class JobConfig:
     force: bool = False
     lxc: bool = False  # publish LXC files for every spec (else per spec key `lxc`)
     keep: int = 3
-    busybox: Path = Path("/bin/busybox")
-    arch: archmod.Arch = field(default_factory=archmod.host)
+    busybox: Path = Path("/bin/busybox")  # the host arch's
+    # The arches of specs without an `architectures` key (CLI --arch, repeatable).
+    arches: tuple[archmod.Arch, ...] = field(default_factory=lambda: (archmod.host(),))
+    # Other arches' busybox (CLI --busybox ARCH=PATH); the rest come from busybox_image.
+    busyboxes: tuple[tuple[str, Path], ...] = ()
+    busybox_image: str = DEFAULT_BUSYBOX_IMAGE
     auth_file: Path | None = None
     pull_jobs: int = 3  # concurrent layer downloads per image
     deltas: bool = True  # write squashfs.vcdiff deltas (needs xdelta3)
@@ -101,7 +108,13 @@ class SpecResult:
     bytes_pulled: int = 0
     manifest_digest: str = ""
     deltas: tuple[DeltaOutcome, ...] = ()
-    seconds: float = 0.0  # converting this spec, deltas included
+    seconds: float = 0.0  # converting this spec for this arch, deltas included
+    arch: str = ""  # Debian name; "" when the spec file itself failed
+
+    @property
+    def label(self) -> str:
+        """How progress and the summary name it: `nginx/arm64`."""
+        return f"{self.name}/{self.arch}" if self.arch else self.name
 
 
 @dataclass(frozen=True)
@@ -118,41 +131,25 @@ class Summary:
         return tuple(r for r in self.results if r.status == "failed")
 
 
-@contextlib.contextmanager
-def job_lock(lxdimages: Path) -> Iterator[None]:
-    """Hold an exclusive lock for the whole run; a second run fails at once.
-
-    flock is released by the kernel when the process dies, so a SIGKILLed run never
-    leaves a stale lock behind.
-    """
-    lxdimages.mkdir(parents=True, exist_ok=True)
-    path = lxdimages / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(
-                f"{path}: another lxdocker run (pid {holder}) is still working; exiting"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 def is_current(
-    newest: VersionInfo | None, resolved: ResolvedImage, spec: Spec, cfg: JobConfig
+    newest: VersionInfo | None,
+    resolved: ResolvedImage,
+    spec: Spec,
+    cfg: JobConfig,
+    busybox: Busybox,
 ) -> bool:
-    """True when the newest version was made from exactly this input and recipe."""
+    """True when the newest version was made from exactly this input and recipe.
+
+    A different busybox (a Debian update, another image digest) is new input too;
+    versions from before busybox was recorded count as made with this one.
+    """
     return (
         newest is not None
         and newest.manifest_digest == resolved.manifest_digest
         and newest.spec_digest == spec.digest()
         and newest.recipe == RECIPE_VERSION
         and newest.rootfs_format == cfg.imageformat
+        and (newest.busybox is None or newest.busybox.get("sha256") == busybox.sha256)
         and newest.has_lxc == wants_lxc(spec, cfg)
     )
 
@@ -161,12 +158,12 @@ def wants_lxc(spec: Spec, cfg: JobConfig) -> bool:
     return cfg.lxc or spec.lxc
 
 
-def image_meta(pulled: PulledImage, spec: Spec, cfg: JobConfig) -> ImageMeta:
+def image_meta(pulled: PulledImage, spec: Spec) -> ImageMeta:
     """What `lxc image list` shows: os = image name, release = tag (or short digest)."""
     resolved = pulled.resolved
     tag = resolved.reference.tag or ""
     return ImageMeta(
-        arch=cfg.arch,
+        arch=resolved.arch,
         created=pulled.config.created,
         description=f"{spec.name} ({spec.image}) converted by lxdocker",
         os=spec.name,
@@ -182,6 +179,7 @@ def build_version(
     cfg: JobConfig,
     meta: ImageMeta,
     tmpdir: Path,
+    busybox: Path,
 ) -> None:
     """Write meta.tar.xz and the rootfs (and LXC's files) into `tmpdir`, streaming
     layers end to end: the LXC rootfs comes from the same pass."""
@@ -194,8 +192,8 @@ def build_version(
         flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
         spec,
-        busybox=cfg.busybox,
-        arch=cfg.arch,
+        busybox=busybox,
+        arch=pulled.resolved.arch,
     )
     write_rootfs(
         entries,
@@ -223,28 +221,64 @@ def delta_bases(versions: list[VersionInfo], cfg: JobConfig) -> list[VersionInfo
     return [v for v in reversed(versions) if v.rootfs_format == "squashfs"][: cfg.delta_bases]
 
 
-def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResult:
-    """Convert one spec; every LxdockerError becomes a failed result naming the spec.
+def spec_arches(spec: Spec, cfg: JobConfig) -> tuple[archmod.Arch, ...]:
+    if spec.architectures is None:
+        return cfg.arches
+    return tuple(archmod.by_debian(a) for a in spec.architectures)
+
+
+def convert(
+    spec: Spec,
+    cfg: JobConfig,
+    busyboxes: BusyboxSet | None = None,
+    xdelta3: str | None = None,
+) -> list[SpecResult]:
+    """Convert one spec for each of its arches: one fetch of the index, then one
+    version per arch. A failing arch fails alone; every LxdockerError becomes a
+    failed result naming the spec and the arch.
 
     With `xdelta3` (its path), a new squashfs version also gets verified deltas from
-    the previous ones (cfg.delta_bases)."""
-    started = time.monotonic()
+    the previous ones of its arch (cfg.delta_bases)."""
+    busyboxes = busyboxes or job_busyboxes(cfg)
+    arches = spec_arches(spec, cfg)
     try:
-        resolved = resolve(spec_reference(spec), cfg.arch, auth_file=cfg.auth_file)
-        versions = complete_versions(cfg.lxdimages, spec.name, cfg.arch.debian)
+        resolved = resolve_arches(spec_reference(spec), arches, auth_file=cfg.auth_file)
+    except LxdockerError as e:
+        for a in arches:
+            log.error("%s/%s: %s", spec.name, a.debian, e)
+        return [SpecResult(spec.name, "failed", reason=str(e), arch=a.debian) for a in arches]
+    return [convert_arch(spec, cfg, resolved[a.debian], a, busyboxes, xdelta3) for a in arches]
+
+
+def convert_arch(
+    spec: Spec,
+    cfg: JobConfig,
+    resolved: ResolvedImage | LxdockerError,
+    arch: archmod.Arch,
+    busyboxes: BusyboxSet,
+    xdelta3: str | None = None,
+) -> SpecResult:
+    started = time.monotonic()
+    label = f"{spec.name}/{arch.debian}"
+    try:
+        if isinstance(resolved, LxdockerError):
+            raise resolved
+        busybox = busyboxes.get(arch)
+        versions = complete_versions(cfg.lxdimages, spec.name, arch.debian)
         newest = versions[-1] if versions else None
-        if not cfg.force and is_current(newest, resolved, spec, cfg):
+        if not cfg.force and is_current(newest, resolved, spec, cfg, busybox):
             assert newest is not None
-            log.info("%s: unchanged, newest version %s", spec.name, newest.version)
+            log.info("%s: unchanged, newest version %s", label, newest.version)
             return SpecResult(
                 spec.name,
                 "unchanged",
                 version=newest.version,
                 manifest_digest=resolved.manifest_digest,
+                arch=arch.debian,
             )
         cache = BlobCache(cfg.cache)
         pulled = pull(resolved, cache, jobs=cfg.pull_jobs)
-        meta = image_meta(pulled, spec, cfg)
+        meta = image_meta(pulled, spec)
         source = VersionSource(
             image=spec.image,
             tag=resolved.reference.tag or "",
@@ -252,11 +286,12 @@ def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResul
             spec_digest=spec.digest(),
             rootfs_format=cfg.imageformat,
             meta=meta,
+            busybox=busybox.provenance(),
             lxc=wants_lxc(spec, cfg),
         )
 
         def build(tmpdir: Path) -> None:
-            build_version(pulled, cache, spec, cfg, meta, tmpdir)
+            build_version(pulled, cache, spec, cfg, meta, tmpdir, busybox.path)
 
         outcomes: list[DeltaOutcome] = []
         bases = delta_bases(versions, cfg) if xdelta3 else []
@@ -269,7 +304,7 @@ def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResul
             return [o.artifact for o in outcomes if o.artifact is not None]
 
         info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
-        log.info("%s: published %s (fingerprint %s)", spec.name, info.version, info.fingerprint)
+        log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
         return SpecResult(
             spec.name,
             "built",
@@ -278,10 +313,17 @@ def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResul
             manifest_digest=resolved.manifest_digest,
             deltas=tuple(outcomes),
             seconds=time.monotonic() - started,
+            arch=arch.debian,
         )
     except LxdockerError as e:
-        log.error("%s: %s", spec.name, e)
-        return SpecResult(spec.name, "failed", reason=str(e))
+        log.error("%s: %s", label, e)
+        return SpecResult(spec.name, "failed", reason=str(e), arch=arch.debian)
+
+
+def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
+    """--busybox PATH is the host arch's; --busybox ARCH=PATH wins for its arch."""
+    paths = {archmod.host().debian: cfg.busybox, **dict(cfg.busyboxes)}
+    return BusyboxSet(paths, cfg.busybox_image, cfg.cache, auth_file=cfg.auth_file)
 
 
 def published_names(lxdimages: Path) -> list[str]:
@@ -319,9 +361,11 @@ def run(cfg: JobConfig) -> Summary:
             for name, err in zip(specset.failed_names, specset.errors, strict=True)
             if not cfg.only or name in cfg.only
         ]
+        busyboxes = job_busyboxes(cfg)
         xdelta3 = xdelta3_for_run() if cfg.deltas and cfg.imageformat == "squashfs" else None
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
-            results.extend(pool.map(lambda s: convert(s, cfg, xdelta3), specs))
+            for per_arch in pool.map(lambda s: convert(s, cfg, busyboxes, xdelta3), specs):
+                results.extend(per_arch)
         for path in prune(cfg.lxdimages, keep=cfg.keep):
             log.info("pruned %s", path)
         check_all_deltas(cfg.lxdimages, xdelta3, cfg.delta_threshold)
@@ -333,10 +377,15 @@ def run(cfg: JobConfig) -> Summary:
         roots = kept_manifests(cfg.lxdimages) | {
             r.manifest_digest for r in results if r.manifest_digest
         }
+        if not cfg.only:  # with --only, other specs' arches may still need theirs
+            for d in busyboxes.prune_cache():
+                log.info("cache: removed busybox %s no arch uses any more", d.name)
         freed = gc(BlobCache(cfg.cache), roots)
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)
-    return Summary(tuple(sorted(results, key=lambda r: r.name)), time.monotonic() - started)
+    return Summary(
+        tuple(sorted(results, key=lambda r: (r.name, r.arch))), time.monotonic() - started
+    )
 
 
 def _mb(n: int) -> str:
@@ -348,17 +397,19 @@ def format_summary(summary: Summary) -> list[str]:
     for r in summary.results:
         if r.status == "built":
             deltas = describe(r.deltas, r.seconds)
-            lines.append(f"{r.name}: built {r.version} ({_mb(r.bytes_pulled)} pulled){deltas}")
+            lines.append(f"{r.label}: built {r.version} ({_mb(r.bytes_pulled)} pulled){deltas}")
         elif r.status == "unchanged":
-            lines.append(f"{r.name}: unchanged ({r.version})")
+            lines.append(f"{r.label}: unchanged ({r.version})")
         else:
-            lines.append(f"{r.name}: FAILED: {r.reason}")
+            lines.append(f"{r.label}: FAILED: {r.reason}")
     counts = {
         s: sum(r.status == s for r in summary.results) for s in ("built", "unchanged", "failed")
     }
+    specs = len({r.name for r in summary.results})
     lines.append(
-        f"{len(summary.results)} specs: {counts['built']} built, {counts['unchanged']} unchanged, "
-        f"{counts['failed']} failed; {_mb(summary.bytes_pulled)} pulled in {summary.seconds:.1f} s"
+        f"{specs} specs, {len(summary.results)} images: {counts['built']} built, "
+        f"{counts['unchanged']} unchanged, {counts['failed']} failed; "
+        f"{_mb(summary.bytes_pulled)} pulled in {summary.seconds:.1f} s"
     )
     return lines
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
-import struct
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
+from lxdocker.busybox import check_busybox
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
 from lxdocker.initscript import (
@@ -50,46 +50,6 @@ _ACCOUNT_FILES = ("etc/passwd", "etc/group")
 _ACCOUNT_MAX = 8 << 20
 _OURS = (BUSYBOX.lstrip("/"), UDHCPC_SCRIPT.lstrip("/"), REALINIT.lstrip("/"))
 _MAX_DEPTH = 3  # symlinks and held inits this close to the root: sbin, usr/sbin, ...
-_PT_INTERP = 3
-# Applets the init and the udhcpc script call; a trimmed busybox would fail at boot.
-_APPLETS = (b"nsenter", b"udhcpc", b"mount", b"ip", b"sed", b"tr", b"sleep", b"mkdir")
-
-
-def check_busybox(path: Path, arch: Arch) -> None:
-    """Refuse a busybox that cannot run in the container: not ELF, dynamic, wrong arch."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PatchError(f"busybox {path}: cannot read: {e} (Debian: busybox-static)") from None
-    if data[:4] != b"\x7fELF" or len(data) < 64:
-        raise PatchError(f"busybox {path}: not an ELF binary")
-    cls, enc = data[4], data[5]
-    if cls not in (1, 2) or enc not in (1, 2):
-        raise PatchError(f"busybox {path}: unknown ELF class or byte order")
-    end = "<" if enc == 1 else ">"
-    machine = struct.unpack_from(end + "H", data, 18)[0]
-    if machine != arch.elf_machine:
-        raise PatchError(
-            f"busybox {path}: ELF machine {machine}, but {arch.debian} needs {arch.elf_machine}"
-        )
-    if cls == 2:
-        phoff, phentsize, phnum = (*struct.unpack_from(end + "Q", data, 32),
-                                   *struct.unpack_from(end + "HH", data, 54))  # fmt: skip
-    else:
-        phoff, phentsize, phnum = (*struct.unpack_from(end + "I", data, 28),
-                                   *struct.unpack_from(end + "HH", data, 42))  # fmt: skip
-    for i in range(phnum):
-        off = phoff + i * phentsize
-        if off + 4 > len(data):
-            raise PatchError(f"busybox {path}: truncated ELF program headers")
-        if struct.unpack_from(end + "I", data, off)[0] == _PT_INTERP:
-            raise PatchError(
-                f"busybox {path}: dynamically linked; a static busybox is needed "
-                "(the image may have no libc; Debian: busybox-static)"
-            )
-    missing = [a.decode() for a in _APPLETS if b"\0" + a + b"\0" not in data]
-    if missing:
-        raise PatchError(f"busybox {path}: lacks the applets {', '.join(missing)}")
 
 
 @dataclass(frozen=True)

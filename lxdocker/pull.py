@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from typing import BinaryIO, Protocol
 from lxdocker import layerindex
 from lxdocker.arch import Arch
 from lxdocker.cache import BlobCache
-from lxdocker.errors import RegistryError
+from lxdocker.errors import LxdockerError, RegistryError
 from lxdocker.layerindex import LayerIndex
 from lxdocker.layers import open_layer
 from lxdocker.localsource import DockerArchiveSource, OciLayoutSource
@@ -93,33 +93,60 @@ def resolve(
     ca_bundle: Path | None = None,
 ) -> ResolvedImage:
     """Fetch the manifest for `arch` (choosing from an index); no blobs."""
+    got = resolve_arches(image, (arch,), auth_file=auth_file, ca_bundle=ca_bundle)[arch.debian]
+    if isinstance(got, LxdockerError):
+        raise got
+    return got
+
+
+def resolve_arches(
+    image: str | Reference,
+    arches: Sequence[Arch],
+    *,
+    auth_file: Path | None = None,
+    ca_bundle: Path | None = None,
+) -> dict[str, ResolvedImage | LxdockerError]:
+    """The manifest of each arch (by Debian name) from ONE fetch of the top manifest.
+
+    An arch the index lacks maps to its error (naming the platforms the image has);
+    the others still resolve. A single-platform image resolves for every arch: its
+    platform is in the config, which `pull` checks. Errors of the top manifest
+    itself (unreachable registry, unknown tag) are raised.
+    """
     ref = parse(image) if isinstance(image, str) else image
     src = open_source(ref, auth_file=auth_file, ca_bundle=ca_bundle)
     what = str(ref)
     top = src.get_manifest(ref.ref if ref.transport == "docker" else ref.tag or "")
-    parsed = parse_manifest(top.raw, top.media_type, what)
-    index_digest = None
-    fetched = top
-    if isinstance(parsed, Index):
-        entry = choose_platform(parsed, arch, what)
-        index_digest = top.digest
-        fetched = src.get_manifest(entry.digest)
-        parsed = parse_manifest(fetched.raw, fetched.media_type or entry.media_type, what)
-        if isinstance(parsed, Index):
-            raise RegistryError(f"{what}: nested index {entry.digest} is not supported")
-    log.debug("%s: manifest %s for %s", what, fetched.digest, arch.debian)
-    return ResolvedImage(
-        reference=ref,
-        manifest_digest=fetched.digest,
-        manifest=fetched.raw,
-        config=parsed.config,
-        layers=parsed.layers,
-        arch=arch,
-        media_type=parsed.media_type,
-        index_digest=index_digest,
-        auth_file=auth_file,
-        ca_bundle=ca_bundle,
-    )
+    top_parsed = parse_manifest(top.raw, top.media_type, what)
+    out: dict[str, ResolvedImage | LxdockerError] = {}
+    for arch in arches:
+        parsed, fetched, index_digest = top_parsed, top, None
+        try:
+            if isinstance(top_parsed, Index):
+                entry = choose_platform(top_parsed, arch, what)
+                index_digest = top.digest
+                fetched = src.get_manifest(entry.digest)
+                parsed = parse_manifest(fetched.raw, fetched.media_type or entry.media_type, what)
+                if isinstance(parsed, Index):
+                    raise RegistryError(f"{what}: nested index {entry.digest} is not supported")
+        except LxdockerError as e:
+            out[arch.debian] = e
+            continue
+        assert not isinstance(parsed, Index)
+        log.debug("%s: manifest %s for %s", what, fetched.digest, arch.debian)
+        out[arch.debian] = ResolvedImage(
+            reference=ref,
+            manifest_digest=fetched.digest,
+            manifest=fetched.raw,
+            config=parsed.config,
+            layers=parsed.layers,
+            arch=arch,
+            media_type=parsed.media_type,
+            index_digest=index_digest,
+            auth_file=auth_file,
+            ca_bundle=ca_bundle,
+        )
+    return out
 
 
 def pull(
@@ -139,9 +166,12 @@ def pull(
     if config.os or config.architecture:
         got = platform_arch(config.platform)
         if got != resolved.arch:
+            want = resolved.arch
+            wanted = f"linux/{want.oci}/{want.variant}" if want.variant else f"linux/{want.oci}"
+            kind = "image" if resolved.index_digest else "single-platform image"
             raise RegistryError(
-                f"{what}: image is for {config.platform}, not for "
-                f"{resolved.arch.debian} (linux/{resolved.arch.oci})"
+                f"{what}: no image for platform {wanted} ({want.debian}); "
+                f"available: {config.platform} ({kind})"
             )
     if len(config.diff_ids) != len(resolved.layers):
         raise RegistryError(
@@ -163,7 +193,13 @@ def pull(
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
         downloaded += sum(pool.map(fetch, unique))
-    log.info("%s: %d layers in cache, %d bytes downloaded", what, len(unique), downloaded)
+    log.info(
+        "%s (%s): %d layers in cache, %d bytes downloaded",
+        what,
+        resolved.arch.debian,
+        len(unique),
+        downloaded,
+    )
     return PulledImage(resolved, config, downloaded)
 
 
@@ -200,4 +236,5 @@ __all__ = [
     "open_source",
     "pull",
     "resolve",
+    "resolve_arches",
 ]

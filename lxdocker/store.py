@@ -63,6 +63,7 @@ class VersionSource:
     meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
     recipe: int = RECIPE_VERSION
     lxc: bool = False  # the build also wrote LXC's rootfs.tar.xz and lxc-meta.tar.xz
+    busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
 
 
 def _rfc3339(t: datetime) -> str:
@@ -192,6 +193,7 @@ def _finish(
             os=m.os,
             release=m.release,
             variant=m.variant,
+            busybox=source.busybox,
         )
         _write_version_json(tmp, info)
         # One rename makes the complete version visible; a name that exists

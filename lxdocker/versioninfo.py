@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,10 @@ class VersionInfo:
     os: str
     release: str
     variant: str
+    # Where /busybox-lxd came from (GPL-2.0: its source must be findable), as
+    # lxdocker.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
+    # and path or image + digest. None in versions written before it was recorded.
+    busybox: dict[str, str] | None = field(default=None, hash=False)
 
     def _single(self, role: str) -> Artifact:
         found = [a for a in self.artifacts if a.role == role]
@@ -150,6 +154,11 @@ class VersionInfo:
             if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
                 raise ValueError("artifacts is not a list of objects")
             data["artifacts"] = tuple(Artifact(**a) for a in raw)
+            bb = data.get("busybox")
+            if bb is not None and not (
+                isinstance(bb, dict) and all(isinstance(v, str) for v in bb.values())
+            ):
+                raise ValueError("'busybox' must be an object of strings")
             info = cls(**data)
         except (ValueError, TypeError, KeyError) as e:
             raise StoreError(f"{where}: invalid version.json: {e}") from None

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from lxdocker import arch
+from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, busybox_paths, main
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
+
+HOST = arch.host().debian
 
 
 def make_world(tmp_path: Path) -> list[str]:
@@ -34,9 +37,9 @@ def test_json_log_lines_and_summary(tmp_path: Path, capsys: pytest.CaptureFixtur
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert all({"time", "level", "logger", "message"} <= set(rec) for rec in lines)
     messages = [rec["message"] for rec in lines]
-    assert any(m.startswith("ok: built ") for m in messages)
+    assert any(m.startswith(f"ok/{HOST}: built ") for m in messages)
     assert any(m.startswith("broken: FAILED: ") and "bogus" in m for m in messages)
-    assert "2 specs: 1 built, 0 unchanged, 1 failed" in messages[-1]
+    assert "2 specs, 2 images: 1 built, 0 unchanged, 1 failed" in messages[-1]
 
 
 def test_text_summary_after_fixing_the_spec(
@@ -48,11 +51,23 @@ def test_text_summary_after_fixing_the_spec(
     capsys.readouterr()
     assert main(argv) == EXIT_OK
     err = capsys.readouterr().err
-    assert "ok: unchanged" in err and "1 specs: 0 built, 1 unchanged, 0 failed" in err
+    assert (
+        f"ok/{HOST}: unchanged" in err
+        and "1 specs, 1 images: 0 built, 1 unchanged, 0 failed" in err
+    )
 
 
 @pytest.mark.parametrize(
-    "extra", [["--jobs", "0"], ["--keep", "0"], ["--arch", "vax"], ["--imageformat", "zip"]]
+    "extra",
+    [
+        ["--jobs", "0"],
+        ["--keep", "0"],
+        ["--arch", "vax"],
+        ["--arch", HOST, "--arch", "mips"],
+        ["--busybox", "vax=/bin/busybox"],
+        ["--busybox", "/bin/busybox", "--busybox", f"{HOST}=/other"],
+        ["--imageformat", "zip"],
+    ],
 )
 def test_usage_errors(tmp_path: Path, extra: list[str]) -> None:
     argv = make_world(tmp_path)
@@ -61,3 +76,11 @@ def test_usage_errors(tmp_path: Path, extra: list[str]) -> None:
     except SystemExit as e:  # argparse's own usage errors
         code = int(e.code or 0)
     assert code == EXIT_USAGE
+
+
+def test_busybox_values_name_the_host_arch_or_another() -> None:
+    other = "arm64" if HOST != "arm64" else "amd64"
+    own, others = busybox_paths([f"{other}=/bb/{other}", "/opt/bb=odd"])
+    assert own == Path("/opt/bb=odd")  # a plain path may hold '='
+    assert others == ((other, Path(f"/bb/{other}")),)
+    assert busybox_paths([]) == (Path("/bin/busybox"), ())

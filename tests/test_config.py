@@ -30,8 +30,10 @@ env: {TZ: Europe/Berlin, PORT: 8123}
 user: "1000:1000"
 workdir: /config
 restart: on-failure
+architectures: [arm64, armhf, arm64]
 """
     s = parse_spec(tmp_path / "ha.yml", text)
+    assert s.architectures == ("arm64", "armhf")
     assert s.disable_supervisor and s.entrypoint == ("/init",)
     assert s.cmd == ("--config", "/config")
     assert s.env == (("PORT", "8123"), ("TZ", "Europe/Berlin"))
@@ -101,6 +103,28 @@ def test_spec_digest_changes_with_content_not_path(tmp_path: Path) -> None:
 def test_missing_specs_dir(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         load_specs(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("architectures: [amd64, arm]\n", "key 'architectures': unknown architecture 'arm'"),
+        ("architectures: []\n", "key 'architectures' must list at least one"),
+        ("architectures: arm64\n", "key 'architectures' must be a list of strings"),
+    ],
+)
+def test_architectures_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "router.yaml"
+    with pytest.raises(SpecError) as e:
+        parse_spec(path, "image: a\n" + text)
+    assert str(e.value).startswith(f"{path}: {message}")
+
+
+def test_adding_an_arch_keeps_the_spec_digest(tmp_path: Path) -> None:
+    # Otherwise every arch it already had would be rebuilt.
+    a = parse_spec(tmp_path / "x.yaml", "image: a\narchitectures: [amd64]\n")
+    b = parse_spec(tmp_path / "x.yaml", "image: a\narchitectures: [amd64, arm64]\n")
+    assert a.digest() == b.digest() == parse_spec(tmp_path / "x.yaml", "image: a\n").digest()
 
 
 def test_lxc_key_is_a_boolean_outside_the_digest(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def publish_v2(site: Site, repo: str) -> tuple[VersionInfo, VersionInfo]:
     v1 = site.newest("hello")
     site.push(repo, apps.app_image(V1, V2), "stable")
     log = site.convert()
-    assert "hello: built" in log and f"deltas: from {v1.version}" in log, log
+    assert f"hello/{v1.arch}: built" in log and f"deltas: from {v1.version}" in log, log
     v2 = site.newest("hello")
     assert [d.base for d in v2.deltas] == [v1.version]
     assert site.server is not None
@@ -132,7 +132,7 @@ def test_a_corrupt_delta_is_not_served_and_the_next_run_repairs_it(site: Site) -
     assert "not listing a delta" in server.log()
 
     log = site.convert()
-    assert "hello: unchanged" in log and "its bytes changed" in log, log
+    assert f"hello/{v2.arch}: unchanged" in log and "its bytes changed" in log, log
     (repaired,) = site.newest("hello").deltas
     assert repaired == delta  # xdelta3 output is deterministic: the same bytes again
     assert wait_for(lambda: delta.name in str(raw_get_json(server, IMAGES_JSON)), 10)

@@ -19,7 +19,7 @@ from tests.helpers.imgserver import raw_get_json
 from tests.helpers.lxd import Scratch, wait_for
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.remote import local_fingerprints
-from tests.helpers.site import Site
+from tests.helpers.site import HOST, Site
 
 pytestmark = [pytest.mark.lxd, pytest.mark.registry]
 
@@ -36,7 +36,7 @@ def test_new_upstream_version_reaches_the_daemon(
     try:
         site.write_spec("hello", site.push("e2e/update", apps.app_image(V1), "stable"))
         log = site.convert()
-        assert "hello: built" in log, log
+        assert f"hello/{HOST.debian}: built" in log, log
         v1 = site.newest("hello")
         site.serve()
 
@@ -50,7 +50,7 @@ def test_new_upstream_version_reaches_the_daemon(
 
         # No upstream change: no new version, LXD keeps its fingerprint.
         log = site.convert()
-        assert "hello: unchanged" in log, log
+        assert f"hello/{HOST.debian}: unchanged" in log, log
         assert [v.version for v in site.versions("hello")] == [v1.version]
         lxd.clear_remote_cache()
         out = site.lxc("image", "refresh", fp1)
@@ -60,7 +60,7 @@ def test_new_upstream_version_reaches_the_daemon(
         # Upstream pushes a new image to the same tag; the next run publishes it.
         site.push("e2e/update", apps.app_image(V2), "stable")
         log = site.convert()
-        assert "hello: built" in log, log
+        assert f"hello/{HOST.debian}: built" in log, log
         v2 = site.newest("hello")
         assert v2.version > v1.version
         assert v2.fingerprint != v1.fingerprint

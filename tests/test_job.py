@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
+from lxdocker.arch import by_debian
 from lxdocker.cache import BlobCache
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
-from lxdocker.job import JobConfig, format_summary, job_lock, run
+from lxdocker.job import JobConfig, format_summary, run
+from lxdocker.lock import job_lock
 from lxdocker.store import complete_versions
 from lxdocker.versioninfo import VERSION_FILE
-from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
+from tests.helpers import multiarch
+from tests.helpers.busyboxes import static_busybox
+from tests.helpers.images import Member, build_image, build_index, layer_tar, write_oci_layout
+from tests.helpers.registry import RunningRegistry, push_index
 
 ARCH = "amd64"
 
@@ -99,7 +107,7 @@ def test_unchanged_upstream_makes_no_new_version(world: dict[str, Path]) -> None
     assert forced.results[0].status == "built"
     assert len(versions(world, "web")) == 2
     lines = format_summary(forced)
-    assert lines[0].startswith("web: built ") and "1 specs: 1 built" in lines[-1]
+    assert lines[0].startswith(f"web/{ARCH}: built ") and "1 specs, 1 images: 1 built" in lines[-1]
 
 
 def test_new_upstream_version_is_published_beside_the_old(world: dict[str, Path]) -> None:
@@ -288,3 +296,143 @@ def test_lxc_cli_flag(world: dict[str, Path]) -> None:
     assert main(argv(world, "--lxc")) == EXIT_OK
     (v,) = complete_versions(world["images"], "web", ARCH)
     assert v.has_lxc
+
+
+# --- several architectures from one multi-arch image (the real registry) -------------
+
+
+def _rootfs_files(images: Path, name: str, arch: str) -> dict[str, bytes]:
+    newest = complete_versions(images, name, arch)[-1]
+    path = images / name / arch / newest.version / "rootfs.tar"
+    with tarfile.open(path) as tar:
+        return {
+            m.name: f.read() for m in tar if m.isreg() and (f := tar.extractfile(m)) is not None
+        }
+
+
+def _multi_world(world: dict[str, Path], reg: RunningRegistry, repo: str, **spec: object) -> str:
+    ma = multiarch.multiarch()
+    push_index(reg, repo, *ma.push_args(), tag="1.0")
+    ref = f"{reg.host}/{repo}:1.0"
+    (world["specs"] / "multi.yaml").write_text(json.dumps({"image": ref, **spec}))
+    return ref
+
+
+def _debian_busyboxes() -> tuple[tuple[str, Path], ...]:
+    return tuple((a, static_busybox(a)) for a in multiarch.FOUR)
+
+
+@pytest.mark.registry
+def test_every_arch_of_the_spec_gets_its_platform_and_its_busybox(
+    world: dict[str, Path], registry: RunningRegistry
+) -> None:
+    _multi_world(world, registry, "multi/app", architectures=list(multiarch.FOUR))
+    summary = run(config(world, busyboxes=_debian_busyboxes()))
+    assert [(r.label, r.status) for r in summary.results] == [
+        (f"multi/{a}", "built") for a in sorted(multiarch.FOUR)
+    ]
+    lines = format_summary(summary)
+    assert any(line.startswith("multi/arm64: built ") for line in lines), lines
+    for a in multiarch.FOUR:
+        files = _rootfs_files(world["images"], "multi", a)
+        assert files[multiarch.PLATFORM_FILE].decode() == multiarch.platform(a) + "\n"
+        assert files["busybox-lxd"] == static_busybox(a).read_bytes()
+        newest = complete_versions(world["images"], "multi", a)[-1]
+        assert newest.manifest_digest == multiarch.arch_image(a).manifest.digest
+        assert newest.busybox is not None
+        assert newest.busybox["arch"] == a and newest.busybox["source"] == "path"
+        assert newest.busybox["path"] == str(static_busybox(a))
+
+
+@pytest.mark.registry
+def test_a_missing_platform_fails_that_arch_only(
+    world: dict[str, Path], registry: RunningRegistry
+) -> None:
+    # --arch list as the default for a spec without the key; s390x is not in the index.
+    _multi_world(world, registry, "multi/partial")
+    bbs = [f"--busybox={a}={p}" for a, p in _debian_busyboxes()]
+    arches = [f"--arch={a}" for a in ("arm64", "s390x", "i386")]
+    assert main(argv(world, *bbs, *arches)) == EXIT_FAILED
+    assert sorted(p.name for p in (world["images"] / "multi").iterdir()) == ["arm64", "i386"]
+    arches2 = (by_debian("arm64"), by_debian("s390x"))
+    summary = run(config(world, arches=arches2, busyboxes=_debian_busyboxes()))
+    got = {r.label: (r.status, r.reason) for r in summary.results}
+    assert got["multi/arm64"][0] == "unchanged"
+    assert got["multi/s390x"][0] == "failed"
+    assert (
+        "no image for platform linux/s390x (s390x); available: "
+        "linux/386, linux/amd64, linux/arm/v7, linux/arm64/v8"
+    ) in got["multi/s390x"][1]
+
+
+@pytest.mark.registry
+def test_unchanged_arch_makes_no_new_version_when_another_changed(
+    world: dict[str, Path], registry: RunningRegistry
+) -> None:
+    _multi_world(world, registry, "multi/update", architectures=["amd64", "arm64", "armhf"])
+    cfg = config(world, busyboxes=_debian_busyboxes())
+    run(cfg)
+    assert {r.status for r in run(cfg).results} == {"unchanged"}
+    # Upstream rebuilds only arm64: a new index with one new manifest.
+    images = multiarch.multiarch().images
+    images["arm64"] = multiarch.arch_image("arm64", "v2")
+    index = build_index(list(images.values()))
+    push_index(registry, "multi/update", list(images.values()), index, tag="1.0")
+    got = {r.arch: r.status for r in run(cfg).results}
+    assert got == {"amd64": "unchanged", "arm64": "built", "armhf": "unchanged"}
+    assert len(complete_versions(world["images"], "multi", "arm64")) == 2
+    assert len(complete_versions(world["images"], "multi", "amd64")) == 1
+    # Adding an arch to the spec builds only that arch.
+    spec = json.loads((world["specs"] / "multi.yaml").read_text())
+    spec["architectures"].append("i386")
+    (world["specs"] / "multi.yaml").write_text(json.dumps(spec))
+    got = {r.arch: r.status for r in run(cfg).results}
+    assert got == {
+        "amd64": "unchanged",
+        "arm64": "unchanged",
+        "armhf": "unchanged",
+        "i386": "built",
+    }
+
+
+@pytest.mark.registry
+def test_busybox_from_the_busybox_image_and_a_wrong_arch_busybox(
+    world: dict[str, Path], registry: RunningRegistry
+) -> None:
+    _multi_world(world, registry, "multi/bb", architectures=["arm64", "armhf", "i386"])
+    bb = multiarch.busybox_image(("amd64", "arm64", "i386"))
+    push_index(registry, "multi/busybox", *bb.push_args(), tag="musl")
+    bb_image = f"{registry.host}/multi/busybox:musl"
+    # armhf gets the armel binary: refused (float ABI) for armhf alone.
+    wrong = static_busybox("armel")
+    cfg = config(world, busyboxes=(("armhf", wrong),), busybox_image=bb_image)
+    got = {r.arch: r for r in run(cfg).results}
+    assert got["arm64"].status == got["i386"].status == "built"
+    assert got["armhf"].status == "failed"
+    assert f"busybox {wrong} (armhf): soft-float ARM binary" in got["armhf"].reason
+    newest = complete_versions(world["images"], "multi", "arm64")[-1]
+    assert newest.busybox == {
+        "arch": "arm64",
+        "source": "image",
+        "image": bb_image,
+        "digest": bb.images["arm64"].manifest.digest,
+        "sha256": hashlib.sha256(static_busybox("arm64").read_bytes()).hexdigest(),
+    }
+    files = _rootfs_files(world["images"], "multi", "i386")
+    assert files["busybox-lxd"] == static_busybox("i386").read_bytes()
+
+
+@pytest.mark.registry
+def test_a_new_busybox_rebuilds_only_its_arch(
+    world: dict[str, Path], registry: RunningRegistry, tmp_path: Path
+) -> None:
+    _multi_world(world, registry, "multi/newbb", architectures=["arm64", "i386"])
+    run(config(world, busyboxes=_debian_busyboxes()))
+    # A busybox update for arm64 (other bytes: trailing data keeps the ELF valid).
+    newer = tmp_path / "busybox-arm64"
+    newer.write_bytes(static_busybox("arm64").read_bytes() + b"\0update")
+    bbs = (("arm64", newer), ("i386", static_busybox("i386")))
+    got = {r.arch: r.status for r in run(config(world, busyboxes=bbs)).results}
+    assert got == {"arm64": "built", "i386": "unchanged"}
+    files = _rootfs_files(world["images"], "multi", "arm64")
+    assert files["busybox-lxd"] == newer.read_bytes()

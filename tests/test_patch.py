@@ -5,7 +5,6 @@ and the patched tree booted for real."""
 from __future__ import annotations
 
 import io
-import shutil
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 
-from lxdocker.arch import ARCHES, Arch, host
+from lxdocker.arch import Arch, host
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from lxdocker.patch import check_busybox, patch, resolve_user
+from lxdocker.patch import patch, resolve_user
 from lxdocker.tarstream import Entry, write_tar
 from lxdocker.udhcpc import render_udhcpc_script
 from tests.helpers.images import Member, layer_tar
@@ -69,31 +68,6 @@ def _init_text(tree: dict[str, tuple[str, str | bytes]], name: str) -> str:
 
 
 # --- busybox --------------------------------------------------------------------
-
-
-def test_debian_busybox_static_is_accepted() -> None:
-    check_busybox(HOST_BUSYBOX, host())
-
-
-def test_wrong_machine_is_refused() -> None:
-    other = next(a for a in ARCHES if a.elf_machine != host().elf_machine)
-    with pytest.raises(PatchError, match=f"ELF machine .* {other.debian} needs"):
-        check_busybox(HOST_BUSYBOX, other)
-
-
-def test_dynamic_binary_is_refused() -> None:
-    dynamic = Path(shutil.which("ls") or "/bin/ls")
-    with pytest.raises(PatchError, match="dynamically linked"):
-        check_busybox(dynamic, host())
-
-
-def test_non_elf_and_missing_are_refused(tmp_path: Path) -> None:
-    script = tmp_path / "busybox"
-    script.write_text("#!/bin/sh\n")
-    with pytest.raises(PatchError, match="not an ELF"):
-        check_busybox(script, host())
-    with pytest.raises(PatchError, match="cannot read"):
-        check_busybox(tmp_path / "nope", host())
 
 
 def test_patch_checks_busybox_before_reading_the_stream() -> None:

@@ -85,12 +85,21 @@ class InitResult:
 class RunningInit:
     """The init running as PID 1; `pid1()` is its pid as seen from the host."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None, pre_boot: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str] | None = None,
+        pre_boot: str = "",
+        *,
+        userns: bool = False,
+    ) -> None:
         # The shell (PID 1 of the new pid namespace) mounts /proc and execs chroot,
-        # which execs /sbin/init: the init keeps PID 1.
+        # which execs /sbin/init: the init keeps PID 1. With `userns` all of it runs
+        # in a new user namespace too, which gets its own binfmt_misc (foreign_arch).
+        user = ["--user", "--map-root-user"] if userns else []
         self.proc = subprocess.Popen(
             [
-                _tool("unshare"), "--pid", "--fork", "--mount", "--net", "--uts",
+                _tool("unshare"), *user, "--pid", "--fork", "--mount", "--net", "--uts",
                 "--kill-child", "--", "/bin/sh", "-c",
                 pre_boot + _BOOT,
                 "sh", str(root), _tool("mount"), _tool("chroot"), _tool("hostname"), HOSTNAME,
@@ -126,6 +135,39 @@ class RunningInit:
             out, err = self.proc.communicate()
             raise AssertionError(f"the init did not exit in {timeout}s; stderr: {err}") from None
         return InitResult(self.proc.returncode, out, err)
+
+
+# Debian arch -> qemu-user name (Debian qemu-user-static: /usr/bin/qemu-NAME-static,
+# the magic and mask in /usr/lib/binfmt.d/qemu-NAME.conf).
+QEMU_NAMES = {"arm64": "aarch64", "armhf": "arm", "armel": "arm", "ppc64el": "ppc64le",
+              "s390x": "s390x", "riscv64": "riscv64"}  # fmt: skip
+
+
+def foreign_arch(arch: str, mountpoint: Path) -> str:
+    """pre_boot shell that runs `arch`'s binaries under qemu-user (DESIGN section 11).
+
+    It mounts the user namespace's OWN binfmt_misc (Linux >= 6.7) at `mountpoint`
+    and registers qemu with flag F (the interpreter is opened now, so it need not
+    exist in the chroot; nested execs there go through binfmt too). The host's
+    binfmt_misc is never touched. Needs RunningInit(userns=True).
+    """
+    name = QEMU_NAMES[arch]
+    qemu = Path(f"/usr/bin/qemu-{name}-static")
+    conf = Path(f"/usr/lib/binfmt.d/qemu-{name}.conf")
+    if not qemu.is_file() or not conf.is_file():
+        msg = f"{qemu} or {conf} is missing (Debian: qemu-user-static)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    # :name:type:offset:magic:mask:interpreter:flags
+    fields = conf.read_text().strip().split(":")
+    fields[1], fields[6], fields[7] = f"lxdocker-test-{name}", str(qemu), "F"
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    rule = ":".join(fields).replace("'", "")
+    return (
+        f"{_tool('mount')} -t binfmt_misc binfmt_misc {mountpoint} && "
+        f"printf '%s' '{rule}' > {mountpoint}/register && "
+    )
 
 
 def run_init(

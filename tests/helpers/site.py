@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,9 @@ class Site:
         (self.specs / f"{name}.yaml").write_text(json.dumps(doc, indent=2))  # JSON is YAML
 
     # -- the converter -----------------------------------------------------------
-    def convert(self, *only: str, imageformat: str = "squashfs", jobs: int = 2) -> str:
+    def convert(
+        self, *only: str, imageformat: str = "squashfs", jobs: int = 2, extra: Sequence[str] = ()
+    ) -> str:
         """Run `lxdocker` once; it must succeed. Returns its log (stderr)."""
         argv = [
             sys.executable,
@@ -76,17 +79,18 @@ class Site:
             "--jobs",
             str(jobs),
             *(f"--only={n}" for n in only),
+            *extra,
         ]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
         self.job_logs.append(proc.stderr)
         assert proc.returncode == 0, f"lxdocker exited {proc.returncode}:\n{proc.stderr}"
         return proc.stderr
 
-    def versions(self, name: str) -> list[VersionInfo]:
-        return complete_versions(self.lxdimages, name, HOST.debian)
+    def versions(self, name: str, arch: str = HOST.debian) -> list[VersionInfo]:
+        return complete_versions(self.lxdimages, name, arch)
 
-    def newest(self, name: str) -> VersionInfo:
-        versions = self.versions(name)
+    def newest(self, name: str, arch: str = HOST.debian) -> VersionInfo:
+        versions = self.versions(name, arch)
         assert versions, f"no version of {name} published in {self.lxdimages}"
         return versions[-1]
 
@@ -147,8 +151,9 @@ class Site:
         """Remove containers, the remote, cached images of every version, the server."""
         for name in self.lxdimages.iterdir() if self.lxdimages.is_dir() else ():
             if name.is_dir() and not name.name.startswith("."):
-                for v in self.versions(name.name):
-                    self.scratch.track_image(v.fingerprint)
+                for archdir in name.iterdir():
+                    for v in self.versions(name.name, archdir.name):
+                        self.scratch.track_image(v.fingerprint)
         self.scratch.cleanup()
         if self.server is not None:
             self.server.stop()
