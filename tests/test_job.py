@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from imgserver import lxcindex
+from imgserver.catalog import Catalog
 from lxdocker.arch import by_debian
 from lxdocker.cache import BlobCache
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
 from lxdocker.job import JobConfig, format_summary, run
 from lxdocker.lock import job_lock
+from lxdocker.lxcimage import lxc_arch
 from lxdocker.store import complete_versions
 from lxdocker.versioninfo import VERSION_FILE
 from tests.helpers import multiarch
@@ -436,3 +439,29 @@ def test_a_new_busybox_rebuilds_only_its_arch(
     assert got == {"arm64": "built", "i386": "unchanged"}
     files = _rootfs_files(world["images"], "multi", "arm64")
     assert files["busybox-lxd"] == newer.read_bytes()
+
+
+@pytest.mark.registry
+def test_lxc_files_for_every_arch_and_the_lxc_index_lists_them(
+    world: dict[str, Path], registry: RunningRegistry
+) -> None:
+    _multi_world(world, registry, "multi/lxc", architectures=list(multiarch.FOUR), lxc=True)
+    run(config(world, busyboxes=_debian_busyboxes()))
+    for a in multiarch.FOUR:
+        v = complete_versions(world["images"], "multi", a)[-1]
+        assert v.has_lxc, a
+        d = world["images"] / "multi" / a / v.version
+        with tarfile.open(d / "lxc-meta.tar.xz") as tar:
+            f = tar.extractfile("config")
+            assert f is not None
+            assert f"lxc.arch = {lxc_arch(by_debian(a))}\n" in f.read().decode()
+        with tarfile.open(d / "rootfs.tar.xz") as tar:
+            platform = tar.extractfile(multiarch.PLATFORM_FILE)
+            assert platform is not None
+            assert platform.read().decode() == multiarch.platform(a) + "\n"
+            busybox = tar.extractfile("busybox-lxd")
+            assert busybox is not None and busybox.read() == static_busybox(a).read_bytes()
+    catalog = Catalog(world["images"])
+    catalog.refresh()
+    arches = [line.split(";")[2] for line in lxcindex.index_lines(catalog.snapshot.versions)]
+    assert arches == ["amd64", "x86_64", "arm64", "aarch64", "armhf", "armv7l", "i386", "i686"]
