@@ -6,17 +6,24 @@ Two steps:
    beside it, built here by one read of the layer when none is given): for each
    entry, whether the final tree keeps it and under which path, and which paths
    share each kept inode.
-2. Each layer that supplies anything is streamed once, newest first; a kept entry
+2. Each layer that supplies anything is streamed once, OLDEST first; a kept entry
    is emitted at its planned path, the hardlinks to its inode right after it
    (targets precede links), file contents flow straight through. Memory grows
    with the number of paths, never with file sizes; nothing touches the host.
+
+Oldest first because the plan already knows which entry wins, so any order is
+correct, and this one keeps the rootfs layout stable across upstream releases:
+a new top layer (the usual app update) appends its files at the end, where the
+newest-first order put them in front and shifted every file of every lower
+layer. tar2sqfs writes data and packs fragments in stream order, so that shift
+changed nearly every block and the xdelta3 patch grew with it (DESIGN section 13).
 
 A hardlink whose target a later entry or layer replaces or whites out keeps the
 old inode (go-containerregistry #977, #2002): the plan knows this in advance, so
 the old entry's data is simply emitted under the link's path; no layer is read a
 second time.
 
-Output: entries in input order (newest layer first), directories wherever their
+Output: entries in input order (base layer first), directories wherever their
 describing entry is (possibly after their contents), then directories no entry
 describes (mode 0755 and root, or setgid and the group of a setgid parent;
 mtime 0, where umoci's MkdirAll takes the current time), sorted.
@@ -124,7 +131,7 @@ def flatten(
 def _stream(
     layers: Sequence[LayerOpener], names: Sequence[str], plan: Plan, headers: Sequence[LayerIndex]
 ) -> Iterator[Entry]:
-    for index in reversed(range(len(layers))):
+    for index in range(len(layers)):
         if plan.wanted(index):
             yield from _layer(index, layers[index], names[index], plan, headers[index])
         else:
