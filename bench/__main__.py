@@ -5,9 +5,9 @@ Environment:
                   the work directory, never bench/RESULTS.md)
   BENCH_WORK=DIR  work directory (default /var/tmp/lxdocker-bench); the built image
                   layers are kept there and reused by the next run
-  BENCH_ONLY=...  comma-separated subset of: cold,double,arches,warm,delta,serving (written to
-                  RESULTS-<subset>.md in the work directory; only a full run
-                  replaces bench/RESULTS.md)
+  BENCH_ONLY=...  comma-separated subset of: cold,double,arches,lxc,warm,delta,serving
+                  (written to RESULTS-<subset>.md in the work directory; only a full
+                  run replaces bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bench import arches, bigimage, conversion, delta, measure, report, serving
 from tests.helpers.registry import start_registry, stop_registry
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cold", "double", "arches", "warm", "delta", "serving")
+SECTIONS = ("cold", "double", "arches", "lxc", "warm", "delta", "serving")
 ANALYSIS = HERE / "analysis.md"
 
 
@@ -61,7 +61,7 @@ def main() -> int:
     run_dir.mkdir()
     reg = start_registry(run_dir / "registry")
     try:
-        if only & {"cold", "double", "delta"}:
+        if only & {"cold", "double", "lxc", "delta"}:
             print(f"building the image (scale {s.scale}) ...", flush=True)
             image = bigimage.build(work / f"image-{s.scale}", s.scale)
             bigimage.push_image(reg, "bench/big", image)
@@ -127,6 +127,22 @@ def main() -> int:
                 *report.conversion_table([ar.one, ar.four]),
                 "",
                 *report.verdict_table(v),
+                "",
+            ]
+        if "lxc" in only:
+            print("cold conversion with and without --lxc ...", flush=True)
+            off, on, xz_bytes = conversion.lxc_cost(reg, "bench/big", run_dir, s.runs)
+            loads.append(measure.load_average())
+            extra = on.median.wall - off.median.wall
+            out += [
+                "## 1c. What `--lxc` adds to a cold conversion (the same image)",
+                "",
+                f"Medians of {s.runs} interleaved runs. `--lxc` also writes LXC's "
+                f"rootfs.tar.xz ({xz_bytes / 1e6:.0f} MB; the squashfs is "
+                f"{off.output_bytes / 1e6:.0f} MB) from the same pass through `xz -6 -T2`: "
+                f"+{extra:.1f} s wall, +{on.median.cpu - off.median.cpu:.1f} s CPU.",
+                "",
+                *report.conversion_table([off, on]),
                 "",
             ]
         if "warm" in only:

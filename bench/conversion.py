@@ -75,19 +75,22 @@ def write_spec(specs: Path, name: str, image: str) -> None:
     (specs / f"{name}.yaml").write_text(f"image: {image}\n")
 
 
-def lxdocker_argv(work: Path) -> list[str]:
+def lxdocker_argv(work: Path, *extra: str) -> list[str]:
     return [
         *LXDOCKER,
         *("--cache", str(work / "cache"), "--lxdimages", str(work / "lxdimages")),
         *("--specs", str(work / "specs"), "--compressor", COMPRESSOR),
+        *extra,
     ]
 
 
-def run_lxdocker(reg: RunningRegistry, repo: str, work: Path, run: int) -> tuple[Sample, int]:
+def run_lxdocker(
+    reg: RunningRegistry, repo: str, work: Path, run: int, *extra: str
+) -> tuple[Sample, int]:
     _fresh(work / "cache")
     _fresh(work / "lxdimages")
     write_spec(_fresh(work / "specs"), "big", f"{reg.host}/{repo}:latest")
-    sample = timed(lxdocker_argv(work), work / f"lxdocker-{run}.log")
+    sample = timed(lxdocker_argv(work, *extra), work / f"lxdocker-{run}.log")
     out = list((work / "lxdimages").glob("big/*/*/rootfs.squashfs"))
     if len(out) != 1:
         raise RuntimeError(f"lxdocker wrote no rootfs under {work / 'lxdimages'}")
@@ -185,6 +188,28 @@ def lxdocker_only(reg: RunningRegistry, repo: str, work: Path, runs: int, label:
         print(f"  {label} #{i + 1}: {_fmt(sample)}", flush=True)
     shutil.rmtree(work / "lx2", ignore_errors=True)
     return Measured(label, tuple(samples), size)
+
+
+def lxc_cost(
+    reg: RunningRegistry, repo: str, work: Path, runs: int
+) -> tuple[Measured, Measured, int]:
+    """A cold conversion without and with --lxc (interleaved), and the size of
+    rootfs.tar.xz."""
+    plain: list[Sample] = []
+    lxc: list[Sample] = []
+    squashfs = xz = 0
+    for i in range(runs):
+        sample, squashfs = run_lxdocker(reg, repo, work / "lxc-off", i)
+        plain.append(sample)
+        print(f"  without --lxc #{i + 1}: {_fmt(sample)}", flush=True)
+        sample, squashfs = run_lxdocker(reg, repo, work / "lxc-on", i, "--lxc")
+        lxc.append(sample)
+        xz = next((work / "lxc-on" / "lxdimages").glob("big/*/*/rootfs.tar.xz")).stat().st_size
+        print(f"  with --lxc #{i + 1}: {_fmt(sample)}", flush=True)
+    for d in ("lxc-off", "lxc-on"):
+        shutil.rmtree(work / d, ignore_errors=True)
+    off = Measured("lxdocker", tuple(plain), squashfs)
+    return off, Measured("lxdocker --lxc", tuple(lxc), squashfs), xz
 
 
 def _fmt(s: Sample) -> str:

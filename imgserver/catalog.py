@@ -28,9 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgserver import lxcindex
 from lxdocker import arch
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, Artifact, VersionInfo
+from lxdocker.versioninfo import ROLE_DELTA, VERSION_FILE, VERSION_RE, Artifact, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ class Catalog:
         for e in entries:
             for f in (e.info.meta, e.info.rootfs, *e.info.deltas):
                 files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
+            # LXC's download template asks for fixed names below its own path.
+            for url, f in lxcindex.served_files(e.info).items():
+                files[url] = ServedFile(e.directory / f.name, f.size, f.sha256)
         self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files)
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
         return True
@@ -174,7 +178,11 @@ class Catalog:
                     f"{directory / VERSION_FILE}: names {info.name}/{info.arch}/{info.version}"
                     f" do not match the directory {'/'.join(expected)}"
                 )
-            for f in (info.meta, info.rootfs):
+            # Every file version.json lists (LXC's too) but the deltas: a version
+            # with a missing file is damaged. A bad delta only unlists itself (below).
+            for f in info.artifacts:
+                if f.role == ROLE_DELTA:
+                    continue
                 _check_file(self.root, directory, f.name, f.size)
         except StoreError as e:
             log.warning("catalog: skipping %s: %s", directory, e)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from imgserver import files, landing, streams
+from imgserver import files, landing, lxcindex, streams
 from imgserver.catalog import IMAGES_PREFIX, Catalog, Snapshot
 from imgserver.config import ServerConfig
 from imgserver.tls import Certificates
@@ -42,6 +42,7 @@ class Rendered:
     generation: int
     index: Document
     images: Document
+    lxc_index: bytes  # every index-system/index-user file of LXC's download template
 
 
 class Documents:
@@ -59,6 +60,7 @@ class Documents:
                 snapshot.generation,
                 Document.of(streams.encode(streams.index_doc(versions))),
                 Document.of(streams.encode(streams.images_doc(versions))),
+                lxcindex.render(versions),
             )
             self._rendered = r
         return r
@@ -127,6 +129,36 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     return await files.send(request, request.app[CONFIG].lxdimages, served)
 
 
+def _lxc_index_name(parts: list[str]) -> str | None:
+    head, _, name = "/".join(parts).rpartition("/")
+    return name if head == lxcindex.INDEX_DIR and name in lxcindex.INDEX_NAMES else None
+
+
+async def lxc_get(request: web.Request) -> web.StreamResponse:
+    """LXC's download template: its index files and the files an index line names.
+
+    Its requests start with `//` and have `//` before the file name (DESIGN section
+    12), so empty path segments are folded first. The files are looked up in the
+    catalog like image_file's, so only listed files are reachable; anything else,
+    an unknown image or arch included, is a 404 (the template's "no match").
+    """
+    parts = [p for p in request.match_info["path"].split("/") if p]
+    app = request.app
+    snapshot = app[CATALOG].snapshot
+    if _lxc_index_name(parts) is not None:
+        body = app[DOCUMENTS].get(snapshot).lxc_index
+        return web.Response(
+            body=body,
+            content_type="text/plain",
+            charset="utf-8",
+            headers={hdrs.CACHE_CONTROL: "no-cache"},
+        )
+    served = snapshot.file("/".join(parts)) if parts[:1] == [lxcindex.LXC_PREFIX] else None
+    if served is None:
+        raise web.HTTPNotFound()
+    return await files.send(request, app[CONFIG].lxdimages, served)
+
+
 async def server_cert(request: web.Request) -> web.Response:
     return web.Response(body=request.app[CERTS].cert.pem, content_type="application/x-pem-file")
 
@@ -158,3 +190,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"/{streams.INDEX_PATH}", index_json)
     app.router.add_get(f"/{streams.IMAGES_PATH}", images_json)
     app.router.add_get(f"/{IMAGES_PREFIX}/{{tail:.+}}", image_file)
+    # `//meta/1.0/...` and `//lxc/...` as LXC's template sends them, and single-slash.
+    app.router.add_get(rf"/{{path:/*(?:meta|{lxcindex.LXC_PREFIX})/.*}}", lxc_get)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 from string import Template
 
-from imgserver import streams, tls
+from imgserver import lxcindex, streams, tls
 from lxdocker.versioninfo import VersionInfo
 
 PAGE = Template("""\
@@ -33,6 +33,8 @@ code { font-size: 90%; }
 <pre>$commands</pre>
 <h2>Images</h2>
 $table
+<h2>Plain LXC (OpenWrt, Turris, Debian's lxc)</h2>
+$lxc
 </body>
 </html>
 """)
@@ -77,6 +79,19 @@ def _table(versions: Sequence[VersionInfo], remote: str) -> str:
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
 
 
+def _lxc(versions: Sequence[VersionInfo], server: str) -> str:
+    usable = [v for v in lxcindex.newest(versions) if v.has_lxc]
+    if not usable:
+        return "<p>No image is published for LXC (convert with <code>--lxc</code>).</p>"
+    lines = [lxcindex.create_command(server, v) for v in usable]
+    return (
+        "<p>LXC's download template fetches over HTTPS: add the certificate pinned "
+        "above to the LXC host's system trust store (or use one from a public CA), "
+        "then:</p>\n"
+        f"<pre>{escape(chr(10).join(lines))}</pre>"
+    )
+
+
 def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Certificates) -> str:
     if certs.has_ca:
         pin_text = (
@@ -91,4 +106,5 @@ def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Ce
         fingerprint=escape(certs.pin.fingerprint),
         commands=escape("\n".join(commands(certs, url, remote))),
         table=_table(versions, remote),
+        lxc=_lxc(versions, url.removeprefix("https://")),
     )

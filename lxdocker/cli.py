@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert only this spec (repeatable)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if unchanged")
+    p.add_argument(
+        "--lxc",
+        action="store_true",
+        help="also publish every image for LXC's download template (rootfs.tar.xz; "
+        "the spec key `lxc: true` does it for one image)",
+    )
     p.add_argument("--keep", type=int, default=3, help="versions kept per image (default 3)")
     p.add_argument(
         "--busybox",
@@ -205,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         only=tuple(args.only),
         force=args.force,
+        lxc=args.lxc,
         keep=args.keep,
         busybox=busybox,
         arches=arches or (archmod.host(),),

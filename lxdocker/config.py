@@ -46,15 +46,17 @@ class Spec:
     restart: RestartPolicy = "no"
     # Debian arch names; None means the run's --arch list (DESIGN section 11).
     architectures: tuple[str, ...] | None = None
+    lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (DESIGN section 12)
 
     def digest(self) -> str:
-        """sha256 of everything that shapes one arch's output.
+        """sha256 of everything that shapes one arch's LXD output.
 
-        Not the file's path, and not `architectures`: adding an arch to a spec must
-        not rebuild the arches it already had.
+        Not the file's path, not `architectures` (adding an arch to a spec must not
+        rebuild the arches it already had) and not `lxc` (it adds files but changes
+        none; job.is_current checks it).
         """
         data = asdict(self)
-        del data["path"], data["architectures"]
+        del data["path"], data["architectures"], data["lxc"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -123,9 +125,9 @@ def parse_spec(path: Path, text: str) -> Spec:
     for key, value in doc.items():
         if key == "image":
             kw["image"] = _str(path, key, value)
-        elif key == "disable_supervisor":
+        elif key in ("disable_supervisor", "lxc"):
             if not isinstance(value, bool):
-                raise SpecError(f"{path}: key 'disable_supervisor' must be true or false")
+                raise SpecError(f"{path}: key {key!r} must be true or false")
             kw[key] = value
         elif key in ("entrypoint", "cmd"):
             kw[key] = _str_list(path, key, value)

@@ -38,7 +38,9 @@ from lxdocker.delta import (
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
 from lxdocker.lock import LockedError, job_lock
-from lxdocker.lxdimage import ImageMeta, write_meta
+from lxdocker.lxcimage import lxc_meta
+from lxdocker.lxcimage import write_meta as write_lxc_meta
+from lxdocker.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.patch import patch
 from lxdocker.pull import (
     PulledImage,
@@ -58,7 +60,14 @@ from lxdocker.store import (
     publish,
     remove_image,
 )
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, Artifact, VersionInfo
+from lxdocker.versioninfo import (
+    LXC_META_FILE,
+    LXC_ROOTFS_FILE,
+    META_FILE,
+    ROOTFS_FILES,
+    Artifact,
+    VersionInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,7 @@ class JobConfig:
     jobs: int = 1
     only: tuple[str, ...] = ()
     force: bool = False
+    lxc: bool = False  # publish LXC files for every spec (else per spec key `lxc`)
     keep: int = 3
     busybox: Path = Path("/bin/busybox")  # the host arch's
     # The arches of specs without an `architectures` key (CLI --arch, repeatable).
@@ -140,7 +150,12 @@ def is_current(
         and newest.recipe == RECIPE_VERSION
         and newest.rootfs_format == cfg.imageformat
         and (newest.busybox is None or newest.busybox.get("sha256") == busybox.sha256)
+        and newest.has_lxc == wants_lxc(spec, cfg)
     )
+
+
+def wants_lxc(spec: Spec, cfg: JobConfig) -> bool:
+    return cfg.lxc or spec.lxc
 
 
 def image_meta(pulled: PulledImage, spec: Spec) -> ImageMeta:
@@ -166,9 +181,13 @@ def build_version(
     tmpdir: Path,
     busybox: Path,
 ) -> None:
-    """Write meta.tar.xz and the rootfs into `tmpdir`, streaming layers end to end."""
+    """Write meta.tar.xz and the rootfs (and LXC's files) into `tmpdir`, streaming
+    layers end to end: the LXC rootfs comes from the same pass."""
     write_meta(tmpdir / META_FILE, meta)
     image_config = json.loads(pulled.config.raw).get("config") or {}
+    lxc = wants_lxc(spec, cfg)
+    if lxc:
+        write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
     entries = patch(
         flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
@@ -177,7 +196,12 @@ def build_version(
         arch=pulled.resolved.arch,
     )
     write_rootfs(
-        entries, tmpdir / ROOTFS_FILES[cfg.imageformat], cfg.imageformat, compressor=cfg.compressor
+        entries,
+        tmpdir / ROOTFS_FILES[cfg.imageformat],
+        cfg.imageformat,
+        compressor=cfg.compressor,
+        lxc_out=tmpdir / LXC_ROOTFS_FILE if lxc else None,
+        lxc_mtime=creation_epoch(meta.created),
     )
 
 
@@ -263,6 +287,7 @@ def convert_arch(
             rootfs_format=cfg.imageformat,
             meta=meta,
             busybox=busybox.provenance(),
+            lxc=wants_lxc(spec, cfg),
         )
 
         def build(tmpdir: Path) -> None:

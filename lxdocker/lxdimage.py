@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import lzma
+import posixpath
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -104,15 +106,14 @@ def metadata_yaml(meta: ImageMeta) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def meta_tar_bytes(meta: ImageMeta) -> bytes:
-    """The bytes of meta.tar.xz (pure: same meta, same bytes)."""
-    mtime = creation_epoch(meta.created)
-    files = {"metadata.yaml": metadata_yaml(meta).encode()}
-    files.update({f"templates/{tpl}": text.encode() for tpl, text in TEMPLATES.values()})
-    names = sorted({*files, "templates"})
+def tar_xz_bytes(files: Mapping[str, bytes], mtime: int) -> bytes:
+    """A reproducible .tar.xz of `files` (name -> bytes) and their parent directories:
+    sorted names, one mtime, owner 0:0 without names, Python's lzma with fixed options
+    (the xz container has no timestamp), so the same files give the same bytes."""
+    dirs = {posixpath.dirname(n) for n in files} - {""}
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in names:
+        for name in sorted({*files, *dirs}):
             ti = tarfile.TarInfo(name)
             ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = mtime, 0, 0, "", ""
             if name in files:
@@ -122,6 +123,13 @@ def meta_tar_bytes(meta: ImageMeta) -> bytes:
                 ti.type, ti.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(ti)
     return lzma.compress(raw.getvalue(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
+
+
+def meta_tar_bytes(meta: ImageMeta) -> bytes:
+    """The bytes of meta.tar.xz (pure: same meta, same bytes)."""
+    files = {"metadata.yaml": metadata_yaml(meta).encode()}
+    files.update({f"templates/{tpl}": text.encode() for tpl, text in TEMPLATES.values()})
+    return tar_xz_bytes(files, creation_epoch(meta.created))
 
 
 def write_meta(out: Path, meta: ImageMeta) -> None:
@@ -152,11 +160,27 @@ def hash_files(meta: Path, rootfs: Path) -> tuple[Artifact, Artifact, str]:
     return infos[0], infos[1], combined.hexdigest()
 
 
+def hash_file(role: str, path: Path) -> Artifact:
+    """The Artifact (size, sha256) of one more file of a version (LXC's, ...)."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
+    return Artifact(role, path.name, size, h.hexdigest())
+
+
 __all__ = [
     "ImageMeta",
     "creation_epoch",
+    "hash_file",
     "hash_files",
     "meta_tar_bytes",
     "metadata_yaml",
+    "tar_xz_bytes",
     "write_meta",
 ]

@@ -30,15 +30,19 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from lxdocker import lxcrootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.tarstream import Entry, write_tar
 
 log = logging.getLogger(__name__)
+
+# Writes the whole tar stream to the sink it is given.
+Serialiser = Callable[[BinaryIO], None]
 
 SQUASHFS_COMPRESSORS: tuple[str, ...] = ("xz", "zstd", "gzip")
 GZIP_LEVEL = 6  # zlib's default: level 9 costs much time for a few percent
@@ -141,29 +145,46 @@ def write_rootfs(
     *,
     compressor: str = "xz",
     jobs: int | None = None,
+    lxc_out: Path | None = None,
+    lxc_mtime: int = 0,
 ) -> None:
     """Write `entries` as the rootfs file `out` in format `fmt`.
 
     `compressor` (xz | zstd | gzip) and `jobs` (default: all cores) apply to
-    squashfs only. On any error `out` is removed; a missing or failing tool is a
-    ToolError, a write error (disk full) a StoreError, both naming `out`.
+    squashfs only. With `lxc_out`, the same pass also writes LXC's rootfs.tar.xz
+    there (lxcrootfs.py; `lxc_mtime` for the files it adds). On any error both
+    outputs are removed; a missing or failing tool is a ToolError, a write error
+    (disk full) a StoreError, both naming the file.
     """
-    log.info("writing %s rootfs %s", fmt, out)
+    log.info("writing %s rootfs %s%s", fmt, out, f" and {lxc_out}" if lxc_out else "")
     try:
-        if fmt == "squashfs":
-            tool = find_squashfs_tool()
-            argv = squashfs_argv(tool, out, compressor, jobs or os.cpu_count() or 1)
-            _write_through_tool(entries, out, argv)
-        elif fmt in ("gzip", "tar"):
-            _write_tar_file(entries, out, gzipped=fmt == "gzip")
-        else:
-            raise ToolError(f"{out}: unknown rootfs format {fmt!r}")
+        with contextlib.ExitStack() as stack:
+            if lxc_out is None:
+
+                def serialise(sink: BinaryIO) -> None:
+                    write_tar(entries, sink)
+            else:
+                lxc_sink = stack.enter_context(lxcrootfs.xz_writer(lxc_out))
+
+                def serialise(sink: BinaryIO) -> None:
+                    lxcrootfs.write_pair(entries, sink, lxc_sink, lxc_mtime)
+
+            if fmt == "squashfs":
+                tool = find_squashfs_tool()
+                argv = squashfs_argv(tool, out, compressor, jobs or os.cpu_count() or 1)
+                _write_through_tool(serialise, out, argv)
+            elif fmt in ("gzip", "tar"):
+                _write_tar_file(serialise, out, gzipped=fmt == "gzip")
+            else:
+                raise ToolError(f"{out}: unknown rootfs format {fmt!r}")
     except BaseException:
         out.unlink(missing_ok=True)
+        if lxc_out is not None:
+            lxc_out.unlink(missing_ok=True)
         raise
 
 
-def _write_tar_file(entries: Iterable[Entry], out: Path, *, gzipped: bool) -> None:
+def _write_tar_file(serialise: Serialiser, out: Path, *, gzipped: bool) -> None:
     # The entry stream's own errors (LayerError, ...) pass through; only errors of
     # `out` (ENOSPC also surfaces at close) become a StoreError naming it.
     f = gz = None
@@ -171,7 +192,7 @@ def _write_tar_file(entries: Iterable[Entry], out: Path, *, gzipped: bool) -> No
         f = out.open("wb")
         if gzipped:
             gz = gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=GZIP_LEVEL, mtime=0)
-        write_tar(entries, cast(BinaryIO, gz or f))
+        serialise(cast(BinaryIO, gz or f))
         if gz is not None:
             gz.close()
         f.close()
@@ -185,7 +206,7 @@ def _write_tar_file(entries: Iterable[Entry], out: Path, *, gzipped: bool) -> No
                     stream.close()
 
 
-def _write_through_tool(entries: Iterable[Entry], out: Path, argv: list[str]) -> None:
+def _write_through_tool(serialise: Serialiser, out: Path, argv: list[str]) -> None:
     """Stream the tar into the tool's stdin; its stderr goes to a file (no pipe
     deadlock) and is quoted in the error when it fails."""
     name = Path(argv[0]).name
@@ -197,7 +218,7 @@ def _write_through_tool(entries: Iterable[Entry], out: Path, argv: list[str]) ->
         assert proc.stdin is not None
         broken = False
         try:
-            write_tar(entries, cast(BinaryIO, proc.stdin))
+            serialise(cast(BinaryIO, proc.stdin))
             proc.stdin.close()
         except BrokenPipeError:
             # The tool died early (disk full, bad option): its exit status and

@@ -26,9 +26,13 @@ from pathlib import Path
 from lxdocker import RECIPE_VERSION
 from lxdocker.config import NAME_RE, ImageFormat
 from lxdocker.errors import StoreError
-from lxdocker.lxdimage import ImageMeta, hash_files
+from lxdocker.lxdimage import ImageMeta, hash_file, hash_files
 from lxdocker.versioninfo import (
+    LXC_META_FILE,
+    LXC_ROOTFS_FILE,
     META_FILE,
+    ROLE_LXC_META,
+    ROLE_LXC_ROOTFS,
     ROOTFS_FILES,
     VERSION_FILE,
     VERSION_RE,
@@ -58,6 +62,7 @@ class VersionSource:
     rootfs_format: ImageFormat
     meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
     recipe: int = RECIPE_VERSION
+    lxc: bool = False  # the build also wrote LXC's rootfs.tar.xz and lxc-meta.tar.xz
     busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
 
 
@@ -153,13 +158,19 @@ def _finish(
 ) -> VersionInfo:
     arch, m = source.meta.arch, source.meta
     meta_path, rootfs_path = tmp / META_FILE, tmp / ROOTFS_FILES[source.rootfs_format]
-    for p in (meta_path, rootfs_path):
+    extra = (
+        ((ROLE_LXC_ROOTFS, tmp / LXC_ROOTFS_FILE), (ROLE_LXC_META, tmp / LXC_META_FILE))
+        if source.lxc
+        else ()
+    )
+    for p in (meta_path, rootfs_path, *(path for _, path in extra)):
         if not p.is_file():
             raise StoreError(f"{p}: the build did not write this file")
     try:
-        for p in (meta_path, rootfs_path):
+        for p in (meta_path, rootfs_path, *(path for _, path in extra)):
             _fsync(p)
         meta, rootfs, fingerprint = hash_files(meta_path, rootfs_path)
+        lxc_files = tuple(hash_file(role, path) for role, path in extra)
         more = tuple(extras(tmp, rootfs)) if extras else ()
         for a in more:
             _fsync(tmp / a.name)
@@ -176,7 +187,7 @@ def _finish(
             rootfs_format=source.rootfs_format,
             created=m.created,
             built=_rfc3339(now),
-            artifacts=(meta, rootfs, *more),
+            artifacts=(meta, rootfs, *lxc_files, *more),
             fingerprint=fingerprint,
             description=m.description,
             os=m.os,

@@ -39,6 +39,15 @@ META_FILE = "meta.tar.xz"
 ROLE_META = "meta"  # meta.tar.xz: metadata.yaml + templates
 ROLE_ROOTFS = "rootfs"  # the full root filesystem
 ROLE_DELTA = "delta"  # xdelta3 (VCDIFF) from the rootfs of version `base` to this rootfs
+# LXC's download template (DESIGN section 12): an xz tar of the same rootfs and its own
+# metadata tarball. Stored as lxc-meta.tar.xz beside LXD's meta.tar.xz; imgserver
+# serves it as <lxc path>/meta.tar.xz, the name the template asks for.
+ROLE_LXC_ROOTFS = "lxc-rootfs"
+ROLE_LXC_META = "lxc-meta"
+LXC_ROOTFS_FILE = "rootfs.tar.xz"
+LXC_META_FILE = "lxc-meta.tar.xz"
+# Optional roles with a fixed file name: at most one of each per version.
+OPTIONAL_ROLES = {ROLE_LXC_ROOTFS: LXC_ROOTFS_FILE, ROLE_LXC_META: LXC_META_FILE}
 # Roles that appear exactly once in every version.
 SINGLE_ROLES = (ROLE_META, ROLE_ROOTFS)
 
@@ -100,6 +109,17 @@ class VersionInfo:
     @property
     def rootfs(self) -> Artifact:
         return self._single(ROLE_ROOTFS)
+
+    @property
+    def has_lxc(self) -> bool:
+        """Whether this version carries both LXC files (else it is not listed for LXC)."""
+        roles = {a.role for a in self.artifacts}
+        return ROLE_LXC_ROOTFS in roles and ROLE_LXC_META in roles
+
+    def artifact(self, role: str) -> Artifact | None:
+        """The one artifact of an optional role (OPTIONAL_ROLES), None when absent."""
+        found = [a for a in self.artifacts if a.role == role]
+        return found[0] if found else None
 
     @property
     def deltas(self) -> tuple[Artifact, ...]:
@@ -167,6 +187,9 @@ class VersionInfo:
         for role in SINGLE_ROLES:
             if sum(a.role == role for a in self.artifacts) != 1:
                 raise StoreError(f"{where}: artifacts must list exactly one {role!r} file")
+        for role in OPTIONAL_ROLES:
+            if sum(a.role == role for a in self.artifacts) > 1:
+                raise StoreError(f"{where}: artifacts list more than one {role!r} file")
         for a in self.artifacts:
             _check_artifact(a, self, where)
 
@@ -178,7 +201,11 @@ def _check_artifact(a: Artifact, info: VersionInfo, where: str) -> None:
         raise StoreError(f"{where}: {a.name}: {a.sha256!r} is not a sha256 hex digest")
     if not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0:
         raise StoreError(f"{where}: {a.name}: size {a.size!r} is not a byte count")
-    expected = {ROLE_META: META_FILE, ROLE_ROOTFS: ROOTFS_FILES[info.rootfs_format]}
+    expected = {
+        ROLE_META: META_FILE,
+        ROLE_ROOTFS: ROOTFS_FILES[info.rootfs_format],
+        **OPTIONAL_ROLES,
+    }
     if a.role in expected and a.name != expected[a.role]:
         raise StoreError(f"{where}: the {a.role} file must be {expected[a.role]}, not {a.name}")
     if a.role == ROLE_DELTA:

@@ -125,3 +125,13 @@ def test_adding_an_arch_keeps_the_spec_digest(tmp_path: Path) -> None:
     a = parse_spec(tmp_path / "x.yaml", "image: a\narchitectures: [amd64]\n")
     b = parse_spec(tmp_path / "x.yaml", "image: a\narchitectures: [amd64, arm64]\n")
     assert a.digest() == b.digest() == parse_spec(tmp_path / "x.yaml", "image: a\n").digest()
+
+
+def test_lxc_key_is_a_boolean_outside_the_digest(tmp_path: Path) -> None:
+    plain = parse_spec(tmp_path / "web.yaml", "image: nginx\n")
+    lxc = parse_spec(tmp_path / "web.yaml", "image: nginx\nlxc: true\n")
+    assert (plain.lxc, lxc.lxc) == (False, True)
+    # Turning LXC output on adds files and changes none of the LXD image's.
+    assert lxc.digest() == plain.digest()
+    with pytest.raises(SpecError, match=r"web\.yaml: key 'lxc' must be true or false"):
+        parse_spec(tmp_path / "web.yaml", "image: nginx\nlxc: 'yes'\n")

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from imgserver import lxcindex
+from imgserver.catalog import Catalog
 from lxdocker.arch import by_debian
 from lxdocker.cache import BlobCache
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
 from lxdocker.job import JobConfig, format_summary, run
 from lxdocker.lock import job_lock
+from lxdocker.lxcimage import lxc_arch
 from lxdocker.store import complete_versions
 from lxdocker.versioninfo import VERSION_FILE
 from tests.helpers import multiarch
@@ -76,8 +79,7 @@ def config(world: dict[str, Path], **kw: object) -> JobConfig:
         cache=world["cache"],
         lxdimages=world["images"],
         specs=world["specs"],
-        imageformat="tar",
-        **kw,  # type: ignore[arg-type]
+        **{"imageformat": "tar", **kw},  # type: ignore[arg-type]
     )
 
 
@@ -253,6 +255,52 @@ def test_relative_local_path_is_relative_to_the_spec_file(
     assert run(config(world)).results[0].status == "built"
 
 
+def test_lxc_files_are_artifacts_and_two_conversions_are_byte_identical(
+    tmp_path: Path, world: dict[str, Path]
+) -> None:
+    add_spec(world, "web")
+    run(config(world, lxc=True, imageformat="squashfs"))
+    other = dict(world, images=tmp_path / "images2", cache=tmp_path / "cache2")
+    run(config(other, lxc=True, imageformat="squashfs"))
+    (a,) = complete_versions(world["images"], "web", ARCH)
+    (b,) = complete_versions(other["images"], "web", ARCH)
+    roles = {x.role: x.name for x in a.artifacts}
+    assert roles["lxc-rootfs"] == "rootfs.tar.xz" and roles["lxc-meta"] == "lxc-meta.tar.xz"
+    assert a.artifacts == b.artifacts
+    for f in roles.values():
+        da = (world["images"] / "web" / ARCH / a.version / f).read_bytes()
+        db = (other["images"] / "web" / ARCH / b.version / f).read_bytes()
+        assert da == db, f
+
+
+def test_lxc_key_and_flag_add_files_without_changing_the_lxd_image(world: dict[str, Path]) -> None:
+    layout = add_spec(world, "plain")
+    (world["specs"] / "lxc.yaml").write_text(f"image: oci:{layout}:v1\nlxc: true\n")
+    run(config(world))
+    (plain,) = complete_versions(world["images"], "plain", ARCH)
+    (lxc,) = complete_versions(world["images"], "lxc", ARCH)
+    assert not plain.has_lxc and lxc.has_lxc
+    assert lxc.rootfs == plain.rootfs  # the same LXD rootfs, byte for byte
+    # --lxc for all: the plain spec is rebuilt once with LXC files, then unchanged.
+    summary = run(config(world, lxc=True))
+    assert {r.name: r.status for r in summary.results} == {"lxc": "unchanged", "plain": "built"}
+    rebuilt = complete_versions(world["images"], "plain", ARCH)[-1]
+    assert rebuilt.has_lxc
+    # LXD sees the same image (fingerprint): the LXC files do not change its files.
+    assert rebuilt.fingerprint == plain.fingerprint
+    assert run(config(world, lxc=True)).results[1].status == "unchanged"
+    # Off again: a version without LXC files (the server then lists none for LXC).
+    assert run(config(world)).results[1].status == "built"
+    assert not complete_versions(world["images"], "plain", ARCH)[-1].has_lxc
+
+
+def test_lxc_cli_flag(world: dict[str, Path]) -> None:
+    add_spec(world, "web")
+    assert main(argv(world, "--lxc")) == EXIT_OK
+    (v,) = complete_versions(world["images"], "web", ARCH)
+    assert v.has_lxc
+
+
 # --- several architectures from one multi-arch image (the real registry) -------------
 
 
@@ -391,3 +439,29 @@ def test_a_new_busybox_rebuilds_only_its_arch(
     assert got == {"arm64": "built", "i386": "unchanged"}
     files = _rootfs_files(world["images"], "multi", "arm64")
     assert files["busybox-lxd"] == newer.read_bytes()
+
+
+@pytest.mark.registry
+def test_lxc_files_for_every_arch_and_the_lxc_index_lists_them(
+    world: dict[str, Path], registry: RunningRegistry
+) -> None:
+    _multi_world(world, registry, "multi/lxc", architectures=list(multiarch.FOUR), lxc=True)
+    run(config(world, busyboxes=_debian_busyboxes()))
+    for a in multiarch.FOUR:
+        v = complete_versions(world["images"], "multi", a)[-1]
+        assert v.has_lxc, a
+        d = world["images"] / "multi" / a / v.version
+        with tarfile.open(d / "lxc-meta.tar.xz") as tar:
+            f = tar.extractfile("config")
+            assert f is not None
+            assert f"lxc.arch = {lxc_arch(by_debian(a))}\n" in f.read().decode()
+        with tarfile.open(d / "rootfs.tar.xz") as tar:
+            platform = tar.extractfile(multiarch.PLATFORM_FILE)
+            assert platform is not None
+            assert platform.read().decode() == multiarch.platform(a) + "\n"
+            busybox = tar.extractfile("busybox-lxd")
+            assert busybox is not None and busybox.read() == static_busybox(a).read_bytes()
+    catalog = Catalog(world["images"])
+    catalog.refresh()
+    arches = [line.split(";")[2] for line in lxcindex.index_lines(catalog.snapshot.versions)]
+    assert arches == ["amd64", "x86_64", "arm64", "aarch64", "armhf", "armv7l", "i386", "i686"]

@@ -134,16 +134,26 @@ def write_version(
     built: str = "2026-01-02T03:04:05Z",
     created: str = "2026-01-01T00:00:00Z",
     with_version_json: bool = True,
+    lxc: tuple[bytes, bytes] | None = None,
     deltas: Mapping[str, bytes] | None = None,
 ) -> VersionInfo:
     """Write one version directory; version.json last (skip it for an incomplete one).
 
+    `lxc`: the bytes of LXC's rootfs.tar.xz and lxc-meta.tar.xz, listed as artifacts;
     `deltas` maps a base version key to the bytes of the delta file from it."""
     directory = root / name / arch_name / version
     directory.mkdir(parents=True, exist_ok=True)
     rootfs_name = ROOTFS_FILES[fmt]
     (directory / META_FILE).write_bytes(meta)
     (directory / rootfs_name).write_bytes(rootfs)
+    extra: list[Artifact] = []
+    if lxc is not None:
+        for role, fname, data in (
+            ("lxc-rootfs", "rootfs.tar.xz", lxc[0]),
+            ("lxc-meta", "lxc-meta.tar.xz", lxc[1]),
+        ):
+            (directory / fname).write_bytes(data)
+            extra.append(Artifact(role, fname, len(data), hashlib.sha256(data).hexdigest()))
     for b, d in (deltas or {}).items():
         (directory / delta_name(b)).write_bytes(d)
     info = VersionInfo(
@@ -161,6 +171,7 @@ def write_version(
         artifacts=(
             Artifact("meta", META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
             Artifact("rootfs", rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+            *extra,
             *(
                 Artifact("delta", delta_name(b), len(d), hashlib.sha256(d).hexdigest(), b)
                 for b, d in (deltas or {}).items()

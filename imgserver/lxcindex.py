@@ -1,0 +1,104 @@
+"""The index of LXC's download template, rendered from the catalog (pure).
+
+`lxc-create -t download` reads `meta/1.0/index-system` (`index-user` when
+unprivileged; first the same name with `.7`, its compat level) and takes the first
+line `dist;release;arch;variant;build_id;path` that matches its options, then fetches
+`<path>/rootfs.tar.xz` and `<path>/meta.tar.xz` (DESIGN section 12). Here:
+* dist = image name, release = the tag (or short digest: VersionInfo.release),
+  variant `default` (the template's default), build_id = the version key (the
+  template re-downloads when it differs from its cached one);
+* one line per image and arch, for the newest complete version, and only when that
+  version carries the LXC files (a version converted without --lxc is not listed);
+* each arch twice: the Debian name (`--arch amd64`) and the uname name (x86_64,
+  aarch64, armv7l), which OpenWrt's LuCI offers for servers it does not know;
+* path `/lxc/<name>/<arch>/<version>/` (the template puts `/` before and after it, so
+  requests arrive as `//lxc/...//rootfs.tar.xz`; the handler folds the slashes).
+System and user indexes are the same: the metadata has config and config-user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from lxdocker import arch
+from lxdocker.versioninfo import ROLE_LXC_META, ROLE_LXC_ROOTFS, Artifact, VersionInfo
+
+LXC_PREFIX = "lxc"
+INDEX_DIR = "meta/1.0"
+INDEX_NAMES = ("index-system", "index-system.7", "index-user", "index-user.7")
+VARIANT = "default"
+# The names the template asks for below an index path -> the role of the file served.
+SERVED_NAMES: Mapping[str, str] = {"rootfs.tar.xz": ROLE_LXC_ROOTFS, "meta.tar.xz": ROLE_LXC_META}
+
+
+def lxc_dir(info: VersionInfo) -> str:
+    """The version's directory for LXC, relative to the server root (no slashes around)."""
+    return f"{LXC_PREFIX}/{info.name}/{info.arch}/{info.version}"
+
+
+def served_files(info: VersionInfo) -> dict[str, Artifact]:
+    """URL path (relative to the root) -> artifact, for a version with LXC files."""
+    out: dict[str, Artifact] = {}
+    for name, role in SERVED_NAMES.items():
+        a = info.artifact(role)
+        if a is not None:
+            out[f"{lxc_dir(info)}/{name}"] = a
+    return out if len(out) == len(SERVED_NAMES) else {}
+
+
+def arch_names(debian: str) -> tuple[str, ...]:
+    """The Debian name and, when it differs, the uname name of an arch."""
+    try:
+        a = arch.by_debian(debian)
+    except KeyError:
+        return (debian,)
+    return (a.debian,) if a.lxd == a.debian else (a.debian, a.lxd)
+
+
+def newest(versions: Iterable[VersionInfo]) -> list[VersionInfo]:
+    """The newest version of each image/arch."""
+    best: dict[tuple[str, str], VersionInfo] = {}
+    for v in versions:
+        key = (v.name, v.arch)
+        if key not in best or v.version > best[key].version:
+            best[key] = v
+    return [best[k] for k in sorted(best)]
+
+
+def index_lines(versions: Iterable[VersionInfo]) -> list[str]:
+    lines = []
+    for v in newest(versions):
+        if not v.has_lxc:
+            continue
+        for name in arch_names(v.arch):
+            lines.append(f"{v.name};{v.release};{name};{VARIANT};{v.version};/{lxc_dir(v)}/")
+    return lines
+
+
+def render(versions: Iterable[VersionInfo]) -> bytes:
+    """The body of every index file."""
+    return "".join(f"{line}\n" for line in index_lines(versions)).encode()
+
+
+def create_command(server: str, v: VersionInfo) -> str:
+    """The lxc-create command line for one version (the landing page shows it)."""
+    return (
+        f"lxc-create -n {v.name} -t download -- --server {server} "
+        f"--dist {v.name} --release {v.release} --arch {v.arch}"
+    )
+
+
+__all__ = [
+    "INDEX_DIR",
+    "INDEX_NAMES",
+    "LXC_PREFIX",
+    "SERVED_NAMES",
+    "VARIANT",
+    "arch_names",
+    "create_command",
+    "index_lines",
+    "lxc_dir",
+    "newest",
+    "render",
+    "served_files",
+]

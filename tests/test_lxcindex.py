@@ -1,0 +1,81 @@
+"""lxcindex: index lines of LXC's download template from catalog versions (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from imgserver import lxcindex
+from lxdocker.versioninfo import Artifact, VersionInfo
+
+SHA = "0" * 64
+
+
+def version(name: str, arch: str, key: str, lxc: bool = True, release: str = "1.0") -> VersionInfo:
+    artifacts = [
+        Artifact("meta", "meta.tar.xz", 1, SHA),
+        Artifact("rootfs", "rootfs.squashfs", 1, SHA),
+    ]
+    if lxc:
+        artifacts += [
+            Artifact("lxc-rootfs", "rootfs.tar.xz", 2, SHA),
+            Artifact("lxc-meta", "lxc-meta.tar.xz", 3, SHA),
+        ]
+    return VersionInfo(
+        name=name, arch=arch, version=key, image=f"reg/{name}:{release}", tag=release,
+        manifest_digest="sha256:" + SHA, spec_digest="sha256:" + SHA, recipe=1,
+        rootfs_format="squashfs", created="", built="", artifacts=tuple(artifacts),
+        fingerprint=SHA, description="", os=name, release=release, variant="lxdocker",
+    )  # fmt: skip
+
+
+def test_every_arch_of_the_catalog_twice_debian_and_uname() -> None:
+    versions = [
+        version("web", "amd64", "20260101_0000"),
+        version("web", "arm64", "20260101_0000"),
+        version("web", "armhf", "20260101_0000"),
+        version("web", "armel", "20260101_0000"),
+        version("web", "i386", "20260101_0000"),
+        version("web", "s390x", "20260101_0000"),
+    ]
+    arches = [line.split(";")[2] for line in lxcindex.index_lines(versions)]
+    assert arches == [
+        "amd64", "x86_64", "arm64", "aarch64", "armel", "armv6l", "armhf", "armv7l",
+        "i386", "i686", "s390x",
+    ]  # fmt: skip
+
+
+def test_line_format_and_newest_version_only() -> None:
+    versions = [version("web", "amd64", "20260101_0000"), version("web", "amd64", "20260102_0000")]
+    assert lxcindex.index_lines(reversed(versions))[0] == (
+        "web;1.0;amd64;default;20260102_0000;/lxc/web/amd64/20260102_0000/"
+    )
+    body = lxcindex.render(versions).decode()
+    assert body.endswith("\n") and len(body.splitlines()) == 2
+
+
+def test_versions_without_lxc_files_are_not_listed() -> None:
+    assert lxcindex.index_lines([version("web", "amd64", "20260101_0000", lxc=False)]) == []
+    # The newest decides: an older version with LXC files does not stand in for it.
+    older = version("web", "amd64", "20260101_0000")
+    newer = version("web", "amd64", "20260102_0000", lxc=False)
+    assert lxcindex.index_lines([older, newer]) == []
+    # One of the two LXC files alone is no LXC version either.
+    half = dataclasses.replace(older, artifacts=older.artifacts[:3])
+    assert lxcindex.index_lines([half]) == []
+    assert lxcindex.served_files(half) == {}
+
+
+def test_served_files_map_the_template_names_to_the_artifacts() -> None:
+    files = lxcindex.served_files(version("web", "arm64", "20260101_0000"))
+    assert {k: v.name for k, v in files.items()} == {
+        "lxc/web/arm64/20260101_0000/rootfs.tar.xz": "rootfs.tar.xz",
+        "lxc/web/arm64/20260101_0000/meta.tar.xz": "lxc-meta.tar.xz",
+    }
+
+
+def test_create_command() -> None:
+    v = version("web", "amd64", "20260101_0000", release="1.27")
+    assert lxcindex.create_command("images.example:8443", v) == (
+        "lxc-create -n web -t download -- --server images.example:8443 "
+        "--dist web --release 1.27 --arch amd64"
+    )
