@@ -63,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def render(outcomes: Sequence[Outcome], fmt: str) -> str:
+def render(outcomes: Sequence[Outcome], fmt: str, lines_only: bool = False) -> str:
+    """Text: one line per instance. JSON: a list (--once), or one object per line
+    (JSON Lines) from the service, which reports pass after pass."""
     if fmt == "json":
+        if lines_only:
+            return "\n".join(json.dumps(asdict(o)) for o in outcomes)
         return json.dumps([asdict(o) for o in outcomes], indent=2)
     lines = []
     for o in outcomes:
@@ -73,9 +77,9 @@ def render(outcomes: Sequence[Outcome], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def _report(fmt: str) -> Callable[[list[Outcome]], None]:
+def _report(fmt: str, lines_only: bool = False) -> Callable[[list[Outcome]], None]:
     def report(outcomes: list[Outcome]) -> None:
-        text = render(outcomes, fmt)
+        text = render(outcomes, fmt, lines_only)
         if text:
             print(text, flush=True)
 
@@ -101,7 +105,7 @@ async def _run(args: argparse.Namespace, socket: Path) -> int:
             def report(outcomes: list[Outcome]) -> None:
                 nonlocal failed
                 failed = failed or any(o.failed for o in outcomes)
-                _report(args.format)(outcomes)
+                _report(args.format, lines_only=True)(outcomes)
 
             await serve(client, updater, args.interval, report)
             return EXIT_FAILED if failed else EXIT_OK
