@@ -247,7 +247,10 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
             service.send_signal(signal.SIGTERM)
             sout, serr = service.communicate(timeout=120)
         assert service.returncode == 0, serr
-        assert f'"{c1}"' in out and "updated" in out, out
+        events = [json.loads(line) for line in sout.splitlines() if line.strip()]
+        assert {"instance": c1, "action": "updated", "old": v4, "new": v5} in [
+            {k: e[k] for k in ("instance", "action", "old", "new")} for e in events
+        ], sout
     finally:
         site.close()
         w.lxd.lxc("storage", "volume", "delete", "default", volume, check=False)
