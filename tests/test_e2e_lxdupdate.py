@@ -241,7 +241,8 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
             time.sleep(3)  # the first (timed) pass is over; the rest is up to events
             v5 = w.publish("hello", "hello v5\n")
             lxc("image", "refresh", v4)
-            assert wait_for(lambda: w.base_image(c1) == v5, 90)
+            journal = w.state / "journal.json"
+            assert wait_for(lambda: w.base_image(c1) == v5 and not journal.exists(), 90)
             _check_kept(w, c1, mac, "hello v5\n")
         finally:
             service.send_signal(signal.SIGTERM)
