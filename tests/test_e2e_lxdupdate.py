@@ -231,7 +231,7 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         assert proc.returncode == 0, proc.stderr
         assert w.get(c1, "volatile.base_image") == v4
         service = subprocess.Popen(
-            w.argv("--interval", "3600", "--instance", c1),
+            w.argv("--interval", "3600", "--format", "json", "--instance", c1),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
