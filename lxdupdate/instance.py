@@ -228,6 +228,10 @@ async def stays_running(client: Client, name: str, grace: float, start_timeout: 
                 return ""
         elif since is not None:
             return f"stopped after {now - since:.1f}s (status {status})"
+        elif status.lower() in ("stopped", "error"):
+            # Started and already gone: the app exited (the image's init stops the
+            # container when its app ends and no restart policy applies).
+            return f"not running after start (status {status})"
         elif now > deadline:
             return f"not running after {start_timeout:.0f}s (status {status})"
         await asyncio.sleep(0.25)

@@ -172,6 +172,15 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
 
         # -- v2: dry run lists it, --once applies it, everything kept --------------
         v2 = w.publish("hello", "hello v2\n")
+        # An instance with snapshots is skipped (an update would lose them).
+        lxc("snapshot", c1, "snap0")
+        proc = w.update(*ours)
+        assert proc.returncode == 0, proc.stderr
+        out = w.outcomes(proc)[c1]
+        assert out["action"] == "skipped" and "snap0" in out["message"], out
+        assert "user.lxdocker.update=force" in out["message"]
+        assert w.get(c1, "volatile.base_image") == v1
+        lxc("delete", f"{c1}/snap0")
         proc = w.update("--dry-run", *ours)
         assert proc.returncode == 0, proc.stderr
         assert w.outcomes(proc)[c1] | {"message": ""} == {
@@ -204,6 +213,15 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         assert proc.returncode == 0, proc.stderr
         assert w.outcomes(proc)[c1]["action"] == "skipped"
         assert w.get(c1, "volatile.base_image") == v2
+        # Killed as the rollback starts: the next run completes it, still blaming v3.
+        lxc("config", "unset", c1, "user.lxdocker.bad")
+        proc = w.update(*ours, env={KILL_ENV: "rollback"})
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        proc = w.update(*ours)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert w.outcomes(proc)[c1]["action"] == "skipped", proc.stdout
+        assert w.get(c1, "user.lxdocker.bad") == v3
+        _check_kept(w, c1, mac, "hello v2\n")
 
         # -- SIGKILL at every step, then a rerun: on old or new, running, never lost --
         # Two good images; each round points the instance at the other one's alias.
@@ -217,6 +235,8 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
             proc = w.update("--instance", c1, env={KILL_ENV: step})
             assert proc.returncode == -signal.SIGKILL, f"{step}: {proc.returncode} {proc.stderr}"
             assert (w.state / "journal.json").exists()
+            if step == "create":  # the window Watchtower lost containers in
+                assert not w.exists(c1)
             proc = w.update("--instance", c1)
             assert proc.returncode == 0, f"{step}: {proc.stdout}{proc.stderr}"
             assert w.exists(c1), step
