@@ -69,7 +69,10 @@ class Client:
 
     async def __aenter__(self) -> Client:
         connector = aiohttp.UnixConnector(path=str(self.socket))
-        self._session = aiohttp.ClientSession(connector=connector)
+        # No total timeout: image downloads and operation waits take their time
+        # (aiohttp's default of 300 s would cut them); the daemon bounds the waits.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         try:
             self.server = await self.get("/1.0")
         except BaseException:

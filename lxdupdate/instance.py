@@ -102,9 +102,6 @@ class Instance:
             "description": self.description,
         }
 
-    def macs(self) -> dict[str, str]:
-        return {k: v for k, v in self.expanded_config.items() if k.endswith(".hwaddr")}
-
 
 async def list_instances(client: Client) -> list[Instance]:
     docs = await client.get("/1.0/instances?recursion=1")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lxdupdate.client import Client
-from lxdupdate.errors import SocketError
+from lxdupdate.errors import SocketError, UpdateError
 from lxdupdate.replace import Outcome
 from lxdupdate.updater import Updater
 
@@ -70,7 +70,12 @@ async def serve(
     try:
         while not stop.is_set():
             wake.clear()
-            report(await updater.run_pass(stop))
+            try:
+                report(await updater.run_pass(stop))
+            except UpdateError as e:
+                # The daemon restarting, a journal the next pass can read again:
+                # the service keeps going; a pending journal is picked up then.
+                log.error("pass failed: %s", e)
             waiters = [asyncio.create_task(e.wait()) for e in (wake, stop)]
             _, pending = await asyncio.wait(
                 waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED

@@ -9,6 +9,7 @@ back first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Collection
 
@@ -101,6 +102,4 @@ class Updater:
 
 
 def _with_config(inst: Instance, extra: dict[str, str]) -> Instance:
-    return Instance(
-        **{**inst.__dict__, "expanded_config": {**inst.expanded_config, **extra}},
-    )
+    return dataclasses.replace(inst, expanded_config={**inst.expanded_config, **extra})

@@ -205,7 +205,7 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         proc = w.update(*ours)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         out = w.outcomes(proc)[c1]
-        assert (out["action"], out["new"]) == ("rolled-back", v3), out
+        assert (out["action"], out["new"]) == ("rolled-back", v3), (out, proc.stderr)
         assert w.get(c1, "volatile.base_image") == v2
         assert w.get(c1, "user.lxdocker.bad") == v3
         _check_kept(w, c1, mac, "hello v2\n")
