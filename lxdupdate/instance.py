@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lxdupdate.client import Client, q
@@ -103,6 +104,24 @@ class Instance:
         }
 
 
+BUSY_TIMEOUT = 60.0  # seconds to wait out "Instance is busy running a ... operation"
+
+
+async def _unbusy(action: Callable[[], Awaitable[Any]]) -> Any:
+    """Retry while the daemon holds the instance's operation lock: when the app exits
+    by itself, LXD is still running its internal "stop" for a moment and refuses a
+    delete or rebuild with "Instance is busy running a "stop" operation"."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            return await action()
+        except ApiError as e:
+            if "busy" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            log.debug("retrying: %s", e)
+            await asyncio.sleep(0.5)
+
+
 async def list_instances(client: Client) -> list[Instance]:
     docs = await client.get("/1.0/instances?recursion=1")
     return [Instance.from_api(d) for d in docs or ()]
@@ -144,14 +163,15 @@ async def wait_idle(client: Client, name: str) -> None:
 
 async def set_state(client: Client, name: str, action: str, timeout: int = 30) -> None:
     body: dict[str, Any] = {"action": action, "timeout": timeout}
+    path = f"/1.0/instances/{q(name)}/state"
     try:
-        await client.call("PUT", f"/1.0/instances/{q(name)}/state", body)
+        await _unbusy(lambda: client.call("PUT", path, body))
     except ApiError:
         if action != "stop":
             raise
         # The app ignored the stop signal: force, as `lxc stop --force` would.
         body["force"] = True
-        await client.call("PUT", f"/1.0/instances/{q(name)}/state", body)
+        await _unbusy(lambda: client.call("PUT", path, body))
 
 
 async def stop(client: Client, name: str) -> None:
@@ -168,7 +188,7 @@ async def start(client: Client, name: str) -> None:
 
 async def delete(client: Client, name: str) -> None:
     try:
-        await client.call("DELETE", f"/1.0/instances/{q(name)}")
+        await _unbusy(lambda: client.call("DELETE", f"/1.0/instances/{q(name)}"))
     except ApiError as e:
         if e.status != 404:
             raise
@@ -184,7 +204,7 @@ async def rebuild(client: Client, name: str, fingerprint: str) -> None:
     """`POST /1.0/instances/NAME/rebuild` (API extension instances_rebuild): a new
     root disk from the image, keeping config, devices, profiles and MACs."""
     body = {"source": {"type": "image", "fingerprint": fingerprint}}
-    await client.call("POST", f"/1.0/instances/{q(name)}/rebuild", body)
+    await _unbusy(lambda: client.call("POST", f"/1.0/instances/{q(name)}/rebuild", body))
 
 
 async def exec_status(client: Client, name: str, command: list[str]) -> int:
