@@ -23,6 +23,7 @@ PREFIX = "user.lxdocker."
 OPT_IN = PREFIX + "update"  # "true", or "force" (snapshots may be lost)
 BAD = PREFIX + "bad"  # the fingerprint whose update failed; never retried
 HEALTHCHECK = PREFIX + "healthcheck"  # a shell command run with exec
+INTERRUPTED = PREFIX + "interrupted"  # the fingerprint an interrupted update was going to
 SOURCE_KEYS = ("server", "alias", "protocol", "certificate")
 BB = "/busybox-lxd"  # every lxdocker image carries it (lxdocker/patch.py)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lxdupdate import image, instance
 from lxdupdate.client import Client
 from lxdupdate.errors import UpdateError
-from lxdupdate.instance import BAD, BB, HEALTHCHECK, Instance
+from lxdupdate.instance import BAD, BB, HEALTHCHECK, INTERRUPTED, Instance
 from lxdupdate.journal import Entry, Journal
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,9 @@ class Replacer:
         if entry.old_auto_update is not None:
             await image.set_auto_update(self.client, entry.old, entry.old_auto_update)
         if entry.phase == "forward":
+            inst = await instance.get(self.client, entry.instance)
+            if inst is not None and inst.config.get(INTERRUPTED):
+                await instance.set_config(self.client, entry.instance, {INTERRUPTED: ""})
             config = entry.body.get("config") or {}
             source = {f: config.get(instance.source_key(f), "") for f in ("server", "alias")}
             if await image.delete_if_stale(self.client, entry.old, source):
@@ -184,5 +187,12 @@ class Replacer:
             return Outcome(entry.instance, "recovered", entry.old, entry.new, "update finished")
         bad = entry.bad if entry.phase == "rollback" else False
         reason = entry.reason or f"interrupted at {entry.step}"
+        inst = await instance.get(self.client, entry.instance)
+        again = inst is not None and inst.expanded_config.get(INTERRUPTED) == entry.new
+        if not bad and again:
+            # Killed twice on the same image (the host dies as it starts?): no retry loop.
+            bad, reason = True, f"{reason}, the second time on this image"
         await self.rollback(entry, reason, bad=bad)
+        if not bad:
+            await instance.set_config(self.client, entry.instance, {INTERRUPTED: entry.new})
         return Outcome(entry.instance, "recovered", entry.old, entry.new, f"rolled back: {reason}")

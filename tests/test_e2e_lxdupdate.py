@@ -173,28 +173,36 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         # -- v2: dry run lists it, --once applies it, everything kept --------------
         v2 = w.publish("hello", "hello v2\n")
         # An instance with snapshots is skipped (an update would lose them).
-        lxc("snapshot", c1, "snap0")
+        if method == "rebuild":  # Incus moved it under `incus snapshot create`
+            lxc("snapshot", "create", c1, "snap0")
+        else:
+            lxc("snapshot", c1, "snap0")
         proc = w.update(*ours)
         assert proc.returncode == 0, proc.stderr
         out = w.outcomes(proc)[c1]
         assert out["action"] == "skipped" and "snap0" in out["message"], out
         assert "user.lxdocker.update=force" in out["message"]
         assert w.get(c1, "volatile.base_image") == v1
-        lxc("delete", f"{c1}/snap0")
+        # With user.lxdocker.update=force the snapshots go: the dry run says so first.
+        lxc("config", "set", c1, "user.lxdocker.update=force")
         proc = w.update("--dry-run", *ours)
         assert proc.returncode == 0, proc.stderr
-        assert w.outcomes(proc)[c1] | {"message": ""} == {
+        out = w.outcomes(proc)[c1]
+        assert out | {"message": ""} == {
             "instance": c1,
             "action": "would-update",
             "old": v1,
             "new": v2,
             "message": "",
         }
+        assert "snap0 would be lost" in out["message"], out
         assert w.get(c1, "volatile.base_image") == v1
         proc = w.update(*ours)
         assert proc.returncode == 0, proc.stderr
         assert w.outcomes(proc)[c1]["action"] == "updated", proc.stdout
         assert w.get(c1, "volatile.base_image") == v2
+        assert "snap0" not in lxc("info", c1)
+        lxc("config", "set", c1, "user.lxdocker.update=true")
         _check_kept(w, c1, mac, "hello v2\n")
         assert w.get(c2, "volatile.base_image") == v1  # the non-opted-in one is untouched
         assert site.page(c2) == "hello v1\n"
