@@ -253,6 +253,20 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
             _check_kept(w, c1, mac, pages[now])
             assert not (w.state / "journal.json").exists()
 
+        # Killed twice on the way to the same image: the third run gives it up.
+        before = w.get(c1, "volatile.base_image")
+        alias, target = ("other", vb) if before != vb else ("hello", v4)
+        lxc("config", "set", c1, "user.lxdocker.source.alias", alias)
+        for _ in range(2):
+            proc = w.update("--instance", c1, env={KILL_ENV: "start"})
+            assert proc.returncode == -signal.SIGKILL, proc.stderr
+        proc = w.update("--instance", c1)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert w.outcomes(proc)[c1]["action"] == "skipped", proc.stdout
+        assert w.get(c1, "user.lxdocker.bad") == target
+        _check_kept(w, c1, mac, pages[before])
+        lxc("config", "unset", c1, "user.lxdocker.bad")
+
         # -- the service: `lxc image refresh` of the cached image wakes it ----------
         lxc("config", "set", c1, "user.lxdocker.source.alias", "hello")
         proc = w.update("--instance", c1)
