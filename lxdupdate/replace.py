@@ -85,6 +85,7 @@ class Replacer:
         )
         entry = self._step(entry, "protect")
         await image.set_auto_update(self.client, old, False)
+        problem = ""
         try:
             entry = self._step(entry, "stop")
             await instance.stop(self.client, inst.name)
@@ -97,13 +98,14 @@ class Replacer:
                 await instance.start(self.client, inst.name)
                 entry = self._step(entry, "health")
                 problem = await self.gate(inst.name)
-                if problem:
-                    await self.rollback(entry, problem, bad=True)
-                    return Outcome(inst.name, "rolled-back", old, new, problem)
         except UpdateError as e:
-            log.error("%s: update to %s failed: %s; rolling back", inst.name, new[:12], e)
-            await self.rollback(entry, str(e), bad=True)
-            return Outcome(inst.name, "rolled-back", old, new, str(e))
+            # The daemon refused the new image (or failed with it): blame the image;
+            # `lxc config unset NAME user.lxdocker.bad` makes the updater try again.
+            problem = str(e)
+        if problem:
+            log.error("%s: update to %s failed: %s; rolling back", inst.name, new[:12], problem)
+            await self.rollback(entry, problem, bad=True)
+            return Outcome(inst.name, "rolled-back", old, new, problem)
         entry = self._step(entry, "release")
         await self.release(entry)
         return Outcome(inst.name, "updated", old, new, f"{entry.method} done")
