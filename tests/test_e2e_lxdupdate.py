@@ -272,6 +272,20 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         proc = w.update("--instance", c1)
         assert proc.returncode == 0, proc.stderr
         assert w.get(c1, "volatile.base_image") == v4
+
+        # A healthcheck that only "hello" pages pass: "other" is rolled back.
+        check = "/busybox-lxd wget -qO- http://127.0.0.1/ | /busybox-lxd grep -q hello"
+        lxc("config", "set", c1, "user.lxdocker.healthcheck", check)
+        lxc("config", "set", c1, "user.lxdocker.source.alias", "other")
+        proc = w.update("--instance", c1, "--health-timeout", "5")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        out = w.outcomes(proc)[c1]
+        assert out["action"] == "rolled-back" and "healthcheck" in out["message"], out
+        assert w.get(c1, "user.lxdocker.bad") == vb
+        _check_kept(w, c1, mac, "hello v4\n")
+        lxc("config", "set", c1, "user.lxdocker.source.alias", "hello")
+
+        # The service (the healthcheck stays on, and hello v5 passes it).
         service = subprocess.Popen(
             w.argv("--interval", "3600", "--format", "json", "--instance", c1),
             stdout=subprocess.PIPE,
