@@ -54,3 +54,17 @@ def test_render_text_and_json() -> None:
     lines = render(outs, "json", lines_only=True).splitlines()
     assert [json.loads(line)["instance"] for line in lines] == ["web1", "db"]
     assert Outcome("x", "rolled-back").failed and not Outcome("x", "up-to-date").failed
+
+
+def test_the_updater_does_not_load_the_converter() -> None:
+    # It runs on LXD hosts: aiohttp only, none of lxdocker's image tooling.
+    code = (
+        "import sys, lxdupdate.cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lxdocker', 'imgserver',"
+        " 'yaml', 'oras', 'zstandard', 'requests'))\n"
+        "print(','.join(bad))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == ""
