@@ -45,6 +45,8 @@ async def listen(client: Client, wake: asyncio.Event) -> None:
         try:
             async for event in client.events():
                 if wakes(event):
+                    meta = event.get("metadata") or {}
+                    log.info("woken by %s", meta.get("action") or meta.get("description"))
                     wake.set()
         except SocketError as e:
             log.warning("event stream: %s; retrying in %.0fs", e, RECONNECT)
