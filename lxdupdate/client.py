@@ -66,6 +66,10 @@ class Client:
         self.op_timeout = op_timeout
         self._session: aiohttp.ClientSession | None = None
         self.server: dict[str, Any] = {}
+        # Fingerprints this process pulled itself: the daemon announces every pull as
+        # `image-created`, even of an image it already has, and the service must not
+        # wake itself with those (lxdupdate/service.py).
+        self.pulled: set[str] = set()
 
     async def __aenter__(self) -> Client:
         connector = aiohttp.UnixConnector(path=str(self.socket))

@@ -64,6 +64,7 @@ async def pull(client: Client, source: dict[str, str], image_type: str, **ref: s
     fingerprint = str((meta or {}).get("fingerprint") or "")
     if not fingerprint:
         raise ApiError(f"{source['server']} {what}: the daemon did not name a fingerprint")
+    client.pulled.add(fingerprint)
     return fingerprint
 
 
