@@ -22,7 +22,7 @@ from lxdupdate.client import Client, find_socket
 from lxdupdate.errors import BusyError, SocketError, UpdateError
 from lxdupdate.journal import Journal
 from lxdupdate.replace import Health, Outcome
-from lxdupdate.service import serve
+from lxdupdate.service import serve, stopper
 from lxdupdate.updater import Updater
 
 log = logging.getLogger("lxdupdate")
@@ -96,7 +96,7 @@ async def _run(args: argparse.Namespace, socket: Path) -> int:
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, stop.set)
+                    loop.add_signal_handler(sig, stopper(sig, stop))
                 outcomes = await updater.run_pass(stop)
                 _report(args.format)(outcomes)
                 return EXIT_FAILED if any(o.failed for o in outcomes) else EXIT_OK

@@ -49,6 +49,14 @@ def wakes(event: dict[str, Any], pulled: Collection[str] = ()) -> bool:
     return False
 
 
+def stopper(sig: signal.Signals, stop: asyncio.Event) -> Callable[[], None]:
+    def handler() -> None:
+        log.info("%s: finishing the current update (or rolling it back), then stopping", sig.name)
+        stop.set()
+
+    return handler
+
+
 class Inbox:
     """Events that may wake the service, judged only after SETTLE: an updater's own
     pull is announced while it is still running, before it has added the
@@ -110,7 +118,7 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopper(sig, stop))
     inbox = Inbox()
     listener = asyncio.create_task(listen(client, inbox))
     log.info(
