@@ -226,6 +226,29 @@ def _assemble(layers: tuple[LayerFile, ...], scale: float) -> BigImage:
     return BigImage(layers, config_blob, Blob(OCI_MANIFEST, canonical(manifest)), files)
 
 
+def with_update(image: BigImage, workdir: Path, scale: float, data: bytes) -> BigImage:
+    """The image plus one upstream layer that replaces the first small file with
+    `data`: a one-file app release (the delta benchmark's v2)."""
+    name = layer_plan(scale)[0][0][0]
+    path = workdir / "update.tar.gz"
+    with path.open("wb") as f:
+        sink = _GzipSink(f)
+        tar = tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        _file(tar, name, data)
+        content_size = sink.count
+        tar.close()
+        sink.finish()
+    layer = LayerFile(
+        path,
+        "sha256:" + sink.gz_hash.hexdigest(),
+        sink.gz_size,
+        "sha256:" + sink.raw_hash.hexdigest(),
+        sink.count,
+        content_size,
+    )
+    return _assemble((*image.layers, layer), scale)
+
+
 def push_image(reg: RunningRegistry, repo: str, image: BigImage, tag: str = "latest") -> None:
     """Upload the layer files streaming (monolithic POST+PUT), then config and manifest
     with the test helper."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.conversion import Measured, WarmResult
+from bench.delta import DeltaResult, fetched_words
 from bench.measure import Sample, spread
 from bench.serving import JSON_GZIP, JSON_IDENTITY, ROOTFS, ServingResults, WrkResult
 
@@ -112,6 +113,42 @@ def serving_verdicts(s: ServingResults) -> list[Verdict]:
         )
     )
     return out
+
+
+def delta_verdicts(d: DeltaResult) -> list[Verdict]:
+    ratio = d.delta_bytes / d.full_bytes
+    share = d.delta_seconds / d.job_seconds
+    return [
+        Verdict(
+            "delta bytes <= 1 % of the full squashfs",
+            f"{ratio:.3%} ({d.delta_bytes / 1e3:.1f} kB of {d.full_bytes / 1e6:.1f} MB)",
+            ratio <= 0.01,
+        ),
+        Verdict(
+            "making + verifying the delta <= 25 % of that conversion",
+            f"{share:.0%} ({d.delta_seconds:.1f} s of {d.job_seconds:.1f} s)",
+            share <= 0.25,
+        ),
+        Verdict(
+            "LXD refresh fetches the delta, not the full rootfs",
+            f"with: {fetched_words(d.with_delta)}; without: {fetched_words(d.without_delta)}",
+            "rootfs.squashfs" not in d.with_delta.fetched
+            and any(n.endswith(".vcdiff") for n in d.with_delta.fetched),
+        ),
+    ]
+
+
+def delta_table(d: DeltaResult) -> list[str]:
+    return [
+        "| | v2 conversion (wall / CPU / peak RSS) | LXD refresh wall | bytes LXD fetched |",
+        "|---|---|---|---|",
+        f"| with delta | {d.convert.wall:.1f} s / {d.convert.cpu:.1f} s / "
+        f"{d.convert.rss_mb:.0f} MB | {d.with_delta.seconds:.1f} s "
+        f"| {d.with_delta.bytes / 1e6:.2f} MB |",
+        f"| `--no-deltas` | {d.convert_plain.wall:.1f} s / {d.convert_plain.cpu:.1f} s / "
+        f"{d.convert_plain.rss_mb:.0f} MB | {d.without_delta.seconds:.1f} s "
+        f"| {d.without_delta.bytes / 1e6:.2f} MB |",
+    ]
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> list[str]:

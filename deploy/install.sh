@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs lxdocker + imgserver from this source tree as systemd services:
-# a venv in /opt/lxdocker, a system user, directories, a self-signed certificate,
+# a venv in /opt/lxdocker, a system user, directories, a private CA and certificate,
 # the job's timer and the server. Idempotent; run as root (on a host or inside
 # the container made with deploy/lxd-profile.yaml).
 set -eu
@@ -20,4 +20,9 @@ chown -R lxdocker:lxdocker /etc/lxdocker/tls
 install -m 0644 "$src/deploy/lxdocker.service" "$src/deploy/lxdocker.timer" "$src/deploy/imgserver.service" /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now imgserver.service lxdocker.timer
-echo "imgserver runs on :443; certificate: /etc/lxdocker/tls/server.crt"
+if [ -f /etc/lxdocker/tls/ca.crt ]; then
+    echo "imgserver runs on :443; LXD/Incus hosts pin /etc/lxdocker/tls/ca.crt"
+else
+    # An install from before the CA: README "Renewing the certificate" moves it safely.
+    echo "imgserver runs on :443; LXD/Incus hosts pin /etc/lxdocker/tls/server.crt (self-signed)"
+fi

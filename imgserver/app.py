@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from imgserver import tls
 from imgserver.catalog import Catalog
 from imgserver.config import ServerConfig
-from imgserver.handlers import CATALOG, CERT, CONFIG, DOCUMENTS, Documents, add_routes
-from imgserver.tls import read_cert
+from imgserver.handlers import CATALOG, CERTS, CONFIG, DOCUMENTS, Documents, add_routes
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
     app[CATALOG] = Catalog(config.lxdimages)
-    app[CERT] = read_cert(config.cert)
+    app[CERTS] = tls.load(config.cert, config.key, config.ca)
     app[DOCUMENTS] = Documents()
     app.cleanup_ctx.append(_catalog_ctx)
     add_routes(app)

@@ -3,16 +3,24 @@
 Layout (DESIGN section 7): <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*,
 version.json}. A version is listed only once its version.json exists (it is renamed
 into place last), parses, matches its directory names and the files it describes
-are present with the sizes it records. Nothing is hashed here: the sha256 values
-come from version.json, written by the converter.
+are present with the sizes it records. Full files are not hashed here (the sha256
+values come from version.json, written by the converter); delta files are small and
+are hashed when their version.json is loaded, because LXD 5.0.2 fails the whole
+download on a bad delta with no fallback (DESIGN section 13). A delta that fails
+its checks, or whose base version is not listed, is left out; its version stays.
 
 Refreshing is a stat walk of the tree; a version.json is parsed again only when its
 (inode, size, mtime) changes, so a refresh every few seconds stays cheap and no
-request ever walks the tree.
+request ever walks the tree. Delta files are watched too (one more stat each, only
+for versions that list deltas): one rewritten after its version.json was loaded
+makes that version load again, so a damaged delta is unlisted within a refresh
+instead of being served to LXD, whose CLI then only says "Image already up to date"
+(the daemon log has "Hash mismatch"), and the client downloads the full rootfs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -22,7 +30,7 @@ from pathlib import Path
 
 from lxdocker import arch
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, VersionInfo
+from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, Artifact, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,8 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 KNOWN_ARCHES = frozenset(a.debian for a in arch.ARCHES)
 # URL prefix of the image files; streams.py writes item paths below it.
 IMAGES_PREFIX = "images"
+# Deltas up to this size are hashed on load (a few ms); larger ones are size-checked.
+DELTA_HASH_LIMIT = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,25 @@ def url_path(info: VersionInfo, filename: str) -> str:
 
 
 _StatKey = tuple[int, int, int]
+MISSING: _StatKey = (-1, -1, -1)
+
+
+def _stat_key(path: str) -> _StatKey:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return MISSING
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    key: _StatKey  # of version.json
+    entry: Entry | None
+    watched: tuple[tuple[str, _StatKey], ...] = ()  # delta files and their keys when loaded
+
+    def still_valid(self, key: _StatKey) -> bool:
+        return key == self.key and all(_stat_key(p) == k for p, k in self.watched)
 
 
 class Catalog:
@@ -79,8 +108,8 @@ class Catalog:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._snapshot = Snapshot()
-        # version directory -> (stat key of its version.json, loaded entry or None)
-        self._cache: dict[str, tuple[_StatKey, Entry | None]] = {}
+        # version directory -> its stat keys and loaded entry (None: not listed)
+        self._cache: dict[str, _Cached] = {}
 
     @property
     def snapshot(self) -> Snapshot:
@@ -93,28 +122,26 @@ class Catalog:
         event loop for the GIL, so the walk uses plain strings and os.scandir, not
         pathlib (which made it 12 ms instead of ~3 ms for 300 versions, enough to
         show in the serving benchmark's p99), and stops early when nothing changed."""
-        cache: dict[str, tuple[_StatKey, Entry | None]] = {}
+        cache: dict[str, _Cached] = {}
         changed = False
         for directory in self._version_dirs():
-            try:
-                st = os.stat(f"{directory}/{VERSION_FILE}")
-            except OSError:
+            key = _stat_key(f"{directory}/{VERSION_FILE}")
+            if key == MISSING:
                 continue  # incomplete (or being removed): never listed
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
             cached = self._cache.get(directory)
-            if cached is not None and cached[0] == key:
+            if cached is not None and cached.still_valid(key):
                 cache[directory] = cached
             else:
-                cache[directory] = (key, self._load(Path(directory)))
+                cache[directory] = self._load(Path(directory), key)
                 changed = True
         # Every directory found was cached unchanged, and as many as before: the same set.
         changed = changed or len(cache) != len(self._cache)
         self._cache = cache
         if not changed:
             return False
-        entries = tuple(
+        entries = _with_listed_bases(
             sorted(
-                (e for _, e in cache.values() if e is not None),
+                (c.entry for c in cache.values() if c.entry is not None),
                 key=lambda e: (e.info.name, e.info.arch, e.info.version),
             )
         )
@@ -122,7 +149,7 @@ class Catalog:
             return False
         files: dict[str, ServedFile] = {}
         for e in entries:
-            for f in (e.info.meta, e.info.rootfs):
+            for f in (e.info.meta, e.info.rootfs, *e.info.deltas):
                 files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
         self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files)
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
@@ -136,7 +163,7 @@ class Catalog:
                     found.extend(_subdirs(arch_dir, VERSION_RE))
         return found
 
-    def _load(self, directory: Path) -> Entry | None:
+    def _load(self, directory: Path, key: _StatKey) -> _Cached:
         """Parse and check one version directory; log (once per change) and skip if bad."""
         try:
             info = VersionInfo.load(directory / VERSION_FILE)
@@ -151,8 +178,18 @@ class Catalog:
                 _check_file(self.root, directory, f.name, f.size)
         except StoreError as e:
             log.warning("catalog: skipping %s: %s", directory, e)
-            return None
-        return Entry(info, directory)
+            return _Cached(key, None)
+        deltas, watched = [], []
+        for d in info.deltas:
+            path = os.fspath(directory / d.name)
+            try:
+                watched.append((path, _check_delta(self.root, directory, d)))
+            except StoreError as e:
+                watched.append((path, _stat_key(path)))
+                log.warning("catalog: not listing a delta: %s", e)
+                continue
+            deltas.append(d)
+        return _Cached(key, Entry(info.with_deltas(deltas), directory), tuple(watched))
 
 
 def _subdirs(parent: str, pattern: re.Pattern[str] | None) -> list[str]:
@@ -183,6 +220,36 @@ def _check_file(root: Path, directory: Path, name: str, size: int) -> None:
         raise StoreError(f"{path}: resolves outside the image directory {root}")
     if st.st_size != size:
         raise StoreError(f"{path}: size {st.st_size} differs from {VERSION_FILE} ({size})")
+
+
+def _check_delta(root: Path, directory: Path, d: Artifact) -> _StatKey:
+    """Check a delta file; the stat key of the bytes checked."""
+    _check_file(root, directory, d.name, d.size)
+    path = directory / d.name
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if d.size > DELTA_HASH_LIMIT:
+                return (st.st_ino, st.st_size, st.st_mtime_ns)
+            digest = hashlib.sha256(f.read()).hexdigest()
+            st = os.fstat(f.fileno())
+    except OSError as e:
+        raise StoreError(f"{path}: unreadable: {e.strerror}") from None
+    if digest != d.sha256:
+        raise StoreError(f"{path}: sha256 {digest} differs from {VERSION_FILE} ({d.sha256})")
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _with_listed_bases(entries: list[Entry]) -> tuple[Entry, ...]:
+    """Drop deltas whose base version is not listed (pruned, or failed its checks)."""
+    listed = {(e.info.name, e.info.arch, e.info.version) for e in entries}
+    out = []
+    for e in entries:
+        keep = [d for d in e.info.deltas if (e.info.name, e.info.arch, d.base) in listed]
+        if len(keep) != len(e.info.deltas):
+            e = Entry(e.info.with_deltas(keep), e.directory)
+        out.append(e)
+    return tuple(out)
 
 
 def _count_images(entries: tuple[Entry, ...]) -> int:

@@ -7,10 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
-from imgserver import accesslog, tls
+from imgserver import accesslog, authority, tls
 from imgserver.config import DEFAULT_PORT, ServerConfig, parse_address
 from imgserver.workers import serve, worker_count
-from lxdocker.errors import LxdockerError
+from lxdocker.errors import CertificateError, LxdockerError
 
 log = logging.getLogger("imgserver")
 
@@ -19,7 +19,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="imgserver",
         description="Serve lxdocker's LXD images over simplestreams (HTTPS, TLS 1.3). "
-        "`imgserver gencert --help` makes a self-signed certificate.",
+        "`imgserver gencert --help` makes a private CA and a server certificate.",
     )
     p.add_argument(
         "--address",
@@ -29,6 +29,12 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--lxdimages", type=Path, required=True, help="the image directory")
     p.add_argument("--cert", type=Path, required=True, help="PEM certificate")
     p.add_argument("--key", type=Path, required=True, help="PEM private key")
+    p.add_argument(
+        "--ca",
+        type=Path,
+        help="the CA certificate hosts pin (default: ca.crt next to --cert if it exists; "
+        "without one, hosts pin --cert itself)",
+    )
     p.add_argument(
         "--remote-name", default="lxdocker", help="remote name used in the printed lxc commands"
     )
@@ -56,18 +62,52 @@ def serve_parser() -> argparse.ArgumentParser:
 
 def _gencert_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="imgserver gencert", description="Write a self-signed server.crt and server.key."
+        prog="imgserver gencert",
+        description="Write a private CA (ca.crt, ca.key: hosts pin ca.crt) and a server "
+        "certificate issued by it (server.crt, server.key). With --renew: a new server key "
+        "and certificate from the same CA, so hosts need no new pin; a self-signed "
+        "server.crt from an older install becomes the CA (same file, same pins).",
     )
-    p.add_argument("--out", type=Path, required=True, help="directory for server.crt/.key")
+    p.add_argument("--out", type=Path, required=True, help="the certificate directory")
     p.add_argument(
         "--san",
         action="append",
         default=[],
-        required=True,
-        help="DNS name or IP address clients use (repeat; the first is preferred)",
+        help="DNS name or IP address clients use (repeat; the first is preferred); "
+        "required without --renew, which keeps the current ones by default",
     )
-    p.add_argument("--days", type=int, default=3650, help="validity in days")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=authority.SERVER_DAYS,
+        help="validity of the server certificate in days (default %(default)s)",
+    )
+    p.add_argument(
+        "--renew", action="store_true", help="re-issue the server certificate from the CA in --out"
+    )
     return p
+
+
+def _gencert(argv: list[str]) -> int:
+    g = _gencert_parser().parse_args(argv)
+    if g.days < 1:
+        _gencert_parser().error(f"--days {g.days}: expected 1 or more")
+    if g.renew:
+        issued = authority.renew(g.out, g.san, g.days)
+    else:
+        issued = authority.create(g.out, g.san, g.days)
+    ca, cert = tls.read_cert(issued.ca), tls.read_cert(issued.cert)
+    log.info(
+        "wrote %s and %s (SANs %s, valid until %s UTC)",
+        issued.cert,
+        issued.key,
+        ", ".join(cert.sans),
+        f"{cert.not_after:%Y-%m-%d}",
+    )
+    log.info("hosts pin %s, sha256 fingerprint %s", issued.ca, ca.fingerprint)
+    if g.renew:
+        log.info("restart imgserver to serve the new certificate; hosts need no change")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args_list[:1] == ["gencert"]:
             logging.basicConfig(level=logging.INFO, format=accesslog.log_format(with_pid=False))
-            g = _gencert_parser().parse_args(args_list[1:])
-            cert, key = tls.generate(g.out, g.san, g.days)
-            info = tls.read_cert(cert)
-            log.info("wrote %s and %s; sha256 fingerprint %s", cert, key, info.fingerprint)
-            return 0
+            return _gencert(args_list[1:])
         a = serve_parser().parse_args(args_list)
         if a.workers < 0:
             serve_parser().error(f"--workers {a.workers}: expected 0 (one per CPU) or more")
@@ -90,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             lxdimages=a.lxdimages,
             cert=a.cert,
             key=a.key,
+            ca=a.ca,
             address=parse_address(a.address),
             remote_name=a.remote_name,
             refresh_interval=a.refresh_interval,
             header_timeout=a.header_timeout,
         )
         return serve(config, workers)
+    except CertificateError as e:  # the files exist but cannot be served: refuse (issue 17)
+        log.error("%s", e)
+        return 2
     except LxdockerError as e:
         log.error("%s", e)
         return 1

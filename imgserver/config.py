@@ -44,6 +44,9 @@ class ServerConfig:
     lxdimages: Path
     cert: Path
     key: Path
+    # The CA certificate hosts pin (imgserver.authority); None: ca.crt next to `cert`
+    # if there is one, else the self-signed `cert` itself is the one to pin.
+    ca: Path | None = None
     address: Address = Address(None, DEFAULT_PORT)
     remote_name: str = "lxdocker"  # the remote name shown in the pinning commands
     refresh_interval: float = 2.0  # seconds between catalog stat walks
@@ -53,3 +56,4 @@ class ServerConfig:
     header_timeout: float = 15.0
     shutdown_timeout: float = 10.0
     backlog: int = 1024
+    expiry_check_interval: float = 86400.0  # seconds between certificate expiry checks

@@ -12,7 +12,7 @@ from aiohttp import hdrs, web
 from imgserver import files, landing, streams
 from imgserver.catalog import IMAGES_PREFIX, Catalog, Snapshot
 from imgserver.config import ServerConfig
-from imgserver.tls import CertInfo
+from imgserver.tls import Certificates
 
 # images.json shrinks ~7 times (LXD's Go client asks for gzip and decompresses
 # transparently). Compressed once per catalog generation, so the best level costs
@@ -90,7 +90,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 CONFIG = web.AppKey("config", ServerConfig)
 CATALOG = web.AppKey("catalog", Catalog)
-CERT = web.AppKey("cert", CertInfo)
+CERTS = web.AppKey("certs", Certificates)
 DOCUMENTS = web.AppKey("documents", Documents)
 
 
@@ -128,7 +128,15 @@ async def image_file(request: web.Request) -> web.StreamResponse:
 
 
 async def server_cert(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[CERT].pem, content_type="application/x-pem-file")
+    return web.Response(body=request.app[CERTS].cert.pem, content_type="application/x-pem-file")
+
+
+async def ca_cert(request: web.Request) -> web.Response:
+    """The certificate hosts pin: the CA (404 on an install without one)."""
+    certs = request.app[CERTS]
+    if not certs.has_ca:
+        raise web.HTTPNotFound()
+    return web.Response(body=certs.pin.pem, content_type="application/x-pem-file")
 
 
 async def landing_page(request: web.Request) -> web.Response:
@@ -138,7 +146,7 @@ async def landing_page(request: web.Request) -> web.Response:
         app[CATALOG].snapshot.versions,
         url,
         app[CONFIG].remote_name,
-        app[CERT].fingerprint,
+        app[CERTS],
     )
     return web.Response(text=html, content_type="text/html")
 
@@ -146,6 +154,7 @@ async def landing_page(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", landing_page)
     app.router.add_get("/server.crt", server_cert)
+    app.router.add_get("/ca.crt", ca_cert)
     app.router.add_get(f"/{streams.INDEX_PATH}", index_json)
     app.router.add_get(f"/{streams.IMAGES_PATH}", images_json)
     app.router.add_get(f"/{IMAGES_PREFIX}/{{tail:.+}}", image_file)

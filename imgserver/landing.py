@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 from string import Template
 
-from imgserver import streams
+from imgserver import streams, tls
 from lxdocker.versioninfo import VersionInfo
 
 PAGE = Template("""\
@@ -28,8 +28,8 @@ code { font-size: 90%; }
 <h1>lxdocker image server</h1>
 <p>LXD images converted from Docker/OCI images, served over simplestreams.</p>
 <h2>Use it</h2>
-<p>The server certificate is self-signed; its SHA-256 fingerprint is
-<code>$fingerprint</code>. Pin it on each LXD host, then add the remote:</p>
+<p>$pin_text Pin <code>$pin_file</code> (SHA-256 fingerprint
+<code>$fingerprint</code>) on each LXD or Incus host, then add the remote:</p>
 <pre>$commands</pre>
 <h2>Images</h2>
 $table
@@ -47,16 +47,8 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def commands(url: str, remote: str) -> list[str]:
-    crt = f"~/.config/lxc/servercerts/{remote}.crt"
-    return [
-        "mkdir -p ~/.config/lxc/servercerts",
-        f"curl -fsSk {url}/server.crt -o {crt}",
-        f"openssl x509 -in {crt} -outform der | sha256sum   # compare with the fingerprint",
-        f"# snap LXD: use ~/snap/lxd/common/config/servercerts/{remote}.crt instead",
-        f"lxc remote add {remote} {url} --protocol simplestreams --public",
-        f"lxc image list {remote}:",
-    ]
+def commands(certs: tls.Certificates, url: str, remote: str) -> list[str]:
+    return [*tls.pin_commands(certs, url, remote), f"lxc image list {remote}:"]
 
 
 def _table(versions: Sequence[VersionInfo], remote: str) -> str:
@@ -85,9 +77,18 @@ def _table(versions: Sequence[VersionInfo], remote: str) -> str:
     return f"<table>\n{head}\n" + "\n".join(rows) + "\n</table>"
 
 
-def render(versions: Sequence[VersionInfo], url: str, remote: str, fingerprint: str) -> str:
+def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Certificates) -> str:
+    if certs.has_ca:
+        pin_text = (
+            "The server certificate is issued by this server's own CA; hosts trust the CA, "
+            "so the server certificate can be renewed without touching them."
+        )
+    else:
+        pin_text = "The server certificate is self-signed."
     return PAGE.substitute(
-        fingerprint=escape(fingerprint),
-        commands=escape("\n".join(commands(url, remote))),
+        pin_text=escape(pin_text),
+        pin_file=escape(f"{url}{tls.pin_path(certs)}"),
+        fingerprint=escape(certs.pin.fingerprint),
+        commands=escape("\n".join(commands(certs, url, remote))),
         table=_table(versions, remote),
     )

@@ -11,11 +11,12 @@ import socket
 
 from aiohttp import web
 
+from imgserver import tls
 from imgserver.accesslog import AccessLog
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.listener import Listener, bind
-from imgserver.tls import pin_instructions, read_cert, remote_url, server_context
+from imgserver.tls import Certificates, pin_instructions, remote_url, server_context
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,34 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def banner(config: ServerConfig, port: int) -> None:
+def warn_expiry(certs: Certificates) -> None:
+    """At start and once a day: a certificate that expires soon (issue 17)."""
+    for warning in tls.expiry_warnings(certs):
+        log.warning("%s", warning)
+
+
+async def _watch_expiry(certs: Certificates, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        warn_expiry(certs)
+
+
+def banner(config: ServerConfig, port: int) -> Certificates:
     """The startup lines: where it listens and how clients pin the certificate."""
-    cert = read_cert(config.cert)
+    certs = tls.load(config.cert, config.key, config.ca)
     log.info(
         "listening on %s (TLS 1.3) port %d, serving %s",
         config.address.host or "*",
         port,
         config.lxdimages,
     )
-    url = remote_url(cert, port)
-    for line in pin_instructions(cert, config.cert, url, config.remote_name).splitlines():
+    url = remote_url(certs.cert, port)
+    for line in pin_instructions(certs, url, config.remote_name).splitlines():
         log.info("%s", line)
     if os.geteuid() == 0:
         log.warning("running as root is not needed; run imgserver as an unprivileged user")
+    warn_expiry(certs)
+    return certs
 
 
 async def run(
@@ -61,6 +76,9 @@ async def run(
     # is not lost); from here on the loop handles them.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _raise_fd_limit()
+    worker = sock is not None
+    if not worker:  # the parent of workers checked before forking (imgserver.workers)
+        tls.load(config.cert, config.key, config.ca)
     ssl_context = server_context(config.cert, config.key)
     runner = web.AppRunner(
         create_app(config),
@@ -73,8 +91,8 @@ async def run(
         handle_signals=False,
     )
     await runner.setup()
-    worker = sock is not None
     listener: Listener | None = None
+    watch: asyncio.Task[None] | None = None
     try:
         if sock is None:
             sock = bind(config.address, config.backlog)
@@ -82,10 +100,13 @@ async def run(
         listener = Listener(sock, runner.server, ssl_context, config)
         listener.start()
         if not worker:
-            banner(config, listener.port)
+            certs = banner(config, listener.port)
+            watch = asyncio.create_task(_watch_expiry(certs, config.expiry_check_interval))
         await stop.wait()
         log.log(logging.DEBUG if worker else logging.INFO, "shutting down")
     finally:
+        if watch is not None:
+            watch.cancel()
         if listener is not None:
             await listener.close()
         await runner.cleanup()

@@ -12,7 +12,10 @@ Clients read `streams/v1/index.json`, then every index entry of datatype
   the real compression from the bytes, so gzip and plain tar are fine);
 * the description LXD shows is "<os> <release_title> <arch> (<version>)";
 * LXD itself adds `<alias>/<arch>` for every alias of a product, so the product
-  lists only `name` and `name/<tag>`; the alias list is comma separated, no spaces.
+  lists only `name` and `name/<tag>`; the alias list is comma separated, no spaces;
+* a delta is an item `ftype: squashfs.vcdiff` with `delta_base` = the older version
+  key, used by a client that holds that version's image (DESIGN section 13); it is
+  listed only while its base version is listed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ CONTENT_ID = "images"
 DATATYPE = "image-downloads"
 # Metadata ftypes: LXD reads lxd.tar.xz, Incus reads incus.tar.xz; both name one file.
 META_FTYPES = ("lxd.tar.xz", "incus.tar.xz")
+DELTA_FTYPE = "squashfs.vcdiff"
 # Docker tag grammar (distribution/reference); anything else never becomes an alias.
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,8 +57,9 @@ def aliases(info: VersionInfo) -> list[str]:
     return out
 
 
-def items(info: VersionInfo) -> Doc:
-    """The items of one version: both metadata ftypes and the rootfs."""
+def items(info: VersionInfo, listed: frozenset[str] | None = None) -> Doc:
+    """The items of one version: both metadata ftypes, the rootfs and its deltas
+    from the versions in `listed` (every delta when None)."""
     if info.rootfs_format == "squashfs":
         root_ftype = "squashfs"
         combined = {"combined_squashfs_sha256": info.fingerprint}
@@ -74,6 +79,16 @@ def items(info: VersionInfo) -> Doc:
         "size": info.rootfs.size,
         "sha256": info.rootfs.sha256,
     }
+    if info.rootfs_format == "squashfs":
+        for d in info.deltas:
+            if listed is None or d.base in listed:
+                out[f"delta-{d.base}"] = {
+                    "ftype": DELTA_FTYPE,
+                    "path": url_path(info, d.name),
+                    "size": d.size,
+                    "sha256": d.sha256,
+                    "delta_base": d.base,
+                }
     return out
 
 
@@ -82,6 +97,7 @@ def product(versions: Sequence[VersionInfo]) -> Doc:
     newest = max(versions, key=lambda v: v.version)
     # Empty os/release/variant sort wrongly in LXD's image lists: always set them.
     release = newest.release or newest.tag or "latest"
+    listed = frozenset(v.version for v in versions)
     return {
         "aliases": ",".join(aliases(newest)),
         "arch": newest.arch,
@@ -90,7 +106,7 @@ def product(versions: Sequence[VersionInfo]) -> Doc:
         "release_title": release,
         "variant": newest.variant or "default",
         "description": newest.description,
-        "versions": {v.version: {"items": items(v)} for v in versions},
+        "versions": {v.version: {"items": items(v, listed)} for v in versions},
     }
 
 

@@ -33,9 +33,10 @@ import sys
 import time
 from types import FrameType
 
+from imgserver import tls
 from imgserver.config import Address, ServerConfig
 from imgserver.listener import bind
-from imgserver.server import STOP_SIGNALS, banner, run
+from imgserver.server import STOP_SIGNALS, banner, run, warn_expiry
 from imgserver.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,11 @@ class Supervisor:
         self._stopping = False
         self._failed = False
         self._deadline = float("inf")  # set when stopping: SIGKILL after it
+        self._certs: tls.Certificates | None = None
 
     def run(self) -> int:
         # Fail in the parent, before any fork, on a bad certificate or address.
+        tls.load(self._config.cert, self._config.key, self._config.ca)
         server_context(self._config.cert, self._config.key)
         # Blocked across every fork: a signal that arrives while a child is being
         # created stays pending in it until its event loop handles it (server.run).
@@ -107,7 +110,7 @@ class Supervisor:
         try:
             for slot in range(self._workers):
                 self._spawn(slot)
-            banner(self._config, self._socks[0].getsockname()[1])
+            self._certs = banner(self._config, self._socks[0].getsockname()[1])
             log.info("%d worker processes: %s", self._workers, " ".join(map(str, self._pids)))
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             self._supervise()
@@ -153,7 +156,11 @@ class Supervisor:
                 os.kill(pid, sig)
 
     def _supervise(self) -> None:
+        next_expiry_check = time.monotonic() + self._config.expiry_check_interval
         while self._pids:
+            if self._certs is not None and time.monotonic() >= next_expiry_check:
+                warn_expiry(self._certs)
+                next_expiry_check = time.monotonic() + self._config.expiry_check_interval
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 if self._stopping:

@@ -4,4 +4,4 @@ __version__ = "0.1.0"
 
 # Bumped whenever the conversion recipe changes the bytes of an image (init script,
 # patching, metadata, writer options): a new recipe makes the batch job rebuild.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the app gets exactly Docker's environment (issue 16)

@@ -248,7 +248,8 @@ def gc(cache: BlobCache, keep: Iterable[str]) -> int:
     """
     live = referenced(cache, keep)
     freed = 0
-    for sub in ("blobs/sha256", "partial"):
+    # index/: layer header indexes, named like their blob (lxdocker/layerindex.py).
+    for sub in ("blobs/sha256", "partial", "index/sha256"):
         d = cache.root / sub
         if not d.is_dir():
             continue

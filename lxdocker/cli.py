@@ -16,6 +16,7 @@ from pathlib import Path
 from lxdocker import __version__
 from lxdocker import arch as archmod
 from lxdocker.config import IMAGE_FORMATS
+from lxdocker.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
 from lxdocker.errors import LxdockerError
 from lxdocker.job import JobConfig, LockedError, format_summary, run
 from lxdocker.rootfs import SQUASHFS_COMPRESSORS
@@ -92,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="registry credentials (docker config.json format)",
     )
+    p.add_argument(
+        "--no-deltas",
+        dest="deltas",
+        action="store_false",
+        help="write no squashfs.vcdiff delta updates",
+    )
+    p.add_argument(
+        "--delta-bases",
+        type=int,
+        default=DEFAULT_BASES,
+        metavar="N",
+        help=f"deltas from up to N previous versions (default {DEFAULT_BASES})",
+    )
+    p.add_argument(
+        "--delta-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="FRACTION",
+        help="keep a delta only if smaller than this fraction of the full rootfs "
+        f"(default {DEFAULT_THRESHOLD})",
+    )
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -103,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_format, args.verbose)
     if args.jobs < 1 or args.keep < 1:
         parser.error("--jobs and --keep must be at least 1")
+    if args.delta_bases < 0 or not 0 < args.delta_threshold <= 1:
+        parser.error("--delta-bases must be >= 0 and --delta-threshold in (0, 1]")
     try:
         arch = archmod.by_debian(args.arch) if args.arch else archmod.host()
     except KeyError:
@@ -122,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         busybox=args.busybox,
         arch=arch,
         auth_file=args.auth_file,
+        deltas=args.deltas and args.delta_bases > 0,
+        delta_bases=args.delta_bases,
+        delta_threshold=args.delta_threshold,
     )
     try:
         summary = run(cfg)

@@ -39,3 +39,7 @@ class StoreError(LxdockerError):
 
 class ServerError(LxdockerError):
     """imgserver cannot start: certificate, key or listen address (names the file/flag)."""
+
+
+class CertificateError(ServerError):
+    """imgserver's certificate is unusable (expired, another key's, not from its CA)."""

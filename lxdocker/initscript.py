@@ -17,6 +17,9 @@ Decisions worth knowing (measured with Debian's busybox-static 1.35):
   ignored, and busybox ash cannot undo that. When the StopSignal is one of those
   and the child still ignores it at stop time, the init sends SIGTERM instead and
   says so, so that `lxc stop` stays graceful.
+* The app's environment is Docker's and nothing more: image Env (LXD's
+  `environment.*` win), HOME, HOSTNAME, LXC's `container=lxc`. ash exports SHLVL
+  and PWD of its own, so the shell that execs the app unsets those (SHELL_OWNED).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
+from lxdocker.signals import SIGNALS, normalize_signal
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +49,11 @@ BACKOFF_CAP_DS = 300
 BACKOFF_RESET_S = 10
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Linux signal numbers of the generic ABI (all arches of lxdocker.arch use it).
-SIGNALS: dict[str, int] = {
-    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
-    "FPE": 8, "KILL": 9, "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14,
-    "TERM": 15, "STKFLT": 16, "CHLD": 17, "CONT": 18, "STOP": 19, "TSTP": 20,
-    "TTIN": 21, "TTOU": 22, "URG": 23, "XCPU": 24, "XFSZ": 25, "VTALRM": 26,
-    "PROF": 27, "WINCH": 28, "IO": 29, "POLL": 29, "PWR": 30, "SYS": 31,
-}  # fmt: skip
-_SIGRTMIN, _SIGRTMAX = 34, 64
+# Names busybox ash sets or resets itself (measured: SHLVL, PWD at start, OLDPWD on
+# cd, PPID, OPTIND and IFS overwrite imported values). Docker's app gets none of
+# them unless the image Env or LXD names them, so the last shell before the app
+# unsets them and puts back only those values (kept as _lxd_k_NAME).
+SHELL_OWNED = ("SHLVL", "PWD", "OLDPWD", "PPID", "OPTIND", "IFS")
 
 
 @dataclass(frozen=True)
@@ -107,28 +107,6 @@ def sh_quote(value: str) -> str:
     if "\0" in value:
         raise ValueError("a NUL byte cannot be passed to a program")
     return "'" + value.replace("'", "'\\''") + "'"
-
-
-def normalize_signal(value: str | int) -> str:
-    """'SIGQUIT', 'quit', '3' -> 'QUIT'; real-time signals -> their number."""
-    text = str(value).strip().upper()
-    text = text.removeprefix("SIG")
-    if text.isdigit():
-        num = int(text)
-        for name, n in SIGNALS.items():
-            if n == num:
-                return name
-        if _SIGRTMIN <= num <= _SIGRTMAX:
-            return str(num)
-        raise ValueError(f"unknown signal number {num}")
-    if text in SIGNALS:
-        return "IO" if text == "POLL" else "ABRT" if text == "IOT" else text
-    m = re.fullmatch(r"RTMIN(?:\+(\d+))?|RTMAX(?:-(\d+))?", text)
-    if m:
-        num = _SIGRTMIN + int(m[1] or 0) if text.startswith("RTMIN") else _SIGRTMAX - int(m[2] or 0)
-        if _SIGRTMIN <= num <= _SIGRTMAX:
-            return str(num)
-    raise ValueError(f"unknown signal {value!r}")
 
 
 def _str_list(ctx: str, key: str, value: object) -> tuple[str, ...] | None:
@@ -196,12 +174,20 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
 def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
     """The /sbin/init text. `realinit`: the image's own init is at /lxd-realinit."""
     bb = BUSYBOX
-    out = [_INIT_HEAD.replace("@BB@", bb)]
+    out = [_INIT_HEAD.replace("@BB@", bb).replace("@OWNED@", "|".join(SHELL_OWNED))]
     out.append(f"export PATH={sh_quote(cfg.path or DEFAULT_PATH)}\n")
     for key, value in cfg.env:
+        # LXD's value of a shell-owned name is already in _lxd_k_NAME (_INIT_HEAD).
+        action = f"_lxd_k_{key}" if key in SHELL_OWNED else f"export {key}"
+        out.append(f"case $_lxd_given in *' {key} '*) ;; *) {action}={sh_quote(value)} ;; esac\n")
+    if not any(key == "HOSTNAME" for key, _ in cfg.env):
+        # Docker sets HOSTNAME to the container's hostname unless the image Env has it.
         out.append(
-            f"case $_lxd_given in *' {key} '*) ;; *) export {key}={sh_quote(value)} ;; esac\n"
+            "case $_lxd_given in *' HOSTNAME '*) ;; *)"
+            f' export HOSTNAME="$({bb} hostname)" ;; esac\n'
         )
+    # For the app's shell; an exported name that is unset stays out of the environment.
+    out.append("export " + " ".join(f"_lxd_k_{n}" for n in SHELL_OWNED) + "\n")
     if realinit:
         out.append(
             f"# The image's own init, moved aside at conversion, is visible at /sbin/init again.\n"
@@ -215,12 +201,13 @@ def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
     out.append("set -- " + " ".join(sh_quote(a) for a in cfg.argv) + "\n")
     out.append(_INIT_LOOKUP)
     if cfg.uid == 0 and cfg.gid == 0:
-        launch = 'exec -a "$_lxd_name" "$_lxd_cmd" "$@"'
+        launch = f'{_ENV_FIX}; exec -a "$_lxd_name" "$_lxd_cmd" "$@"'
     else:
-        # nsenter without a namespace only switches ids; the inner sh keeps argv[0].
+        # nsenter without a namespace only switches ids; the inner sh keeps argv[0]
+        # and, being a new shell, is the one that must drop the shell's variables.
         launch = (
             f"exec {bb} nsenter -S {cfg.uid} -G {cfg.gid} -- {bb} sh -c"
-            f' \'exec -a "$0" "$@"\' "$_lxd_name" "$_lxd_cmd" "$@"'
+            f' \'{_ENV_FIX}; exec -a "$0" "$@"\' "$_lxd_name" "$_lxd_cmd" "$@"'
         )
     if not cfg.supervise:
         out.append("# disable_supervisor: the app becomes PID 1.\n" + launch + "\n")
@@ -248,15 +235,35 @@ _INIT_HEAD = r"""#!@BB@ sh
 _lxd_log() { echo "lxd-init: $*" >&2; }
 # Names LXD gave PID 1 (environment.* keys) win over the image's defaults; PATH is
 # always the image's. NUL-separated, so newlines inside values are turned into \001.
+# The shell has already changed its own variables (SHLVL, PWD, ...): LXD's values
+# of those come from the kernel's copy, newlines restored.
 _lxd_given=' '
+_lxd_nl='
+'
+_lxd_soh=$(printf '\001')
 if [ -r /proc/$$/environ ]; then
 	while IFS= read -r _lxd_l; do
 		_lxd_given="$_lxd_given${_lxd_l%%=*} "
+		case ${_lxd_l%%=*} in
+		@OWNED@)
+			_lxd_v=${_lxd_l#*=}
+			eval "_lxd_k_${_lxd_l%%=*}=\${_lxd_v//\$_lxd_soh/\$_lxd_nl}"
+			;;
+		esac
 	done <<_LXD_EOF
 $(@BB@ tr '\000\n' '\n\001' < /proc/$$/environ)
 _LXD_EOF
 fi
 """
+
+# Run by the shell that execs the app (no single quotes: it is also inside 'sh -c').
+_ENV_FIX = "; ".join(
+    [
+        "unset " + " ".join(SHELL_OWNED),
+        *(f'[ -z "${{_lxd_k_{n}+x}}" ] || export {n}="$_lxd_k_{n}"' for n in SHELL_OWNED),
+        "unset " + " ".join(f"_lxd_k_{n}" for n in SHELL_OWNED),
+    ]
+)
 
 _INIT_SETUP = r"""@BB@ mkdir -p /dev/shm 2>/dev/null
 @BB@ grep -q ' /dev/shm ' /proc/mounts 2>/dev/null \

@@ -2,7 +2,8 @@
 
 For each spec: resolve the manifest (cheap), skip when nothing that shapes the output
 changed, otherwise pull, flatten, patch, write and publish a new version. Then prune,
-remove images whose spec is gone, clean leftovers of killed runs and GC the cache.
+remove images whose spec is gone, check the deltas still listed (DESIGN section 13),
+clean leftovers of killed runs and GC the cache.
 A failing spec never stops the others and never touches its published versions.
 """
 
@@ -25,11 +26,20 @@ from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
 from lxdocker.cache import BlobCache, gc
 from lxdocker.config import ImageFormat, Spec, load_specs
+from lxdocker.delta import (
+    DEFAULT_BASES,
+    DEFAULT_THRESHOLD,
+    DeltaOutcome,
+    check_all_deltas,
+    describe,
+    write_deltas,
+    xdelta3_for_run,
+)
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.flatten import flatten
 from lxdocker.lxdimage import ImageMeta, write_meta
 from lxdocker.patch import patch
-from lxdocker.pull import PulledImage, ResolvedImage, layer_openers, pull, resolve
+from lxdocker.pull import PulledImage, ResolvedImage, layer_indexes, layer_openers, pull, resolve
 from lxdocker.reference import Reference, parse
 from lxdocker.rootfs import write_rootfs
 from lxdocker.store import (
@@ -40,7 +50,7 @@ from lxdocker.store import (
     publish,
     remove_image,
 )
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VersionInfo
+from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, Artifact, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,9 @@ class JobConfig:
     arch: archmod.Arch = field(default_factory=archmod.host)
     auth_file: Path | None = None
     pull_jobs: int = 3  # concurrent layer downloads per image
+    deltas: bool = True  # write squashfs.vcdiff deltas (needs xdelta3)
+    delta_bases: int = DEFAULT_BASES  # deltas from up to this many previous versions
+    delta_threshold: float = DEFAULT_THRESHOLD  # keep a delta only below this share of the full
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,8 @@ class SpecResult:
     version: str = ""
     bytes_pulled: int = 0
     manifest_digest: str = ""
+    deltas: tuple[DeltaOutcome, ...] = ()
+    seconds: float = 0.0  # converting this spec, deltas included
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,7 @@ def build_version(
     write_meta(tmpdir / META_FILE, meta)
     image_config = json.loads(pulled.config.raw).get("config") or {}
     entries = patch(
-        flatten(layer_openers(pulled, cache)),
+        flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
         spec,
         busybox=cfg.busybox,
@@ -177,8 +192,19 @@ def spec_reference(spec: Spec) -> Reference:
     return ref
 
 
-def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
-    """Convert one spec; every LxdockerError becomes a failed result naming the spec."""
+def delta_bases(versions: list[VersionInfo], cfg: JobConfig) -> list[VersionInfo]:
+    """The previous versions (newest first) a new version gets deltas from."""
+    if cfg.imageformat != "squashfs":
+        return []
+    return [v for v in reversed(versions) if v.rootfs_format == "squashfs"][: cfg.delta_bases]
+
+
+def convert(spec: Spec, cfg: JobConfig, xdelta3: str | None = None) -> SpecResult:
+    """Convert one spec; every LxdockerError becomes a failed result naming the spec.
+
+    With `xdelta3` (its path), a new squashfs version also gets verified deltas from
+    the previous ones (cfg.delta_bases)."""
+    started = time.monotonic()
     try:
         resolved = resolve(spec_reference(spec), cfg.arch, auth_file=cfg.auth_file)
         versions = complete_versions(cfg.lxdimages, spec.name, cfg.arch.debian)
@@ -207,7 +233,17 @@ def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
         def build(tmpdir: Path) -> None:
             build_version(pulled, cache, spec, cfg, meta, tmpdir)
 
-        info = publish(cfg.lxdimages, spec.name, source, build)
+        outcomes: list[DeltaOutcome] = []
+        bases = delta_bases(versions, cfg) if xdelta3 else []
+
+        def deltas(tmpdir: Path, rootfs: Artifact) -> list[Artifact]:
+            assert xdelta3 is not None
+            outcomes[:] = write_deltas(
+                xdelta3, cfg.lxdimages, bases, rootfs, tmpdir, cfg.delta_threshold
+            )
+            return [o.artifact for o in outcomes if o.artifact is not None]
+
+        info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
         log.info("%s: published %s (fingerprint %s)", spec.name, info.version, info.fingerprint)
         return SpecResult(
             spec.name,
@@ -215,6 +251,8 @@ def convert(spec: Spec, cfg: JobConfig) -> SpecResult:
             version=info.version,
             bytes_pulled=pulled.bytes_downloaded,
             manifest_digest=resolved.manifest_digest,
+            deltas=tuple(outcomes),
+            seconds=time.monotonic() - started,
         )
     except LxdockerError as e:
         log.error("%s: %s", spec.name, e)
@@ -256,10 +294,12 @@ def run(cfg: JobConfig) -> Summary:
             for name, err in zip(specset.failed_names, specset.errors, strict=True)
             if not cfg.only or name in cfg.only
         ]
+        xdelta3 = xdelta3_for_run() if cfg.deltas and cfg.imageformat == "squashfs" else None
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
-            results.extend(pool.map(lambda s: convert(s, cfg), specs))
+            results.extend(pool.map(lambda s: convert(s, cfg, xdelta3), specs))
         for path in prune(cfg.lxdimages, keep=cfg.keep):
             log.info("pruned %s", path)
+        check_all_deltas(cfg.lxdimages, xdelta3, cfg.delta_threshold)
         if not cfg.only:
             for name in published_names(cfg.lxdimages):
                 if name not in known:
@@ -282,7 +322,8 @@ def format_summary(summary: Summary) -> list[str]:
     lines = []
     for r in summary.results:
         if r.status == "built":
-            lines.append(f"{r.name}: built {r.version} ({_mb(r.bytes_pulled)} pulled)")
+            deltas = describe(r.deltas, r.seconds)
+            lines.append(f"{r.name}: built {r.version} ({_mb(r.bytes_pulled)} pulled){deltas}")
         elif r.status == "unchanged":
             lines.append(f"{r.name}: unchanged ({r.version})")
         else:

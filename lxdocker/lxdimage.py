@@ -23,7 +23,7 @@ import yaml
 
 from lxdocker.arch import Arch
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import FileInfo
+from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact
 
 HOSTNAME_TEMPLATE = "{{ container.name }}\n"
 # A full hosts file: the image may ship none (distroless) or a Docker one that
@@ -133,11 +133,11 @@ def write_meta(out: Path, meta: ImageMeta) -> None:
         raise StoreError(f"{out}: cannot write: {e.strerror or e}") from None
 
 
-def hash_files(meta: Path, rootfs: Path) -> tuple[FileInfo, FileInfo, str]:
-    """FileInfo of both files and the fingerprint sha256(meta || rootfs), one read each."""
+def hash_files(meta: Path, rootfs: Path) -> tuple[Artifact, Artifact, str]:
+    """Artifacts of both files and the fingerprint sha256(meta || rootfs), one read each."""
     combined = hashlib.sha256()
     infos = []
-    for path in (meta, rootfs):
+    for role, path in ((ROLE_META, meta), (ROLE_ROOTFS, rootfs)):
         h = hashlib.sha256()
         size = 0
         try:
@@ -148,7 +148,7 @@ def hash_files(meta: Path, rootfs: Path) -> tuple[FileInfo, FileInfo, str]:
                     size += len(chunk)
         except OSError as e:
             raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
-        infos.append(FileInfo(name=path.name, size=size, sha256=h.hexdigest()))
+        infos.append(Artifact(role, path.name, size, h.hexdigest()))
     return infos[0], infos[1], combined.hexdigest()
 
 

@@ -134,7 +134,11 @@ def resolve_user(user: str, passwd: str | None, group: str | None, *, image: str
         if row is None or not row[2].isdigit():
             raise PatchError(f"image {image}: group {grp!r} is not in the image's /etc/group")
         gid = int(row[2])
-    home = entry[5] if entry is not None and len(entry) >= 6 and entry[5] else "/"
+    # Without a passwd entry: /root for root, else / (containerd's and Docker's
+    # fallback; runc alone would give / to root too).
+    home = "/root" if uid == 0 else "/"
+    if entry is not None and len(entry) >= 6 and entry[5]:
+        home = entry[5]
     return Account(uid, gid, home)
 
 

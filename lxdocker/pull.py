@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from lxdocker import layerindex
 from lxdocker.arch import Arch
 from lxdocker.cache import BlobCache
 from lxdocker.errors import RegistryError
+from lxdocker.layerindex import LayerIndex
 from lxdocker.layers import open_layer
 from lxdocker.localsource import DockerArchiveSource, OciLayoutSource
 from lxdocker.oci import (
@@ -147,10 +149,16 @@ def pull(
             f"{len(config.diff_ids)} rootfs.diff_ids"
         )
     unique = list({d.digest: d for d in resolved.layers}.values())
+    diff_ids = dict(zip((d.digest for d in resolved.layers), config.diff_ids, strict=True))
 
     def fetch(desc: Descriptor) -> int:
         n = src.fetch_blob(desc, cache, progress.task(desc.digest, desc.size))
         progress.finish(desc.digest, n)
+        # The flattener needs every layer's header index before it streams the
+        # first one; built here, in the pull threads, it overlaps the downloads of
+        # the other layers instead of delaying the conversion (zlib and sha256
+        # release the GIL). It also checks the diff_id before anything is written.
+        _index(cache, desc, diff_ids[desc.digest])
         return n
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
@@ -170,4 +178,26 @@ def layer_openers(pulled: PulledImage, cache: BlobCache) -> tuple[LayerOpener, .
     )
 
 
-__all__ = ["PulledImage", "ResolvedImage", "layer_openers", "open_source", "pull", "resolve"]
+def _index(cache: BlobCache, desc: Descriptor, diff_id: str) -> LayerIndex:
+    opener = functools.partial(open_layer, cache, desc, diff_id)
+    return layerindex.cached(cache, desc.digest, diff_id, opener, f"layer {desc.digest}")
+
+
+def layer_indexes(pulled: PulledImage, cache: BlobCache) -> tuple[Callable[[], LayerIndex], ...]:
+    """Each layer's header index, cached beside its blob (built by `pull`, else on
+    first use, by one read that also checks the diff_id), oldest first."""
+    return tuple(
+        functools.partial(_index, cache, desc, diff_id)
+        for desc, diff_id in zip(pulled.resolved.layers, pulled.config.diff_ids, strict=True)
+    )
+
+
+__all__ = [
+    "PulledImage",
+    "ResolvedImage",
+    "layer_indexes",
+    "layer_openers",
+    "open_source",
+    "pull",
+    "resolve",
+]

@@ -11,6 +11,13 @@ fingerprint, so LXD never re-downloads for nothing):
   mtime=0`; its block processors run in parallel but write blocks in order, so
   `--num-jobs` does not change the bytes (checked by tests/test_rootfs.py).
 * gzip: mtime 0 and no file name in the gzip header (RFC 1952 FNAME/MTIME).
+
+The same stability keeps delta updates small (DESIGN section 13): entries keep the
+flattener's order, timestamps are the entries' own (the superblock's is 0), and the
+block size is pinned (BLOCK_SIZE, tar2sqfs's default, written out so a changed
+default of the tool cannot move every block), so a new layer that changes one file
+changes only the blocks of that file, its fragment and the metadata tables
+(measured: tests/test_delta.py, bench "delta").
 """
 
 from __future__ import annotations
@@ -86,6 +93,10 @@ def _sqfstar_version(path: str) -> tuple[int, ...]:
     return (int(m.group(1)), int(m.group(2))) if m else (0,)
 
 
+# Bytes per squashfs data block: tar2sqfs's and mksquashfs's default.
+BLOCK_SIZE = 131072
+
+
 def squashfs_argv(tool: list[str], out: Path, compressor: str, jobs: int) -> list[str]:
     """Full command line for `tool` (from find_squashfs_tool) writing `out`."""
     if compressor not in SQUASHFS_COMPRESSORS:
@@ -97,7 +108,7 @@ def squashfs_argv(tool: list[str], out: Path, compressor: str, jobs: int) -> lis
         # Not exercised on Debian 12 (it ships 4.5.1); options per sqfstar(1) 4.6.
         return [
             *tool,
-            *("-comp", compressor, "-processors", str(jobs)),
+            *("-comp", compressor, "-processors", str(jobs), "-b", str(BLOCK_SIZE)),
             *("-mkfs-time", "0", "-root-time", "0", "-root-mode", "0755"),
             *("-root-uid", "0", "-root-gid", "0", "-quiet", "-no-progress"),
             str(out),
@@ -105,6 +116,7 @@ def squashfs_argv(tool: list[str], out: Path, compressor: str, jobs: int) -> lis
     return [
         *tool,
         *("--compressor", compressor, "--num-jobs", str(jobs)),
+        *("--block-size", str(BLOCK_SIZE)),
         *("--queue-backlog", str(queue_backlog(jobs))),
         # Root inode and implicit parents: root-owned 0755, and mtime 0, which is
         # also what tar2sqfs writes as the superblock's modification time.

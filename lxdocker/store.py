@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,14 @@ from lxdocker import RECIPE_VERSION
 from lxdocker.config import NAME_RE, ImageFormat
 from lxdocker.errors import StoreError
 from lxdocker.lxdimage import ImageMeta, hash_files
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VERSION_RE, VersionInfo
+from lxdocker.versioninfo import (
+    META_FILE,
+    ROOTFS_FILES,
+    VERSION_FILE,
+    VERSION_RE,
+    Artifact,
+    VersionInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,11 @@ def _arch_dir(root: Path, name: str, arch: str) -> Path:
     return root / name / arch
 
 
+def version_dir(root: Path, info: VersionInfo) -> Path:
+    """Where a published version's files are."""
+    return _arch_dir(root, info.name, info.arch) / info.version
+
+
 def _fsync(path: Path, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
@@ -100,12 +112,15 @@ def publish(
     build: Callable[[Path], object],
     *,
     now: datetime | None = None,
+    extras: Callable[[Path, Artifact], Sequence[Artifact]] | None = None,
 ) -> VersionInfo:
     """Build a new version of `name` in a temp dir and make it visible atomically.
 
     `build(tmpdir)` writes meta.tar.xz (lxdimage.write_meta) and
     ROOTFS_FILES[source.rootfs_format] (rootfs.write_rootfs) into tmpdir; its
-    return value is ignored. Any error removes the temp dir and leaves existing
+    return value is ignored. `extras(tmpdir, rootfs)`, when given, runs once the
+    rootfs is hashed and returns more artifacts it wrote into tmpdir (deltas); they
+    become visible in the same rename. Any error removes the temp dir and leaves existing
     versions as they were; OS errors become StoreError naming the path.
     """
     arch = source.meta.arch
@@ -117,7 +132,7 @@ def publish(
         raise StoreError(f"{parent}: cannot create a version directory: {e.strerror}") from None
     try:
         build(tmp)
-        info = _finish(tmp, parent, name, source, now or datetime.now(UTC))
+        info = _finish(tmp, parent, name, source, now or datetime.now(UTC), extras)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -128,7 +143,12 @@ def publish(
 
 
 def _finish(
-    tmp: Path, parent: Path, name: str, source: VersionSource, now: datetime
+    tmp: Path,
+    parent: Path,
+    name: str,
+    source: VersionSource,
+    now: datetime,
+    extras: Callable[[Path, Artifact], Sequence[Artifact]] | None,
 ) -> VersionInfo:
     arch, m = source.meta.arch, source.meta
     meta_path, rootfs_path = tmp / META_FILE, tmp / ROOTFS_FILES[source.rootfs_format]
@@ -139,6 +159,9 @@ def _finish(
         for p in (meta_path, rootfs_path):
             _fsync(p)
         meta, rootfs, fingerprint = hash_files(meta_path, rootfs_path)
+        more = tuple(extras(tmp, rootfs)) if extras else ()
+        for a in more:
+            _fsync(tmp / a.name)
         version = next_version([p.name for p in parent.iterdir()], now)
         info = VersionInfo(
             name=name,
@@ -152,22 +175,14 @@ def _finish(
             rootfs_format=source.rootfs_format,
             created=m.created,
             built=_rfc3339(now),
-            meta=meta,
-            rootfs=rootfs,
+            artifacts=(meta, rootfs, *more),
             fingerprint=fingerprint,
             description=m.description,
             os=m.os,
             release=m.release,
             variant=m.variant,
         )
-        info.check(str(tmp / VERSION_FILE))
-        partial = tmp / (VERSION_FILE + ".part")
-        with partial.open("w", encoding="utf-8") as f:
-            f.write(info.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        partial.rename(tmp / VERSION_FILE)
-        _fsync(tmp, directory=True)
+        _write_version_json(tmp, info)
         # One rename makes the complete version visible; a name that exists
         # already makes it fail (ENOTEMPTY/EEXIST) instead of mixing two versions.
         final = parent / version
@@ -178,6 +193,38 @@ def _finish(
             f"{name}/{arch.debian}: cannot publish {e.filename or tmp}: {e.strerror or e}"
         ) from None
     return info
+
+
+def _write_version_json(directory: Path, info: VersionInfo) -> None:
+    """Write version.json under a temp name, fsync, rename: readers see old or new."""
+    info.check(str(directory / VERSION_FILE))
+    for a in info.artifacts:
+        if (directory / a.name).stat().st_size != a.size:
+            raise StoreError(f"{directory / a.name}: size differs from what is being listed")
+    partial = directory / (VERSION_FILE + ".part")
+    with partial.open("w", encoding="utf-8") as f:
+        f.write(info.to_json())
+        f.flush()
+        os.fsync(f.fileno())
+    partial.rename(directory / VERSION_FILE)
+    _fsync(directory, directory=True)
+
+
+def set_deltas(root: Path, info: VersionInfo, deltas: Sequence[Artifact]) -> VersionInfo:
+    """List exactly `deltas` in a published version (files already in place), then
+    remove the delta files no longer listed; version.json is replaced atomically."""
+    directory = version_dir(root, info)
+    new = info.with_deltas(deltas)
+    if new != info:
+        try:
+            _write_version_json(directory, new)
+        except OSError as e:
+            raise StoreError(f"{directory}: cannot rewrite {VERSION_FILE}: {e.strerror}") from None
+    listed = {a.name for a in new.deltas}
+    for a in info.deltas:
+        if a.name not in listed:
+            (directory / a.name).unlink(missing_ok=True)
+    return new
 
 
 def complete_versions(root: Path, name: str, arch: str) -> list[VersionInfo]:
@@ -242,7 +289,14 @@ def prune(root: Path, keep: int = DEFAULT_KEEP, now: datetime | None = None) -> 
         ):
             continue
         versions = complete_versions(root, parent.parent.name, parent.name)
-        for v in prunable(versions, keep, now):
+        doomed = prunable(versions, keep, now)
+        gone = {v.version for v in doomed}
+        # Unlist deltas from the doomed versions first: a listed delta must always
+        # have its base listed too (DESIGN section 13).
+        for v in versions:
+            if v.version not in gone and any(a.base in gone for a in v.deltas):
+                set_deltas(root, v, [a for a in v.deltas if a.base not in gone])
+        for v in doomed:
             d = parent / v.version
             _remove_tree(d)
             removed.append(d)
@@ -323,4 +377,6 @@ __all__ = [
     "prune",
     "publish",
     "remove_image",
+    "set_deltas",
+    "version_dir",
 ]

@@ -1,34 +1,66 @@
 """version.json: the one contract between the batch job and imgserver.
 
 Layout (DESIGN section 7): <lxdimages>/<name>/<arch>/<version>/ holds meta.tar.xz,
-the rootfs (rootfs.squashfs | rootfs.tar.gz | rootfs.tar) and version.json, which is
-renamed into place last: a version without it is incomplete and never served.
+the rootfs (rootfs.squashfs | rootfs.tar.gz | rootfs.tar), deltas from older
+versions (delta-<base>.vcdiff, DESIGN section 13) and version.json, which is renamed
+into place last: a version without it is incomplete and never served.
+
+A version's files are ONE list of artifacts, each with a role, a file name, a size
+and a sha256 (a delta also names its base version), so a new kind of file (LXC's
+rootfs.tar.xz, ...) is a new role, not a new field (DESIGN section 15). Readers skip
+roles they do not know, so an older imgserver keeps serving what it understands.
+
+Format 1 (until deltas) had one `meta` and one `rootfs` object instead of the list;
+such files are still read (existing installs), and written back only as format 2.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lxdocker.errors import StoreError
 
 VERSION_FILE = "version.json"
-FORMAT = 1
+FORMAT = 2
+OLD_FORMATS = (1,)
 # LXD drops version keys that do not start with 8 digits (DESIGN section 7).
 VERSION_RE = re.compile(r"\d{8}_\d{4}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# A plain file name inside the version directory: no "/", no leading dot.
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 ROOTFS_FILES = {"squashfs": "rootfs.squashfs", "gzip": "rootfs.tar.gz", "tar": "rootfs.tar"}
 META_FILE = "meta.tar.xz"
 
+ROLE_META = "meta"  # meta.tar.xz: metadata.yaml + templates
+ROLE_ROOTFS = "rootfs"  # the full root filesystem
+ROLE_DELTA = "delta"  # xdelta3 (VCDIFF) from the rootfs of version `base` to this rootfs
+# Roles that appear exactly once in every version.
+SINGLE_ROLES = (ROLE_META, ROLE_ROOTFS)
+
+
+def delta_name(base: str) -> str:
+    """The file name of the delta from version `base` (one per base)."""
+    return f"delta-{base}.vcdiff"
+
 
 @dataclass(frozen=True)
-class FileInfo:
+class Artifact:
+    role: str  # ROLE_META | ROLE_ROOTFS | ROLE_DELTA | a role a newer writer added
     name: str  # file name inside the version directory
     size: int
     sha256: str  # hex, no prefix
+    base: str = ""  # ROLE_DELTA only: version key whose rootfs this delta patches
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.base:
+            del data["base"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -44,26 +76,60 @@ class VersionInfo:
     rootfs_format: str  # squashfs | gzip | tar
     created: str  # RFC 3339, from the image config (reproducible)
     built: str  # RFC 3339, when this version was written
-    meta: FileInfo
-    rootfs: FileInfo
+    artifacts: tuple[Artifact, ...]  # every file of the version except version.json
     fingerprint: str  # sha256(meta bytes || rootfs bytes), hex: LXD's image fingerprint
     description: str
     os: str
     release: str
     variant: str
 
+    def _single(self, role: str) -> Artifact:
+        found = [a for a in self.artifacts if a.role == role]
+        if len(found) != 1:
+            raise StoreError(f"{self.name}/{self.arch}/{self.version}: no single {role} file")
+        return found[0]
+
+    @property
+    def meta(self) -> Artifact:
+        return self._single(ROLE_META)
+
+    @property
+    def rootfs(self) -> Artifact:
+        return self._single(ROLE_ROOTFS)
+
+    @property
+    def deltas(self) -> tuple[Artifact, ...]:
+        return tuple(a for a in self.artifacts if a.role == ROLE_DELTA)
+
+    def with_deltas(self, deltas: Iterable[Artifact]) -> VersionInfo:
+        """The same version with its deltas replaced (sorted by base, newest first)."""
+        others = tuple(a for a in self.artifacts if a.role != ROLE_DELTA)
+        ordered = sorted(deltas, key=lambda a: a.base, reverse=True)
+        return replace(self, artifacts=others + tuple(ordered))
+
     def to_json(self) -> str:
         data: dict[str, Any] = {"format": FORMAT, **asdict(self)}
+        data["artifacts"] = [a.to_dict() for a in self.artifacts]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str = "version.json") -> VersionInfo:
         try:
             data = json.loads(text)
-            if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
-                raise ValueError(f"not a version.json of format {FORMAT}")
-            data["meta"] = FileInfo(**data["meta"])
-            data["rootfs"] = FileInfo(**data["rootfs"])
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            fmt = data.pop("format", None)
+            if fmt in OLD_FORMATS:
+                data["artifacts"] = [
+                    {"role": ROLE_META, **data.pop("meta")},
+                    {"role": ROLE_ROOTFS, **data.pop("rootfs")},
+                ]
+            elif fmt != FORMAT:
+                raise ValueError(f"format {fmt!r} is not one of {(*OLD_FORMATS, FORMAT)}")
+            raw = data["artifacts"]
+            if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
+                raise ValueError("artifacts is not a list of objects")
+            data["artifacts"] = tuple(Artifact(**a) for a in raw)
             info = cls(**data)
         except (ValueError, TypeError, KeyError) as e:
             raise StoreError(f"{where}: invalid version.json: {e}") from None
@@ -84,10 +150,35 @@ class VersionInfo:
             raise StoreError(f"{where}: version {self.version!r} is not YYYYMMDD_HHMM")
         if self.rootfs_format not in ROOTFS_FILES:
             raise StoreError(f"{where}: unknown rootfs_format {self.rootfs_format!r}")
-        if self.meta.name != META_FILE or self.rootfs.name != ROOTFS_FILES[self.rootfs_format]:
-            raise StoreError(f"{where}: unexpected file names in version.json")
-        for value in (self.meta.sha256, self.rootfs.sha256, self.fingerprint):
-            if not SHA256_RE.fullmatch(value):
-                raise StoreError(f"{where}: {value!r} is not a sha256 hex digest")
-        if self.meta.size < 0 or self.rootfs.size < 0:
-            raise StoreError(f"{where}: negative file size")
+        if not SHA256_RE.fullmatch(self.fingerprint):
+            raise StoreError(f"{where}: {self.fingerprint!r} is not a sha256 hex digest")
+        names = [a.name for a in self.artifacts]
+        if len(set(names)) != len(names):
+            raise StoreError(f"{where}: a file is listed twice in artifacts")
+        for role in SINGLE_ROLES:
+            if sum(a.role == role for a in self.artifacts) != 1:
+                raise StoreError(f"{where}: artifacts must list exactly one {role!r} file")
+        for a in self.artifacts:
+            _check_artifact(a, self, where)
+
+
+def _check_artifact(a: Artifact, info: VersionInfo, where: str) -> None:
+    if not isinstance(a.name, str) or not FILE_NAME_RE.fullmatch(a.name) or a.name == VERSION_FILE:
+        raise StoreError(f"{where}: artifact file name {a.name!r} is not a plain file name")
+    if not isinstance(a.sha256, str) or not SHA256_RE.fullmatch(a.sha256):
+        raise StoreError(f"{where}: {a.name}: {a.sha256!r} is not a sha256 hex digest")
+    if not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0:
+        raise StoreError(f"{where}: {a.name}: size {a.size!r} is not a byte count")
+    expected = {ROLE_META: META_FILE, ROLE_ROOTFS: ROOTFS_FILES[info.rootfs_format]}
+    if a.role in expected and a.name != expected[a.role]:
+        raise StoreError(f"{where}: the {a.role} file must be {expected[a.role]}, not {a.name}")
+    if a.role == ROLE_DELTA:
+        # LXD applies a delta only to a squashfs it holds (DESIGN section 13).
+        if info.rootfs_format != "squashfs":
+            raise StoreError(f"{where}: {a.name}: deltas need a squashfs rootfs")
+        if not VERSION_RE.fullmatch(a.base) or a.base >= info.version:
+            raise StoreError(f"{where}: {a.name}: base {a.base!r} is not an older version key")
+        if a.name != delta_name(a.base):
+            raise StoreError(f"{where}: the delta from {a.base} must be {delta_name(a.base)}")
+    elif a.base:
+        raise StoreError(f"{where}: {a.name}: only a delta has a base")

@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 
 from bench import bigimage, report, serving
+from bench.delta import DeltaResult, Refresh, fetched
 from bench.measure import Sample, median, parse_time_v
 from bench.serving import parse_wrk
 
@@ -73,20 +73,26 @@ def test_cpu_per_request_and_client_cores() -> None:
     assert report.wrk_median([r, r, r]).server_us_per_request == pytest.approx(200.0)
 
 
+@pytest.mark.timeout(60)  # the reads below wait for the children
 def test_tree_cpu_counts_the_children_of_a_pre_forking_server() -> None:
-    # A parent that forks two busy children, like `imgserver --workers 2`.
+    # A parent that forks two busy children, like `imgserver --workers 2`. Each spins
+    # for 0.6 s of its own CPU time (not wall time: the cores are shared, a loaded
+    # machine gives less) and says so; then the tree is measured.
     code = (
         "import os, time\n"
         "for _ in range(2):\n"
         "    if os.fork() == 0:\n"
-        "        end = time.monotonic() + 0.6\n"
-        "        while time.monotonic() < end: pass\n"
-        "        time.sleep(30); os._exit(0)\n"
-        "time.sleep(30)\n"
+        "        while time.process_time() < 0.6: pass\n"
+        "        os.write(1, b'spun\\n')  # one write: the children share the pipe\n"
+        "        time.sleep(60); os._exit(0)\n"
+        "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(1.5)
+        assert proc.stdout is not None
+        assert [proc.stdout.readline() for _ in range(2)] == ["spun\n"] * 2
         assert 1.0 <= serving.tree_cpu_seconds(proc.pid) < 3.0  # ~0.6 s per child
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the children too
@@ -126,3 +132,23 @@ def test_built_layers_are_valid_and_digests_match(tmp_path: Path) -> None:
     assert raw[layer.content_size :] == bytes(len(raw) - layer.content_size)
     with tarfile.open(layer.path) as tar:
         assert tar.getnames() == ["a", "a/b", "a/b/f.txt", "a/c", "a/c/g.bin"]
+
+
+ACCESS_LOG = """\
+2026-12-01 05:53:19,555 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0554/meta.tar.xz HTTP/1.1" 200 885 0.0005s "LXD 5.0.2"
+2026-12-01 05:53:19,560 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0554/delta-20261201_0553.vcdiff HTTP/1.1" 200 2589 0.0017s "LXD 5.0.2"
+2026-12-01 05:53:19,561 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0553/rootfs.squashfs HTTP/1.1" 200 930112 0.0017s "LXD 5.0.2"
+2026-12-01 05:53:19,562 imgserver.access INFO 127.0.0.1 "GET /images/d/amd64/20261201_0554/rootfs.squashfs HTTP/1.1" 404 14 0.0017s "LXD 5.0.2"
+"""  # noqa: E501
+
+
+def test_delta_figures_from_the_access_log_and_the_verdicts() -> None:
+    got = fetched(ACCESS_LOG, "d", "amd64", "20261201_0554")
+    assert got == {"meta.tar.xz": 885, "delta-20261201_0553.vcdiff": 2589}
+    sample = Sample(10.0, 12.0, 80.0)
+    full = Refresh(0.8, {"meta.tar.xz": 885, "rootfs.squashfs": 3_000_000})
+    d = DeltaResult(3_000_000, 2589, sample, sample, 10.0, 0.5, Refresh(1.0, got), full)
+    assert [v.met for v in report.delta_verdicts(d)] == [True, True, True]
+    assert "0.086%" in report.delta_verdicts(d)[0].figure
+    d = dataclasses.replace(d, delta_bytes=40_000, delta_seconds=5.0, with_delta=full)
+    assert [v.met for v in report.delta_verdicts(d)] == [False, False, False]

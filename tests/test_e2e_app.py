@@ -1,13 +1,16 @@
-"""End to end: registry -> lxdocker -> imgserver (TLS, pinned) -> `lxc launch`.
+"""End to end: registry -> lxdocker -> imgserver (TLS, pinned) -> `lxc launch`,
+and the same with `incus launch`.
 
 What a user sees: the Docker image's app runs in the container as the image's
-user, with its env and working directory; LXD's `environment.*` overrides the
-image env; `lxc stop` is quick and the app gets its StopSignal; the restart policy
-and `disable_supervisor` work; unusual image shapes and every rootfs format boot.
+user, with exactly the environment Docker gives it (image Env, HOME, HOSTNAME)
+and its working directory; `environment.*` overrides the image env; `lxc stop` /
+`incus stop` is quick and the app gets its StopSignal; the restart policy and
+`disable_supervisor` work; unusual image shapes and every rootfs format boot.
 
-One site (registry repos, specs, one conversion per format, one server and remote)
-is shared by the module; each test launches its own container. Needs the real
-docker-registry and LXD: skipped without them, failed with CI=true.
+Every test runs once on LXD and once on Incus. One site per daemon (registry repos,
+specs, one conversion per format, one server and remote) is shared by the module;
+each test launches its own container. Needs the real docker-registry, LXD and
+Incus: skipped without them, failed with CI=true.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lxdocker.initscript import DEFAULT_PATH
 from tests.helpers import apps
 from tests.helpers.lxd import Lxd, Scratch
 from tests.helpers.registry import RunningRegistry
@@ -28,12 +32,15 @@ PAGE = "lxdocker e2e app v1\n"
 STOP_LIMIT_S = 10
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["lxd", "incus"])
 def site(
-    lxd: Lxd, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    registry: RunningRegistry,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Site]:
     apps.need_busybox()
-    s = Site(tmp_path_factory.mktemp("e2e-app"), registry, Scratch(lxd))
+    daemon: Lxd = request.getfixturevalue(request.param)  # the session fixture
+    s = Site(tmp_path_factory.mktemp(f"e2e-app-{request.param}"), registry, Scratch(daemon))
     try:
         app = s.push("e2e/app", apps.app_image(PAGE), "1.0")
         s.write_spec("app", app)
@@ -59,8 +66,24 @@ def app_pid(site: Site, c: str) -> str:
 
 
 def environ(site: Site, c: str, pid: str) -> dict[str, str]:
-    out = site.sh(c, f"{BB} tr '\\000' '\\n' < /proc/{pid}/environ")
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    """The environment process `pid` was started with, every NUL-separated entry."""
+    entries = site.sh(c, f"{BB} cat /proc/{pid}/environ").split("\0")[:-1]
+    env = dict(entry.split("=", 1) for entry in entries)
+    assert len(env) == len(entries), entries  # no name twice
+    return env
+
+
+def app_env(c: str, **changed: str) -> dict[str, str]:
+    """What Docker gives the app image's process, plus LXC's own `container=lxc`."""
+    return {
+        "PATH": "/usr/local/bin:/bin",
+        "GREETING": "hello from the image",
+        "APP_MODE": "prod",
+        "HOME": "/home/app",  # Docker: HOME from the user's passwd entry
+        "HOSTNAME": c,  # the container's hostname is its name
+        "container": "lxc",
+        **changed,
+    }
 
 
 def uids(site: Site, c: str, pid: str) -> tuple[str, str]:
@@ -74,30 +97,27 @@ def test_app_runs_as_image_user_with_env_and_workdir(site: Site) -> None:
     assert site.page(c) == PAGE
     pid = app_pid(site, c)
     assert uids(site, c, pid) == (str(apps.APP_UID), str(apps.APP_GID))
-    env = environ(site, c, pid)
-    assert env["GREETING"] == "hello from the image"
-    assert env["APP_MODE"] == "prod"
-    assert env["PATH"] == "/usr/local/bin:/bin"
-    assert env["HOME"] == "/home/app"  # Docker: HOME from the user's passwd entry
+    # Exactly: no SHLVL, PWD or OLDPWD left by the init's shell.
+    assert environ(site, c, pid) == app_env(c)
     assert site.sh(c, f"{BB} readlink /proc/{pid}/cwd").strip() == apps.APP_DIR
     # The supervisor stays PID 1 (root), the app is its child.
     assert uids(site, c, "1") == ("0", "0")
     assert pid != "1"
 
-    # LXD's environment.* wins over the image's Env after a restart.
+    # environment.* wins over the image's Env after a restart, and adds names.
     site.lxc("config", "set", c, "environment.GREETING=set by lxc")
+    site.lxc("config", "set", c, "environment.EXTRA=added")
     site.lxc("restart", c, timeout=60)
     assert site.page(c) == PAGE
-    env = environ(site, c, app_pid(site, c))
-    assert env["GREETING"] == "set by lxc"
-    assert env["APP_MODE"] == "prod"
+    want = app_env(c, GREETING="set by lxc", EXTRA="added")
+    assert environ(site, c, app_pid(site, c)) == want
 
-    # `lxc stop` is graceful and quick: the app gets the image's StopSignal.
+    # `lxc stop` (`incus stop`) is graceful and quick: the app gets its StopSignal.
     site.sh(c, f"{BB} rm -f {apps.STOP_MARKER}")
     started = time.monotonic()
     site.lxc("stop", c, timeout=60)
     took = time.monotonic() - started
-    assert took < STOP_LIMIT_S, f"lxc stop took {took:.1f}s"
+    assert took < STOP_LIMIT_S, f"{site.daemon}: stop took {took:.1f}s"
     assert site.lxc("list", c, "--format", "csv", "-c", "s").strip() == "STOPPED"
     marker = site.lxc("file", "pull", f"{c}{apps.STOP_MARKER}", "-")
     assert marker.strip() == "USR1"
@@ -119,6 +139,7 @@ def test_disable_supervisor_makes_the_app_pid_1(site: Site) -> None:
     assert uids(site, c, "1") == (str(apps.APP_UID), str(apps.APP_GID))
     cmdline = site.sh(c, f"{BB} tr '\\000' ' ' < /proc/1/cmdline")
     assert "/app/run.sh" in cmdline
+    assert environ(site, c, "1") == app_env(c)
 
 
 def test_image_with_its_own_init(site: Site) -> None:
@@ -136,6 +157,11 @@ def test_merged_usr_image(site: Site) -> None:
     assert site.sh(c, f"{BB} readlink /sbin").strip() == "usr/sbin"
     assert site.sh(c, f"{BB} readlink /bin").strip() == "usr/bin"
     assert site.sh(c, f"{BB} head -c 20 /usr/sbin/init").startswith(f"#!{BB} sh")
+    # Root without a passwd entry: HOME=/root, as Docker gives it.
+    pid = site.sh(c, f"{BB} pidof httpd || true").split()
+    assert pid, "the app is not running"
+    want = {"PATH": "/usr/sbin:/usr/bin", "HOME": "/root", "HOSTNAME": c, "container": "lxc"}
+    assert environ(site, c, pid[0]) == want
 
 
 def test_distroless_image(site: Site) -> None:
@@ -146,6 +172,9 @@ def test_distroless_image(site: Site) -> None:
     assert pid, "the app is not running"
     uid = str(apps.DISTROLESS_UID)
     assert uids(site, c, pid[0]) == (uid, uid)
+    # A numeric user without a passwd entry: HOME=/ (Docker's fallback for non-root).
+    want = {"PATH": DEFAULT_PATH, "HOME": "/", "HOSTNAME": c, "container": "lxc"}
+    assert environ(site, c, pid[0]) == want
 
 
 @pytest.mark.parametrize("image", ["app", "app-gzip", "app-tar"])

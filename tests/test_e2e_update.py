@@ -1,12 +1,13 @@
-"""End to end: LXD's image auto-update follows a new upstream version.
+"""End to end: LXD's and Incus's image auto-update follows a new upstream version.
 
 An operator's cron runs `lxdocker` (no --only) over the specs; upstream pushes a
 new image to the same tag; the next run publishes a new version; `lxc image
-refresh` (what LXD's auto-update does every 6 h) caches the new fingerprint and a
-new container runs the new content. A run without an upstream change publishes
-nothing and the cached fingerprint stays.
+refresh` / `incus image refresh` (what auto-update does every 6 h) caches the new
+fingerprint and a new container runs the new content. A run without an upstream
+change publishes nothing and the cached fingerprint stays.
 
-Needs the real docker-registry and LXD: skipped without them, failed with CI=true.
+Runs once on LXD and once on Incus. Needs the real docker-registry, LXD and Incus:
+skipped without them, failed with CI=true.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from tests.helpers import apps
 from tests.helpers.imgserver import raw_get_json
-from tests.helpers.lxd import Lxd, Scratch, wait_for
+from tests.helpers.lxd import Scratch, wait_for
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.remote import local_fingerprints
 from tests.helpers.site import Site
@@ -26,11 +27,12 @@ V1, V2 = "hello v1\n", "hello v2\n"
 IMAGES_JSON = "/streams/v1/images.json"
 
 
-def test_new_upstream_version_reaches_lxd(
-    lxd: Lxd, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory
+def test_new_upstream_version_reaches_the_daemon(
+    daemon_scratch: Scratch, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     apps.need_busybox()
-    site = Site(tmp_path_factory.mktemp("e2e-update"), registry, Scratch(lxd))
+    lxd = daemon_scratch.lxd  # LXD or Incus
+    site = Site(tmp_path_factory.mktemp("e2e-update"), registry, daemon_scratch)
     try:
         site.write_spec("hello", site.push("e2e/update", apps.app_image(V1), "stable"))
         log = site.convert()

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from imgserver import files
+from imgserver import files, tls
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.handlers import accepts_gzip
@@ -278,8 +278,10 @@ async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:
     assert resp.status == 200
     assert resp.content_type == "text/html"
     html = await resp.text()
-    fingerprint = hashlib.sha256(_der(cert[0])).hexdigest()
+    # Hosts pin the CA (issue 17): the page names it and its fingerprint.
+    fingerprint = hashlib.sha256(_der(cert[0].parent / "ca.crt")).hexdigest()
     for needle in (
+        "/ca.crt -o ~/.config/lxc/servercerts/lxdocker.crt",
         "app",
         "amd64",
         "20260101_0000",
@@ -297,6 +299,22 @@ async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:
 async def test_server_cert_is_served(client: Client, cert: tuple[Path, Path]) -> None:
     resp = await client.get("/server.crt")
     assert await resp.read() == cert[0].read_bytes()
+    resp = await client.get("/ca.crt")
+    assert await resp.read() == (cert[0].parent / "ca.crt").read_bytes()
+
+
+async def test_self_signed_install_pins_server_crt(
+    aiohttp_client: MakeClient, tree: Path, tmp_path: Path
+) -> None:
+    """An install from before the CA keeps working and says what to pin."""
+    cert, key = tls.generate(tmp_path / "old", ["localhost"])
+    config = ServerConfig(lxdimages=tree, cert=cert, key=key)
+    client = await aiohttp_client(create_app(config))
+    html = await (await client.get("/")).text()
+    assert "self-signed" in html
+    assert "/server.crt -o ~/.config/lxc/servercerts/lxdocker.crt" in html
+    assert hashlib.sha256(_der(cert)).hexdigest() in html
+    assert (await client.get("/ca.crt")).status == 404
 
 
 async def test_no_directory_listing_on_streams(client: Client) -> None:

@@ -141,3 +141,62 @@ def test_missing_root_is_an_empty_catalog(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "nope")
     assert not catalog.refresh()
     assert catalog.snapshot.versions == ()
+
+
+V1, V2 = "20260101_0000", "20260102_0000"
+DELTA = b"VCDIFF bytes"
+
+
+def delta_items(catalog: Catalog) -> dict[str, list[str]]:
+    return {v.version: [d.base for d in v.deltas] for v in catalog.snapshot.versions}
+
+
+def test_a_delta_is_listed_and_served_while_its_base_is_listed(tmp_path: Path) -> None:
+    write_version(tmp_path, "app", "amd64", V1, meta=META, rootfs=ROOT)
+    write_version(tmp_path, "app", "amd64", V2, meta=META, rootfs=ROOT, deltas={V1: DELTA})
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    assert delta_items(catalog) == {V1: [], V2: [V1]}
+    served = catalog.snapshot.file(f"images/app/amd64/{V2}/delta-{V1}.vcdiff")
+    assert served is not None and served.size == len(DELTA)
+    # The base is pruned: the delta goes with it, the version stays.
+    shutil.rmtree(tmp_path / "app/amd64" / V1)
+    assert catalog.refresh()
+    assert delta_items(catalog) == {V2: []}
+    assert catalog.snapshot.file(f"images/app/amd64/{V2}/delta-{V1}.vcdiff") is None
+
+
+@pytest.mark.parametrize("damage", ["bytes", "size", "missing"])
+def test_a_damaged_delta_is_not_listed_but_its_version_is(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LXD 5.0.2 fails the whole download on a bad delta (DESIGN section 13)."""
+    write_version(tmp_path, "app", "amd64", V1, meta=META, rootfs=ROOT)
+    write_version(tmp_path, "app", "amd64", V2, meta=META, rootfs=ROOT, deltas={V1: DELTA})
+    path = tmp_path / "app/amd64" / V2 / f"delta-{V1}.vcdiff"
+    if damage == "bytes":
+        path.write_bytes(DELTA.upper())
+    elif damage == "size":
+        path.write_bytes(DELTA + b"x")
+    else:
+        path.unlink()
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    assert delta_items(catalog) == {V1: [], V2: []}
+    assert catalog.snapshot.file(f"images/app/amd64/{V2}/delta-{V1}.vcdiff") is None
+    assert f"not listing a delta: {path}" in caplog.text
+
+
+def test_a_delta_damaged_while_served_is_unlisted_at_the_next_refresh(tmp_path: Path) -> None:
+    write_version(tmp_path, "app", "amd64", V1, meta=META, rootfs=ROOT)
+    write_version(tmp_path, "app", "amd64", V2, meta=META, rootfs=ROOT, deltas={V1: DELTA})
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    assert not catalog.refresh()
+    (tmp_path / "app/amd64" / V2 / f"delta-{V1}.vcdiff").write_bytes(DELTA.upper())
+    assert catalog.refresh()
+    assert delta_items(catalog) == {V1: [], V2: []}
+    # Put right again (the job's next run): listed again.
+    (tmp_path / "app/amd64" / V2 / f"delta-{V1}.vcdiff").write_bytes(DELTA)
+    assert catalog.refresh()
+    assert delta_items(catalog) == {V1: [], V2: [V1]}

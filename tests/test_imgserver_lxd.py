@@ -109,3 +109,37 @@ def test_lists_copies_and_refreshes(daemon_scratch: Scratch, tmp_path: Path) -> 
     assert f"GET /images/hello/{HOST.debian}/20260102_0000/rootfs.squashfs" in log
     # LXD tries plain http:// first for files (DESIGN section 8): refused, not stalled.
     assert "plain HTTP from 127.0.0.1 refused" in log
+
+
+def test_the_pinned_certificate_is_what_trusts_the_server(
+    daemon_scratch: Scratch, tmp_path: Path
+) -> None:
+    # DESIGN section 8: the server (its certificate issued by imgserver's own CA) is
+    # trusted only once the CA is pinned in the client's servercerts folder
+    # (~/.config/lxc or ~/.config/incus).
+    tree = tmp_path / "lxdimages"
+    hello = write_version(
+        tree,
+        "hello",
+        HOST.debian,
+        "20260101_0000",
+        meta=lxd_meta(),
+        rootfs=squashfs_rootfs({"srv/v": b"1\n"}),
+        tag="1",
+    )
+    srv = RunningServer(tree, tmp_path)
+    lxd = daemon_scratch.lxd
+    try:
+        unpinned = daemon_scratch.name("unpinned")
+        args = ("remote", "add", unpinned, srv.ip_url, "--protocol", "simplestreams", "--public")
+        proc = lxd.lxc(*args, check=False)
+        if proc.returncode == 0:  # with --public, LXD 5.0 and Incus 6.0 check at first use
+            proc = lxd.lxc("image", "list", f"{unpinned}:", check=False)
+        assert proc.returncode != 0
+        assert "certificate signed by unknown authority" in proc.stderr, proc.stderr
+
+        pinned = add_pinned_remote(daemon_scratch, srv)
+        assert (lxd.servercerts / f"{pinned}.crt").read_bytes() == srv.ca.read_bytes()
+        assert remote_fingerprints(lxd, pinned) == {hello.fingerprint}
+    finally:
+        srv.stop()

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from imgserver import authority
+from imgserver.config import Address, ServerConfig
+from imgserver.server import run
 from tests.helpers.imgserver import RunningServer, client_context, make_cert, plain_http_get
+from tests.helpers.runtime import readable_runtime
 from tests.helpers.versions import write_version
 
 META = b"M" * 2000
@@ -269,8 +273,11 @@ def test_runs_unprivileged() -> None:
         for path in (work / "cert", *tree.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
         key.chmod(0o644)  # readable by nobody: test only
+        # The checkout and its venv may sit in a 0700 directory: nobody runs a copy.
         nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        srv = RunningServer(tree, work, prefix=nobody, cert=(cert, key))
+        runtime = readable_runtime(work / "python", nobody)
+        prefix = [*nobody, *runtime.env_prefix()]
+        srv = RunningServer(tree, work, prefix=prefix, cert=(cert, key), python=runtime.python)
         try:
             status, data = raw_request(srv, f"{BASE}/meta.tar.xz")
             assert status == 200
@@ -280,3 +287,37 @@ def test_runs_unprivileged() -> None:
             assert srv.stop() == 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_startup_warns_of_a_certificate_that_expires_soon(tmp_path: Path, workers: str) -> None:
+    issued = authority.create(tmp_path / "tls", ["localhost", "127.0.0.1"], days=10)
+    srv = RunningServer(
+        tmp_path / "empty", tmp_path, "--workers", workers, cert=(issued.cert, issued.key)
+    )
+    try:
+        log = srv.wait_for_log(f"WARNING {issued.cert} expires on")
+    finally:
+        srv.stop()
+    assert f"gencert --renew --out {tmp_path / 'tls'}" in log
+
+
+async def test_expiry_warning_repeats_while_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once a day in production; every 0.2 s here."""
+    issued = authority.create(tmp_path / "tls", ["localhost"], days=10)
+    config = ServerConfig(
+        lxdimages=tmp_path,
+        cert=issued.cert,
+        key=issued.key,
+        address=Address("127.0.0.1", 0),
+        expiry_check_interval=0.2,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(config, stop))
+    await asyncio.sleep(1.1)
+    stop.set()
+    await task
+    warnings = [r for r in caplog.records if f"{issued.cert} expires on" in r.getMessage()]
+    assert 3 <= len(warnings) <= 7, [r.getMessage() for r in warnings]

@@ -36,8 +36,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
     squash = squashfs_rootfs()
     write_version(tree, "nginx", "amd64", "20260101_0000", meta=lxd_meta(), rootfs=squash)
     write_version(
-        tree, "nginx", "amd64", "20260102_0000", meta=lxd_meta(created=2), rootfs=squash, tag="1"
-    )
+        tree, "nginx", "amd64", "20260102_0000", meta=lxd_meta(created=2), rootfs=squash, tag="1",
+        deltas={"20260101_0000": b"\xd6\xc3\xc4\x00 a delta's bytes"},  # a squashfs.vcdiff item
+    )  # fmt: skip
     write_version(tree, "nginx", "arm64", "20260101_0000", meta=lxd_meta("aarch64"), rootfs=squash)
     write_version(
         tree, "redis", "amd64", "20260101_0000", meta=lxd_meta(), rootfs=targz_rootfs(), fmt="gzip"
@@ -49,7 +50,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
 
 def env_for(srv: RunningServer) -> dict[str, str]:
     # simplestreams fetches with requests (falls back to urllib): trust our cert in both.
-    return {**os.environ, "REQUESTS_CA_BUNDLE": str(srv.cert), "SSL_CERT_FILE": str(srv.cert)}
+    return {**os.environ, "REQUESTS_CA_BUNDLE": str(srv.ca), "SSL_CERT_FILE": str(srv.ca)}
 
 
 def expected_items(tree: Path) -> set[tuple[str, str, str, int]]:
@@ -63,6 +64,10 @@ def expected_items(tree: Path) -> set[tuple[str, str, str, int]]:
             path = meta.parent / root
             if path.exists():
                 out.add((f"images/{rel}/{root}", ftype, _sha(path), path.stat().st_size))
+        for delta in meta.parent.glob("delta-*.vcdiff"):
+            out.add(
+                (f"images/{rel}/{delta.name}", "squashfs.vcdiff", _sha(delta), delta.stat().st_size)
+            )
     return out
 
 
@@ -86,7 +91,9 @@ def test_sstream_query_lists_every_item_with_its_sha256(
     items = json.loads(proc.stdout)
     got = {(i["path"], i["ftype"], i["sha256"], int(i["size"])) for i in items}
     assert got == expected_items(tree)
-    assert len(got) == 12  # 4 versions x (lxd.tar.xz, incus.tar.xz, rootfs)
+    assert len(got) == 13  # 4 versions x (lxd.tar.xz, incus.tar.xz, rootfs), one delta
+    (delta,) = [i for i in items if i["ftype"] == "squashfs.vcdiff"]
+    assert delta["delta_base"] == "20260101_0000"
     for i in items:
         assert i["item_url"] == f"{srv.url}/{i['path']}"
         assert i["os"] and i["release"] and i["variant"]

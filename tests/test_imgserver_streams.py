@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from imgserver import streams
-from lxdocker.versioninfo import ROOTFS_FILES, FileInfo, VersionInfo
+from lxdocker.versioninfo import ROOTFS_FILES, Artifact, VersionInfo, delta_name
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -36,8 +36,12 @@ def version(
     variant: str = "",
     description: str = "",
     built: str = "2026-01-02T03:04:05Z",
+    deltas: tuple[str, ...] = (),
 ) -> VersionInfo:
     key = f"{name}/{arch}/{ver}"
+    delta_items = tuple(
+        Artifact("delta", delta_name(b), 300 + len(b), h(key + "delta" + b), b) for b in deltas
+    )
     return VersionInfo(
         name=name,
         arch=arch,
@@ -50,8 +54,11 @@ def version(
         rootfs_format=fmt,
         created="2026-01-01T00:00:00Z",
         built=built,
-        meta=FileInfo("meta.tar.xz", 1000 + len(key), h(key + "meta")),
-        rootfs=FileInfo(ROOTFS_FILES[fmt], 50000 + len(key), h(key + "rootfs")),
+        artifacts=(
+            Artifact("meta", "meta.tar.xz", 1000 + len(key), h(key + "meta")),
+            Artifact("rootfs", ROOTFS_FILES[fmt], 50000 + len(key), h(key + "rootfs")),
+            *delta_items,
+        ),
         fingerprint=h(key + "fingerprint"),
         description=description,
         os=os,
@@ -83,6 +90,8 @@ CATALOG = (
         variant="docker",
         description="nginx 1.27 web server",
         built="2026-01-02T08:00:00Z",
+        # One delta from the listed version, one from a version already pruned.
+        deltas=("20260101_1200", "20251201_0000"),
     ),
     version("nginx", "arm64", "20260101_1200", tag="1.27", os="nginx", release="1.27"),
     version("redis", "amd64", "20251231_2359", fmt="gzip", tag="7", description="redis"),
@@ -104,6 +113,31 @@ def test_images_json_matches_golden() -> None:
 
 def test_index_json_matches_golden() -> None:
     check_golden("streams_index.json", streams.index_doc(CATALOG))
+
+
+def test_a_delta_is_a_vcdiff_item_of_the_new_version_while_its_base_is_listed() -> None:
+    versions = streams.images_doc(CATALOG)["products"]["lxdocker:nginx:amd64"]["versions"]
+    old, new = versions["20260101_1200"]["items"], versions["20260102_0800"]["items"]
+    deltas = [i for i in new.values() if i["ftype"] == "squashfs.vcdiff"]
+    info = CATALOG[1]
+    assert deltas == [
+        {
+            "ftype": "squashfs.vcdiff",
+            "path": "images/nginx/amd64/20260102_0800/delta-20260101_1200.vcdiff",
+            "size": info.deltas[0].size,
+            "sha256": info.deltas[0].sha256,
+            "delta_base": "20260101_1200",
+        }
+    ]
+    # The base's metadata names the image a client must hold to use the delta.
+    assert old["lxd.tar.xz"]["combined_squashfs_sha256"] == CATALOG[0].fingerprint
+    # Alone, the new version has no listed base: no delta item.
+    alone = streams.images_doc(CATALOG[1:2])["products"]["lxdocker:nginx:amd64"]["versions"]
+    assert {i["ftype"] for i in alone["20260102_0800"]["items"].values()} == {
+        "lxd.tar.xz",
+        "incus.tar.xz",
+        "squashfs",
+    }
 
 
 def test_index_lists_every_product_of_images_json() -> None:

@@ -19,7 +19,6 @@ from lxdocker.errors import PatchError
 from lxdocker.initscript import (
     DEFAULT_PATH,
     RunConfig,
-    normalize_signal,
     render_init,
     run_config,
     sh_quote,
@@ -27,6 +26,7 @@ from lxdocker.initscript import (
 from lxdocker.udhcpc import render_udhcpc_script
 from tests.helpers.initrun import (
     HOST_BUSYBOX,
+    HOSTNAME,
     RunningInit,
     make_rootfs,
     need_namespaces,
@@ -62,21 +62,6 @@ def test_sh_quote_round_trips_through_busybox_sh() -> None:
     words = " ".join(sh_quote(w) for w in TRICKY)
     res = _busybox_sh("-c", f"printf '%s\\0' {words}")
     assert res.stdout.split("\0")[:-1] == list(TRICKY)
-
-
-@pytest.mark.parametrize(
-    ("given", "want"),
-    [("SIGQUIT", "QUIT"), ("QUIT", "QUIT"), ("sigterm", "TERM"), ("3", "QUIT"), (9, "KILL"),
-     ("SIGPWR", "PWR"), ("SIGRTMIN+3", "37"), ("40", "40"), ("SIGIOT", "ABRT")],
-)  # fmt: skip
-def test_normalize_signal(given: str | int, want: str) -> None:
-    assert normalize_signal(given) == want
-
-
-@pytest.mark.parametrize("bad", ["SIGNOPE", "0", "99", "RTMIN+40", ""])
-def test_normalize_signal_refuses_unknown(bad: str) -> None:
-    with pytest.raises(ValueError):
-        normalize_signal(bad)
 
 
 def test_run_config_docker_semantics() -> None:
@@ -184,23 +169,69 @@ def test_command_found_in_image_path_keeps_argv0_and_beats_applets(tmp_path: Pat
     assert res.returncode == 127 and "nope: executable file not found" in res.stderr
 
 
+# The app dumps the environment it was exec'd with (the kernel's copy: its own
+# shell's SHLVL/PWD are not in it).
+ENV_APP = "#!/busybox-lxd sh\n/busybox-lxd cat /proc/$$/environ > /out/env\n"
+# What LXC gives PID 1: its own container=lxc plus LXD's environment.* keys.
+LXD_ENV = {"container": "lxc", "FROM_LXD": "lxd", "GREETING": "set by lxc", "PATH": "/lxd/bin"}
+
+
+def _app_env(root: Path) -> dict[str, str]:
+    entries = (root / "out/env").read_text().split("\0")[:-1]
+    env = dict(kv.split("=", 1) for kv in entries)
+    assert len(env) == len(entries), entries  # no name twice
+    return env
+
+
 @pytest.mark.usefixtures("ns")
-def test_env_precedence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("supervise", [True, False])
+@pytest.mark.parametrize("uid", [0, 1234])
+def test_app_environment_is_exactly_dockers(tmp_path: Path, supervise: bool, uid: int) -> None:
+    # Docker: the image Env (`-e` wins), PATH from the image, HOME, HOSTNAME; nothing
+    # of the init shell (SHLVL, PWD, OLDPWD after its cd). LXC's container=lxc stays.
     cfg = _cfg(
         "/app",
         path="/image/bin:/bin",
-        env=(("FROM_LXD", "image"), ("IMAGE_ONLY", "x y\nz'"), ("HOSTNAME", "img")),
+        env=(("GREETING", "hello\nfrom 'the' image"), ("APP_MODE", "prod"), ("HOME", "/home/u")),
+        workdir="/srv/app",
+        uid=uid,
+        gid=uid,
+        supervise=supervise,
     )
-    app = "#!/busybox-lxd sh\n/busybox-lxd env -0 > /out/env\n"
-    root = make_rootfs(tmp_path / "root", render_init(cfg), {"/app": app})
-    res = run_init(root, env={"FROM_LXD": "lxd", "PATH": "/lxd/bin", "container": "lxc"})
+    root = make_rootfs(tmp_path / "root", render_init(cfg), {"/app": ENV_APP})
+    res = run_init(root, env=LXD_ENV)
     assert res.returncode == 0, res.stderr
-    env = dict(kv.split("=", 1) for kv in (root / "out/env").read_text().split("\0")[:-1])
-    assert env["PATH"] == "/image/bin:/bin"  # always the image's
-    assert env["FROM_LXD"] == "lxd"  # environment.* wins
-    assert env["IMAGE_ONLY"] == "x y\nz'"
-    assert env["HOSTNAME"] == "img"  # ash's own unexported HOSTNAME is not "given"
-    assert env["container"] == "lxc"
+    assert _app_env(root) == {
+        "PATH": "/image/bin:/bin",  # always the image's
+        "GREETING": "set by lxc",  # environment.* wins
+        "APP_MODE": "prod",
+        "HOME": "/home/u",
+        "HOSTNAME": HOSTNAME,
+        "FROM_LXD": "lxd",
+        "container": "lxc",
+    }
+
+
+@pytest.mark.usefixtures("ns")
+@pytest.mark.parametrize("uid", [0, 1234])
+def test_names_the_shell_owns_reach_the_app_only_when_named(tmp_path: Path, uid: int) -> None:
+    # HOSTNAME and PWD from the image Env, OLDPWD, IFS and SHLVL from LXD: exact values,
+    # although the shell sets or resets each of them itself.
+    image_env = (("HOSTNAME", "img"), ("PWD", "/from/image"), ("SHLVL", "image"))
+    cfg = _cfg("/app", env=image_env, workdir="/srv", uid=uid, gid=uid)
+    root = make_rootfs(tmp_path / "root", render_init(cfg), {"/app": ENV_APP})
+    given = {"OLDPWD": "two\nlines\n", "IFS": ",", "SHLVL": "7", "container": "lxc"}
+    res = run_init(root, env=given)
+    assert res.returncode == 0, res.stderr
+    assert _app_env(root) == {
+        "PATH": "/bin",
+        "HOSTNAME": "img",
+        "PWD": "/from/image",
+        "SHLVL": "7",
+        "OLDPWD": "two\nlines\n",
+        "IFS": ",",
+        "container": "lxc",
+    }
 
 
 @pytest.mark.usefixtures("ns")

@@ -131,16 +131,16 @@ def test_fingerprint_is_sha256_of_meta_then_rootfs(tmp_path: Path) -> None:
 
 @pytest.mark.lxd
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_each_format_imports_into_lxd(
-    tmp_path: Path, lxd_scratch: Scratch, fmt: ImageFormat
+def test_each_format_imports_into_lxd_and_incus(
+    tmp_path: Path, daemon_scratch: Scratch, fmt: ImageFormat
 ) -> None:
-    lxd = lxd_scratch.lxd
+    lxd = daemon_scratch.lxd  # LXD or Incus
     # A unique description gives a unique fingerprint, so a leftover of an
     # earlier, interrupted run cannot make the import fail as a duplicate.
     meta = ImageMeta(
         arch=host(),
         created="2024-01-02T03:04:05Z",
-        description=lxd_scratch.name(f"import-{fmt}"),
+        description=daemon_scratch.name(f"import-{fmt}"),
         os="edge",
         release="1",
         variant="lxdocker",
@@ -156,11 +156,11 @@ def test_each_format_imports_into_lxd(
     proc = lxd.lxc("image", "import", str(vdir / META_FILE), str(vdir / info.rootfs.name))
     m = re.search(r"fingerprint: ([0-9a-f]{64})", proc.stdout + proc.stderr)
     assert m, proc.stdout + proc.stderr
-    lxd_scratch.track_image(m.group(1))
+    daemon_scratch.track_image(m.group(1))
     assert m.group(1) == info.fingerprint
     assert info.fingerprint in lxd.image_fingerprints()
-    # LXD can unpack it: creating a container extracts the rootfs into the pool.
-    name = lxd_scratch.name(f"c-{fmt}")
+    # The daemon can unpack it: creating a container extracts the rootfs into the pool.
+    name = daemon_scratch.name(f"c-{fmt}")
     lxd.lxc("init", info.fingerprint, name)
     listing = lxd.lxc("file", "pull", f"{name}/etc/passwd", "-").stdout
     assert listing.startswith("root:x:0:0:")

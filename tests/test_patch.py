@@ -126,6 +126,11 @@ def test_resolve_user(user: str, want: tuple[int, int, str]) -> None:
     assert (acc.uid, acc.gid, acc.home) == want
 
 
+@pytest.mark.parametrize(("user", "home"), [("", "/root"), ("0:0", "/root"), ("65532", "/")])
+def test_home_without_a_passwd_entry(user: str, home: str) -> None:
+    assert resolve_user(user, None, None, image="img").home == home
+
+
 @pytest.mark.parametrize(("user", "what"), [("nobody", "user 'nobody'"), ("www:nogrp", "group")])
 def test_unknown_user_or_group_is_an_error(user: str, what: str) -> None:
     with pytest.raises(PatchError, match=what) as exc:

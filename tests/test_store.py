@@ -166,12 +166,13 @@ def test_invalid_version_json_is_not_listed(tmp_path: Path) -> None:
 def fake(version: str, built: datetime) -> VersionInfo:
     info = source().meta
     zero = "0" * 64
-    from lxdocker.versioninfo import FileInfo
+    from lxdocker.versioninfo import Artifact
 
     return VersionInfo(
         "app", "amd64", version, "app", "1", "sha256:" + zero, "sha256:" + zero, 1, "tar",
-        info.created, built.strftime("%Y-%m-%dT%H:%M:%SZ"), FileInfo(META_FILE, 1, zero),
-        FileInfo("rootfs.tar", 1, zero), zero, "d", "o", "r", "v",
+        info.created, built.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        (Artifact("meta", META_FILE, 1, zero), Artifact("rootfs", "rootfs.tar", 1, zero)),
+        zero, "d", "o", "r", "v",
     )  # fmt: skip
 
 

@@ -99,10 +99,12 @@ def _image(layers: Sequence[Sequence[Member]], config: dict[str, Any]) -> Image:
     )
 
 
-def app_image(page: str) -> Image:
+def app_image(page: str, *updates: str) -> Image:
     """The classic app: non-root User, Env, WorkingDir, StopSignal SIGUSR1.
 
-    Two layers (the base is the same for every page) so an update changes one layer.
+    Two layers (the base is the same for every page) so an update changes one layer;
+    each of `updates` is one more layer on top that replaces the page (an upstream
+    release that only adds a layer, as for delta updates).
     """
     base = [*_busybox("bin"), *_accounts(), *_tmp()]
     app = [
@@ -120,7 +122,9 @@ def app_image(page: str) -> Image:
         "User": "app",
         "StopSignal": "SIGUSR1",
     }
-    return _image([base, app], config)
+    return _image(
+        [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)], config
+    )
 
 
 def own_init_image(page: str) -> Image:

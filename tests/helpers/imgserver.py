@@ -18,19 +18,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imgserver import tls
+from imgserver import authority, tls
 
 PORT_RE = re.compile(r"listening on \S+ \(TLS 1\.3\) port (\d+)")
+BANNER_END = "--protocol simplestreams --public"
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for "localhost" and 127.0.0.1, as gencert makes."""
-    return tls.generate(directory, ["localhost", "127.0.0.1"])
+    """A server certificate for "localhost" and 127.0.0.1 with its CA, as gencert makes
+    (`directory`/ca.crt, which imgserver finds next to the certificate)."""
+    issued = authority.create(directory, ["localhost", "127.0.0.1"])
+    return issued.cert, issued.key
+
+
+def pin_file(cert: Path) -> Path:
+    """What a host pins for a server certificate made here: its CA, if it has one."""
+    ca = tls.default_ca(cert)
+    return cert if ca is None else ca
 
 
 def client_context(cert: Path) -> ssl.SSLContext:
+    """A client that trusts only `cert`: the CA, or the server certificate itself.
+
+    PARTIAL_CHAIN lets OpenSSL end the chain at a pinned leaf, as LXD's pool does."""
     ctx = ssl.create_default_context(cafile=str(cert))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
 
 
@@ -46,19 +59,25 @@ def plain_http_get(server: RunningServer) -> tuple[float, bytes]:
     return time.monotonic() - start, data
 
 
-def raw_get_json(server: RunningServer, path: str) -> Any:
+def raw_get_json(server: RunningServer, path: str, *, by_ip: bool = False) -> Any:
     """GET a JSON document over TLS, trusting only the server's certificate."""
     ctx = client_context(server.cert)
-    with urllib.request.urlopen(f"{server.url}{path}", context=ctx, timeout=10) as resp:
+    base = server.ip_url if by_ip else server.url
+    with urllib.request.urlopen(f"{base}{path}", context=ctx, timeout=10) as resp:
         return json.loads(resp.read())
 
 
 def imgserver_argv(
-    lxdimages: Path, cert: Path, key: Path, *extra: str, address: str = "127.0.0.1:0"
+    lxdimages: Path,
+    cert: Path,
+    key: Path,
+    *extra: str,
+    address: str = "127.0.0.1:0",
+    python: str = sys.executable,
 ) -> list[str]:
     """The `imgserver` command line the tests run (catalog refreshed every 0.2 s)."""
     return [
-        sys.executable,
+        python,
         "-m",
         "imgserver",
         "--address",
@@ -83,13 +102,21 @@ class RunningServer:
         *extra: str,
         prefix: Sequence[str] = (),
         cert: tuple[Path, Path] | None = None,
+        python: str = sys.executable,
+        address: str = "127.0.0.1:0",
     ) -> None:
-        """`prefix` runs the server through another command, e.g. setpriv."""
+        """`prefix` runs the server through another command, e.g. setpriv; `python`
+        is the interpreter (tests/helpers/runtime.py: one another user can run);
+        `address` a fixed port, to restart a server where hosts know it."""
         self.cert, self.key = cert or make_cert(workdir / "cert")
+        self.ca = pin_file(self.cert)  # what hosts pin
         self.log_path = workdir / "imgserver.log"
         self._log = self.log_path.open("wb")
+        argv = imgserver_argv(
+            lxdimages, self.cert, self.key, *extra, python=python, address=address
+        )
         self.proc = subprocess.Popen(
-            [*prefix, *imgserver_argv(lxdimages, self.cert, self.key, *extra)],
+            [*prefix, *argv],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -112,8 +139,10 @@ class RunningServer:
     def _wait_for_port(self, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = PORT_RE.search(self.log())
-            if m:
+            log = self.log()
+            m = PORT_RE.search(log)
+            # The banner's last line: tests read the pinning lines right away.
+            if m and BANNER_END in log[m.end() :]:
                 return int(m.group(1))
             if self.proc.poll() is not None:
                 break

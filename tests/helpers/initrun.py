@@ -1,7 +1,8 @@
-"""Run a generated /sbin/init for real: PID 1 of fresh pid+mount+net namespaces,
+"""Run a generated /sbin/init for real: PID 1 of fresh pid+mount+net+uts namespaces,
 chrooted into a temp rootfs that holds the real static busybox (we are root).
 
-The net namespace keeps `ip_forward` writes and udhcpc away from the host.
+The net namespace keeps `ip_forward` writes and udhcpc away from the host; the uts
+namespace has its own hostname, as LXD gives a container (HOSTNAME below).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 HOST_BUSYBOX = Path("/bin/busybox")
+HOSTNAME = "lxdt-init"  # the uts namespace's hostname, set before the init starts
 
 
 def need_namespaces() -> None:
@@ -58,11 +60,13 @@ def make_rootfs(root: Path, init: str | None = None, files: dict[str, str] | Non
     return root
 
 
-# Like LXC: /proc mounted, a tmpfs /dev holding the null device; then the init.
+# Like LXC: the hostname set, /proc mounted, a tmpfs /dev holding the null device;
+# then the init with exactly the given environment (`env -i`: not even this shell's
+# PWD). Arguments: root, mount, chroot, hostname, name, env, NAME=VALUE...
 _BOOT = (
-    'm=$2; $m -t proc proc "$1/proc" && $m -t tmpfs -o mode=755 dev "$1/dev"'
+    '"$4" "$5" && m=$2; $m -t proc proc "$1/proc" && $m -t tmpfs -o mode=755 dev "$1/dev"'
     ' && : >"$1/dev/null" && $m --bind /dev/null "$1/dev/null"'
-    ' && exec "$3" "$1" /sbin/init'
+    ' && r=$1 c=$3 e=$6 && shift 6 && exec "$e" -i "$@" "$c" "$r" /sbin/init'
 )
 
 
@@ -86,12 +90,13 @@ class RunningInit:
         # which execs /sbin/init: the init keeps PID 1.
         self.proc = subprocess.Popen(
             [
-                _tool("unshare"), "--pid", "--fork", "--mount", "--net", "--kill-child",
-                "--", "/bin/sh", "-c",
+                _tool("unshare"), "--pid", "--fork", "--mount", "--net", "--uts",
+                "--kill-child", "--", "/bin/sh", "-c",
                 pre_boot + _BOOT,
-                "sh", str(root), _tool("mount"), _tool("chroot"),
+                "sh", str(root), _tool("mount"), _tool("chroot"), _tool("hostname"), HOSTNAME,
+                _tool("env"), *(f"{k}={v}" for k, v in (env or {}).items()),
             ],
-            env=env if env is not None else {},
+            env={},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,6 +1,7 @@
 """An LXD remote for a running imgserver, trusted by pinning its certificate.
 
-DESIGN section 8: the self-signed certificate goes to
+DESIGN section 8: the certificate to pin (imgserver's CA, or a self-signed server
+certificate) goes to
 `~/.config/lxc/servercerts/<remote>.crt` BEFORE `lxc remote add` (LXD 5.0 checks
 it there already); the CLI hands the pinned certificate to the daemon, so image
 auto-update keeps working. Incus keeps them in `~/.config/incus/servercerts/`.
@@ -23,7 +24,7 @@ def add_pinned_remote(scratch: Scratch, server: RunningServer, base: str = "imgs
     remote = scratch.name(base)
     servercerts = scratch.lxd.servercerts
     servercerts.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(server.cert, servercerts / f"{remote}.crt")
+    shutil.copyfile(server.ca, servercerts / f"{remote}.crt")
     # A fresh remote URL should not hit a stale index, but the daemon caches by URL.
     scratch.lxd.clear_remote_cache()
     scratch.lxd.lxc(

@@ -2,9 +2,10 @@
 
 A `Site` has a specs directory, a blob cache and an image directory; it converts
 with the real `lxdocker` command (a subprocess, like cron), serves the image
-directory with the real `imgserver` over TLS, adds it to the real LXD as a
-simplestreams remote with a pinned certificate, and launches containers from it.
-Images come from the real registry fixture (tests/helpers/registry.py).
+directory with the real `imgserver` over TLS, adds it to the real LXD or Incus
+(whichever daemon its scratch drives) as a simplestreams remote with a pinned
+certificate, and launches containers from it. Images come from the real registry
+fixture (tests/helpers/registry.py).
 """
 
 from __future__ import annotations
@@ -96,11 +97,16 @@ class Site:
         self.remote = add_pinned_remote(self.scratch, self.server, "lxdocker")
         return self.remote
 
+    @property
+    def daemon(self) -> str:
+        """The daemon's name: LXD or Incus."""
+        return self.scratch.lxd.name
+
     def lxc(self, *args: str, timeout: float = 300) -> str:
         return self.scratch.lxd.lxc(*args, timeout=timeout).stdout
 
     def launch(self, image: str, base: str, *config: str) -> str:
-        """`lxc launch <remote>:<image> NAME [-c key=value ...]`; returns NAME."""
+        """`lxc launch <remote>:<image> NAME [-c key=value ...]` (or `incus launch`)."""
         name = self.scratch.name(base)
         opts = [a for c in config for a in ("-c", c)]
         self.lxc("launch", f"{self.remote}:{image}", name, *opts)

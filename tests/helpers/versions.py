@@ -15,13 +15,20 @@ import lzma
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
 
 from lxdocker import arch
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, FileInfo, VersionInfo
+from lxdocker.versioninfo import (
+    META_FILE,
+    ROOTFS_FILES,
+    VERSION_FILE,
+    Artifact,
+    VersionInfo,
+    delta_name,
+)
 
 DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/hostname": b"lxdocker\n",
@@ -31,8 +38,9 @@ DEFAULT_FILES: Mapping[str, bytes] = {
 MTIME = 1_700_000_000  # fixed, so equal inputs give equal bytes
 
 
-def _tar(files: Mapping[str, bytes]) -> bytes:
-    """A plain tar with parent directories first; fixed owners and times."""
+def _tar(files: Mapping[str, bytes], executable: Collection[str] = ()) -> bytes:
+    """A plain tar with parent directories first; fixed owners and times; the
+    `executable` files mode 0755, the others 0644."""
     dirs: set[str] = set()
     for name in files:
         parent = Path(name).parent
@@ -47,7 +55,8 @@ def _tar(files: Mapping[str, bytes]) -> bytes:
             tar.addfile(info)
         for name, data in sorted(files.items()):
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, MTIME
+            mode = 0o755 if name in executable else 0o644
+            info.size, info.mode, info.mtime = len(data), mode, MTIME
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -82,21 +91,25 @@ def lxd_meta(
     return lzma.compress(_tar(files), format=lzma.FORMAT_XZ)
 
 
-def rootfs_tar(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
-    return _tar(files)
+def rootfs_tar(
+    files: Mapping[str, bytes] = DEFAULT_FILES, executable: Collection[str] = ()
+) -> bytes:
+    return _tar(files, executable)
 
 
 def targz_rootfs(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
     return gzip.compress(rootfs_tar(files), mtime=0)
 
 
-def squashfs_rootfs(files: Mapping[str, bytes] = DEFAULT_FILES) -> bytes:
+def squashfs_rootfs(
+    files: Mapping[str, bytes] = DEFAULT_FILES, executable: Collection[str] = ()
+) -> bytes:
     """A squashfs made by the real tar2sqfs (squashfs-tools-ng)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rootfs.squashfs"
         subprocess.run(
             ["tar2sqfs", "-q", "-f", "-j", "1", "-c", "gzip", str(out)],
-            input=rootfs_tar(files),
+            input=rootfs_tar(files, executable),
             check=True,
             capture_output=True,
         )
@@ -121,13 +134,18 @@ def write_version(
     built: str = "2026-01-02T03:04:05Z",
     created: str = "2026-01-01T00:00:00Z",
     with_version_json: bool = True,
+    deltas: Mapping[str, bytes] | None = None,
 ) -> VersionInfo:
-    """Write one version directory; version.json last (skip it for an incomplete one)."""
+    """Write one version directory; version.json last (skip it for an incomplete one).
+
+    `deltas` maps a base version key to the bytes of the delta file from it."""
     directory = root / name / arch_name / version
     directory.mkdir(parents=True, exist_ok=True)
     rootfs_name = ROOTFS_FILES[fmt]
     (directory / META_FILE).write_bytes(meta)
     (directory / rootfs_name).write_bytes(rootfs)
+    for b, d in (deltas or {}).items():
+        (directory / delta_name(b)).write_bytes(d)
     info = VersionInfo(
         name=name,
         arch=arch_name,
@@ -140,8 +158,14 @@ def write_version(
         rootfs_format=fmt,
         created=created,
         built=built,
-        meta=FileInfo(META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
-        rootfs=FileInfo(rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+        artifacts=(
+            Artifact("meta", META_FILE, len(meta), hashlib.sha256(meta).hexdigest()),
+            Artifact("rootfs", rootfs_name, len(rootfs), hashlib.sha256(rootfs).hexdigest()),
+            *(
+                Artifact("delta", delta_name(b), len(d), hashlib.sha256(d).hexdigest(), b)
+                for b, d in (deltas or {}).items()
+            ),
+        ),
         fingerprint=hashlib.sha256(meta + rootfs).hexdigest(),
         description=description,
         os=os,

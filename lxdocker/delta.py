@@ -1,0 +1,301 @@
+"""Deltas between squashfs versions: xdelta3 (VCDIFF) around a subprocess (DESIGN section 13).
+
+A client that holds the rootfs of version `base` downloads `delta-<base>.vcdiff`
+and runs `xdelta3 -f -d -s <base rootfs> <delta> <out>` instead of fetching the full
+squashfs. LXD 5.0.2 checks only the delta file's sha256, never the patched result,
+and a delta that fails to apply fails the whole download (no fallback to the full
+file). So a delta is published only after:
+
+* the base's rootfs on disk still has the sha256 its version.json records (a delta
+  made from a damaged base would patch the client's good copy into garbage);
+* decoding it here with xdelta3, from that base, gives exactly the new rootfs
+  (same sha256 as the full file);
+* it is smaller than `threshold` times the full file (a large delta saves little
+  and costs the client a patch run).
+
+Encoding: `xdelta3 -e -9 -B <source window> -s OLD NEW OUT`. The source window must
+cover the whole old file, or matches further back than 64 MiB (xdelta3's default)
+are lost and a 100 MB image's delta grows to tens of MB; xdelta3 accepts 512 KiB to
+2 GiB. Everything is written to `<out>.part` and renamed when verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxdocker.config import NAME_RE
+from lxdocker.errors import StoreError, ToolError
+from lxdocker.store import complete_versions, set_deltas, version_dir
+from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name
+
+log = logging.getLogger(__name__)
+
+XDELTA3 = "xdelta3"
+DEFAULT_BASES = 2
+DEFAULT_THRESHOLD = 0.5
+# xdelta3 -B limits (xdelta3.c: XD3_MINSRCWINSZ .. XD3_MAXSRCWINSZ).
+MIN_WINDOW = 512 * 1024
+MAX_WINDOW = 2 * 1024**3
+_CHUNK = 1024 * 1024
+
+
+def find_xdelta3() -> str | None:
+    """Path of xdelta3 on PATH, None when it is not installed (Debian: xdelta3)."""
+    return shutil.which(XDELTA3)
+
+
+def xdelta3_for_run() -> str | None:
+    """xdelta3's path; None, with one warning for the run, when it is missing: the
+    conversion goes on without deltas (clients then download the full rootfs)."""
+    found = find_xdelta3()
+    if found is None:
+        log.warning(
+            "xdelta3 not found: no delta updates this run (install the Debian "
+            "package xdelta3, or pass --no-deltas)"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class DeltaOutcome:
+    """What one attempt gave: the published artifact, or why there is none."""
+
+    base: str
+    artifact: Artifact | None
+    reason: str  # "" when artifact is set
+    seconds: float  # encode + verify, wall clock
+
+
+def describe(outcomes: Sequence[DeltaOutcome], total_seconds: float) -> str:
+    """The job summary's words for one spec's deltas ("" when none was tried)."""
+    if not outcomes:
+        return ""
+    made = [o.artifact for o in outcomes if o.artifact is not None]
+    sizes = ", ".join(f"from {a.base} {a.size / 1e3:.1f} kB" for a in made)
+    skipped = len(outcomes) - len(made)
+    seconds = sum(o.seconds for o in outcomes)
+    return (
+        f"; deltas: {sizes or 'none'}"
+        + (f" ({skipped} not kept)" if skipped else "")
+        + f" in {seconds:.1f} s of {total_seconds:.1f} s"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def window(old_size: int) -> int:
+    """The -B value: at least the whole old file, within xdelta3's limits."""
+    if old_size > MAX_WINDOW:
+        # Matches beyond 2 GiB are lost; the delta only grows (and the threshold
+        # drops it if it grows too much).
+        return MAX_WINDOW
+    return max(MIN_WINDOW, old_size)
+
+
+def encode_argv(xdelta3: str, old: Path, new: Path, out: Path) -> list[str]:
+    b = window(old.stat().st_size)
+    return [xdelta3, "-e", "-9", "-f", "-B", str(b), "-s", str(old), str(new), str(out)]
+
+
+def _run(argv: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as e:
+        raise ToolError(f"{what}: cannot run {argv[0]}: {e.strerror or e}") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ToolError(f"{what}: xdelta3 exited {proc.returncode}: {err[-1] if err else ''}")
+
+
+def decoded_sha256(xdelta3: str, old: Path, delta: Path) -> str:
+    """sha256 of what a client gets by applying `delta` to `old` (streamed, not stored).
+
+    Same decoder and options as LXD (`-d -s`); `-c` writes to stdout."""
+    argv = [xdelta3, "-d", "-c", "-s", str(old), str(delta)]
+    h = hashlib.sha256()
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as e:
+        raise ToolError(f"{delta}: cannot run {xdelta3}: {e.strerror or e}") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc:
+        while chunk := proc.stdout.read(_CHUNK):
+            h.update(chunk)
+        err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise ToolError(f"{delta}: xdelta3 cannot decode it: {err or proc.returncode}")
+    return h.hexdigest()
+
+
+def make_delta(
+    xdelta3: str,
+    base: str,
+    old: Path,
+    old_sha256: str,
+    new: Artifact,
+    directory: Path,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> DeltaOutcome:
+    """Write `directory/delta-<base>.vcdiff` from `old` (version `base`'s rootfs) to
+    `directory/<new.name>`, verified; on any failure nothing is left behind.
+
+    Failures are outcomes, not errors: a missing delta costs a client a full
+    download, never a conversion."""
+    started = time.monotonic()
+    out = directory / delta_name(base)
+    part = out.with_name(out.name + ".part")
+
+    def dropped(reason: str) -> DeltaOutcome:
+        part.unlink(missing_ok=True)
+        log.warning("delta from %s to %s dropped: %s", base, directory / new.name, reason)
+        return DeltaOutcome(base, None, reason, time.monotonic() - started)
+
+    try:
+        if sha256_file(old) != old_sha256:
+            return dropped(f"{old} does not match the sha256 in its version.json")
+        _run(encode_argv(xdelta3, old, directory / new.name, part), str(part))
+        size = part.stat().st_size
+        if size >= threshold * new.size:
+            reason = f"{size} bytes is not below {threshold:.0%} of the full {new.size} bytes"
+            part.unlink(missing_ok=True)
+            log.info("delta from %s to %s not kept: %s", base, directory / new.name, reason)
+            return DeltaOutcome(base, None, reason, time.monotonic() - started)
+        got = decoded_sha256(xdelta3, old, part)
+        if got != new.sha256:
+            return dropped(f"decoding it gives sha256 {got}, not the rootfs's {new.sha256}")
+        sha = sha256_file(part)
+        part.rename(out)
+    except (ToolError, OSError) as e:
+        return dropped(str(e))
+    artifact = Artifact(ROLE_DELTA, out.name, size, sha, base)
+    seconds = time.monotonic() - started
+    log.info("delta from %s: %d bytes (%.2f%% of %d) in %.1f s", base, size,
+             100 * size / max(new.size, 1), new.size, seconds)  # fmt: skip
+    return DeltaOutcome(base, artifact, "", seconds)
+
+
+def write_deltas(
+    xdelta3: str,
+    root: Path,
+    bases: Sequence[VersionInfo],
+    rootfs: Artifact,
+    directory: Path,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[DeltaOutcome]:
+    """Deltas to `directory/<rootfs.name>` (a version being published) from each of
+    `bases` (published versions of the same image/arch)."""
+    out = []
+    for b in bases:
+        old = version_dir(root, b) / b.rootfs.name
+        out.append(
+            make_delta(
+                xdelta3, b.version, old, b.rootfs.sha256, rootfs, directory, threshold=threshold
+            )
+        )
+    return out
+
+
+def _intact(path: Path, a: Artifact) -> bool:
+    try:
+        return path.stat().st_size == a.size and sha256_file(path) == a.sha256
+    except OSError:
+        return False
+
+
+def check_deltas(
+    root: Path,
+    versions: list[VersionInfo],
+    xdelta3: str | None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[VersionInfo]:
+    """Keep the listed deltas of one image/arch (`versions`, oldest first) true.
+
+    A delta whose base is no longer a complete version is unlisted and removed; a
+    delta file whose bytes changed since publishing (disk error, a hand edit) is
+    unlisted at once, so no client fetches it, and made again from its base when
+    xdelta3 is at hand. Delta files are small, so hashing them every run is cheap.
+    Returns the versions as now listed."""
+    by_key = {v.version: v for v in versions}
+    out = []
+    for v in versions:
+        directory = version_dir(root, v)
+        # A run killed while repairing leaves a .part (never listed); the job's lock
+        # says no other run is writing one now.
+        for leftover in directory.glob("delta-*.vcdiff.part"):
+            leftover.unlink(missing_ok=True)
+        good = [a for a in v.deltas if a.base in by_key and _intact(directory / a.name, a)]
+        if len(good) == len(v.deltas):
+            out.append(v)
+            continue
+        redo = []
+        for a in v.deltas:
+            if a in good:
+                continue
+            gone = a.base not in by_key
+            log.warning(
+                "%s: unlisting %s: %s", directory, a.name,
+                "its base version is gone" if gone else "its bytes changed since publishing",
+            )  # fmt: skip
+            if not gone and xdelta3:
+                redo.append(by_key[a.base])
+        try:
+            v = set_deltas(root, v, good)
+            for b in redo:
+                old = version_dir(root, b) / b.rootfs.name
+                o = make_delta(
+                    xdelta3 or XDELTA3, b.version, old, b.rootfs.sha256, v.rootfs, directory,
+                    threshold=threshold,
+                )  # fmt: skip
+                if o.artifact is not None:
+                    log.info("%s: made %s again", directory, o.artifact.name)
+                    good.append(o.artifact)
+            if redo:
+                v = set_deltas(root, v, good)
+        except StoreError as e:
+            log.error("%s: %s", directory, e)
+        out.append(v)
+    return out
+
+
+def check_all_deltas(root: Path, xdelta3: str | None, threshold: float = DEFAULT_THRESHOLD) -> None:
+    """check_deltas for every image/arch under `root` (once per job run)."""
+    for arch_dir in sorted(root.glob("*/*")):
+        if (
+            arch_dir.is_dir()
+            and NAME_RE.fullmatch(arch_dir.name)
+            and NAME_RE.fullmatch(arch_dir.parent.name)
+        ):
+            versions = complete_versions(root, arch_dir.parent.name, arch_dir.name)
+            check_deltas(root, versions, xdelta3, threshold)
+
+
+__all__ = [
+    "DEFAULT_BASES",
+    "DEFAULT_THRESHOLD",
+    "DeltaOutcome",
+    "check_all_deltas",
+    "check_deltas",
+    "decoded_sha256",
+    "describe",
+    "find_xdelta3",
+    "make_delta",
+    "sha256_file",
+    "write_deltas",
+    "xdelta3_for_run",
+]

@@ -1,0 +1,246 @@
+"""What the final tree takes from which layer entry, computed from headers alone.
+
+The reference for "correct" is `umoci unpack` (DESIGN section 5), which applies
+the layers oldest first onto a real directory, entry by entry
+(umoci 0.4.7 oci/layer/tar_extract.go `UnpackEntry`). This module replays
+exactly that on an in-memory tree of headers: no data, no host files, memory per
+path. The result says, for every entry of every layer, whether the flattened
+stream takes it and under which path; the flattener then streams each layer once.
+
+umoci's rules, as replayed here:
+* A non-whiteout entry first creates its missing parents (mode 0755, root), then
+  removes whatever is at its path ("clobber", with the whole subtree, even what
+  this layer put there) unless both are directories, then creates the new
+  object. A directory over a directory keeps its contents and takes the new
+  entry's mode, owner, xattrs and mtime. So the later of two entries wins.
+* A hardlink links to the inode at its target *at that moment* (link(2)); it has
+  no metadata of its own. A link to a directory, to nothing or to itself fails in
+  umoci; here it is refused.
+* `.wh.NAME` removes NAME and `D/.wh..wh..opq` the contents of D, each sparing
+  the paths this layer has already written and their ancestors (`upperPaths`),
+  so an earlier entry of the same layer survives a whiteout after it.
+* The parent directory's metadata is restored after each entry, so a directory's
+  metadata is that of the last entry for it (or the implicit 0755 root one).
+
+Refused as unsafe, with a LayerError that says so: names escaping the root
+(umoci clamps them), and any entry or hardlink target whose parent path runs
+through a symlink (umoci follows it, within the rootfs; a converter must not
+write through links). An entry below a regular file is refused as umoci does.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lxdocker import paths
+from lxdocker.errors import LayerError
+from lxdocker.layerindex import Header, LayerIndex
+
+Ref = tuple[int, int]  # (layer index, entry ordinal)
+IMPLICIT_MODE = 0o755
+SETGID = 0o2000
+
+
+class _Inode:
+    """A non-directory object; hardlinks share one. `ref` created it at `path`."""
+
+    __slots__ = ("path", "ref", "type")
+
+    def __init__(self, ref: Ref, type_: bytes, path: str) -> None:
+        self.ref, self.type, self.path = ref, type_, path
+
+
+class _Dir:
+    __slots__ = ("children", "gid", "mode", "ref")
+
+    def __init__(self, ref: Ref | None, mode: int, gid: int) -> None:
+        self.ref = ref  # the entry whose metadata it has; None: created implicitly
+        self.mode, self.gid = mode, gid
+        self.children: set[str] = set()  # full paths
+
+    def implicit_child(self) -> _Dir:
+        """What MkdirAll(0777) under umask 022 creates in this directory: Linux gives
+        a new directory in a setgid directory its group and the setgid bit."""
+        if self.mode & SETGID:
+            return _Dir(None, IMPLICIT_MODE | SETGID, self.gid)
+        return _Dir(None, IMPLICIT_MODE, 0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per entry ref: the output path of a directory, or of a non-directory with
+    the other paths that share its inode (hardlinks, emitted right after it).
+    `implicit` lists directories no surviving entry describes (path, mode, gid),
+    sorted."""
+
+    dirs: dict[Ref, str] = field(default_factory=dict)
+    inodes: dict[Ref, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    implicit: tuple[tuple[str, int, int], ...] = ()
+    layers: frozenset[int] = frozenset()  # the layers that supply anything
+
+    def wanted(self, layer: int) -> bool:
+        return layer in self.layers
+
+
+class _Tree:
+    def __init__(self) -> None:
+        self.nodes: dict[str, _Inode | _Dir] = {paths.ROOT: _Dir(None, IMPLICIT_MODE, 0)}
+
+    def root_dir(self, path: str) -> _Dir:
+        node = self.nodes[path]
+        assert isinstance(node, _Dir)
+        return node
+
+    def check_parents(self, path: str, what: str, create: bool) -> bool:
+        """Walk the parents of `path` from the root; False when one is missing.
+
+        Missing parents are created when `create` (umoci's MkdirAll).
+        """
+        parents = list(paths.ancestors(path))
+        parents.reverse()
+        for anc in parents:
+            node = self.nodes.get(anc)
+            if node is None:
+                if not create:
+                    return False
+                self.add(anc, self.root_dir(paths.parent(anc)).implicit_child())
+            elif isinstance(node, _Inode):
+                if node.type == tarfile.SYMTYPE:
+                    raise LayerError(
+                        f"unsafe layer: {what} {path!r} goes through the symlink {anc!r} "
+                        "(umoci would follow it; lxdocker never writes through links)"
+                    )
+                raise LayerError(f"{what} {path!r} lies below {anc!r}, which is not a directory")
+        return True
+
+    def add(self, path: str, node: _Inode | _Dir) -> None:
+        self.nodes[path] = node
+        self.root_dir(paths.parent(path)).children.add(path)
+
+    def remove(self, path: str) -> None:
+        """RemoveAll(path): the node and its whole subtree."""
+        node = self.nodes.pop(path)
+        self.root_dir(paths.parent(path)).children.discard(path)
+        todo = [node]
+        while todo:
+            cur = todo.pop()
+            if isinstance(cur, _Dir):
+                for child in cur.children:
+                    todo.append(self.nodes.pop(child))
+
+    def whiteout(self, target: str, opaque: bool, upper: set[str]) -> None:
+        """umoci's whiteout walk: remove what this layer has not written."""
+        if target not in self.nodes:
+            return
+        todo = [target]
+        while todo:
+            cur = todo.pop()
+            node = self.nodes[cur]
+            if cur in upper or (opaque and cur == target):
+                if isinstance(node, _Dir):
+                    todo.extend(node.children)
+                continue
+            self.remove(cur)
+
+
+def make_plan(indexes: Sequence[LayerIndex], labels: Sequence[str]) -> Plan:
+    """Replay `umoci unpack` of `indexes` (OLDEST FIRST) on headers; see the module doc."""
+    tree = _Tree()
+    for layer, index in enumerate(indexes):
+        upper: set[str] = {paths.ROOT}
+        for ordinal, header in enumerate(index):
+            try:
+                _apply(tree, (layer, ordinal), header, upper)
+            except LayerError as exc:
+                raise LayerError(f"{labels[layer]}: entry {header.name!r}: {exc}") from None
+    return _result(tree)
+
+
+def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
+    type_, linkname = header.type, header.linkname
+    path = paths.clean_name(header.name)
+    if path == paths.ROOT:
+        return  # the root is not an entry of the stream; its metadata is dropped
+    if paths.is_whiteout(path):
+        opaque = paths.is_opaque_whiteout(path)
+        target = paths.opaque_dir(path) if opaque else paths.whiteout_target(path)
+        # umoci ignores a whiteout whose directory does not exist; one below a
+        # regular file makes its lstat fail with ENOTDIR (refused there, a no-op here).
+        try:
+            if not tree.check_parents(path, "whiteout", create=False):
+                return
+        except LayerError as exc:
+            if str(exc).startswith("unsafe"):
+                raise
+            return
+        tree.whiteout(target, opaque, upper)
+        return
+    tree.check_parents(path, "entry", create=True)
+    existing = tree.nodes.get(path)
+    is_dir = type_ == tarfile.DIRTYPE
+    if isinstance(existing, _Dir) and is_dir:
+        existing.ref, existing.mode, existing.gid = ref, header.mode, header.gid
+    else:
+        inode: _Inode | _Dir
+        if type_ == tarfile.LNKTYPE:
+            try:
+                target = paths.clean_name(linkname)
+            except LayerError as exc:
+                raise LayerError(f"unsafe layer: hardlink target refused: {exc}") from None
+            if existing is not None:
+                tree.remove(path)  # before resolving: a link to itself finds nothing
+            inode = _link_target(tree, path, target)
+        else:
+            if existing is not None:
+                tree.remove(path)
+            inode = _Dir(ref, header.mode, header.gid) if is_dir else _Inode(ref, type_, path)
+        tree.add(path, inode)
+    upper.add(path)
+    upper.update(paths.ancestors(path))
+
+
+def _link_target(tree: _Tree, path: str, target: str) -> _Inode:
+    what = f"hardlink {path!r} -> {target!r}"
+    if target == path:
+        raise LayerError(f"{what}: points at itself")
+    if not tree.check_parents(target, "hardlink target", create=False):
+        raise LayerError(f"{what}: target missing")
+    node = tree.nodes.get(target)
+    if node is None:
+        raise LayerError(f"{what}: target missing")
+    if isinstance(node, _Dir):
+        raise LayerError(f"{what}: a directory")
+    return node
+
+
+def _result(tree: _Tree) -> Plan:
+    dirs: dict[Ref, str] = {}
+    implicit: list[tuple[str, int, int]] = []
+    groups: dict[int, list[str]] = {}
+    inode_of: dict[int, _Inode] = {}
+    for path, node in tree.nodes.items():
+        if path == paths.ROOT:
+            continue
+        if isinstance(node, _Dir):
+            if node.ref is None:
+                implicit.append((path, node.mode, node.gid))
+            else:
+                dirs[node.ref] = path
+        else:
+            groups.setdefault(id(node), []).append(path)
+            inode_of[id(node)] = node
+    inodes: dict[Ref, tuple[str, tuple[str, ...]]] = {}
+    for key, group in groups.items():
+        # The data goes where its entry put it if that path still holds it,
+        # else to the first link path; the other paths become hardlinks to it.
+        inode = inode_of[key]
+        head = inode.path if inode.path in group else min(group)
+        inodes[inode.ref] = (head, tuple(sorted(p for p in group if p != head)))
+    implicit.sort()
+    used = frozenset(ref[0] for ref in (*dirs, *inodes))
+    return Plan(dirs, inodes, tuple(implicit), used)
+
+
+__all__ = ["Plan", "Ref", "make_plan"]
