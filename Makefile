@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-LINT_PATHS := lxdocker imgserver tests $(wildcard bench)
+LINT_PATHS := lxdocker imgserver lxdupdate tests $(wildcard bench)
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)

@@ -15,10 +15,18 @@ import pytest
 from imgserver.cli import serve_parser
 from lxdocker.cli import build_parser
 from lxdocker.config import load_specs
+from lxdupdate.cli import build_parser as update_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-UNITS = ("lxdocker.service", "lxdocker.timer", "imgserver.service")
+UNITS = (
+    "lxdocker.service",
+    "lxdocker.timer",
+    "imgserver.service",
+    "lxdocker-update.service",
+    "lxdocker-update-once.service",
+    "lxdocker-update-once.timer",
+)
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -39,7 +47,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # checkout's entry points so verify checks everything else for real.
     for unit in UNITS:
         text = (DEPLOY / unit).read_text()
-        for prog in ("lxdocker", "imgserver"):
+        for prog in ("lxdocker", "imgserver", "lxdocker-update"):
             text = text.replace(f"/usr/local/bin/{prog} ", f"{VENV_BIN / prog} ")
         (tmp_path / unit).write_text(text)
     proc = subprocess.run(
@@ -65,6 +73,18 @@ def test_unit_command_lines_are_accepted_by_the_clis() -> None:
     assert str(sargs.cert).endswith("server.crt") and str(sargs.key).endswith("server.key")
 
 
+def test_updater_units_command_lines_are_accepted() -> None:
+    service = exec_start("lxdocker-update.service")
+    assert service[0].endswith("/lxdocker-update")
+    args = update_parser().parse_args(service[1:])
+    assert not args.once and args.state_dir == Path("/var/lib/lxdocker-update")
+    once = exec_start("lxdocker-update-once.service")
+    oargs = update_parser().parse_args(once[1:])
+    assert oargs.once and oargs.state_dir == args.state_dir
+    # SIGTERM must reach only the updater, which finishes or rolls back first.
+    assert "KillMode=mixed" in (DEPLOY / "lxdocker-update.service").read_text()
+
+
 def test_imgserver_unit_is_unprivileged_and_may_bind_443() -> None:
     text = (DEPLOY / "imgserver.service").read_text()
     assert "User=lxdocker" in text
@@ -80,8 +100,9 @@ def test_lxd_profile_is_valid_yaml_with_cloud_init() -> None:
     assert profile["devices"]["imgserver"]["type"] == "proxy"
 
 
-def test_install_script_is_valid_shell() -> None:
-    subprocess.run(["sh", "-n", str(DEPLOY / "install.sh")], check=True)
+@pytest.mark.parametrize("script", ["install.sh", "install-updater.sh"])
+def test_install_scripts_are_valid_shell(script: str) -> None:
+    subprocess.run(["sh", "-n", str(DEPLOY / script)], check=True)
 
 
 @pytest.mark.parametrize("directory", ["specs", "specs/examples"])

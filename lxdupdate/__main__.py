@@ -1,0 +1,3 @@
+from lxdupdate.cli import main
+
+raise SystemExit(main())
