@@ -32,6 +32,7 @@ from pathlib import Path
 
 from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError, ToolError
+from lxdocker.lxdimage import file_digest
 from lxdocker.store import complete_versions, set_deltas, version_dir
 from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name
 
@@ -93,11 +94,7 @@ def describe(outcomes: Sequence[DeltaOutcome], total_seconds: float) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path)[1]
 
 
 def window(old_size: int) -> int:

@@ -141,42 +141,42 @@ def write_meta(out: Path, meta: ImageMeta) -> None:
         raise StoreError(f"{out}: cannot write: {e.strerror or e}") from None
 
 
+def file_digest(path: Path, *also: hashlib._Hash) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read once in chunks; every hash in `also` is fed
+    the same bytes (the fingerprint). OSError propagates."""
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+            for other in also:
+                other.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def hash_file(role: str, path: Path, *also: hashlib._Hash) -> Artifact:
+    """The Artifact (size, sha256) of one file of a version; a read error is a
+    StoreError naming it."""
+    try:
+        size, digest = file_digest(path, *also)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
+    return Artifact(role, path.name, size, digest)
+
+
 def hash_files(meta: Path, rootfs: Path) -> tuple[Artifact, Artifact, str]:
     """Artifacts of both files and the fingerprint sha256(meta || rootfs), one read each."""
     combined = hashlib.sha256()
-    infos = []
-    for role, path in ((ROLE_META, meta), (ROLE_ROOTFS, rootfs)):
-        h = hashlib.sha256()
-        size = 0
-        try:
-            with path.open("rb") as f:
-                while chunk := f.read(_HASH_CHUNK):
-                    h.update(chunk)
-                    combined.update(chunk)
-                    size += len(chunk)
-        except OSError as e:
-            raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
-        infos.append(Artifact(role, path.name, size, h.hexdigest()))
-    return infos[0], infos[1], combined.hexdigest()
-
-
-def hash_file(role: str, path: Path) -> Artifact:
-    """The Artifact (size, sha256) of one more file of a version (LXC's, ...)."""
-    h = hashlib.sha256()
-    size = 0
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-    except OSError as e:
-        raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
-    return Artifact(role, path.name, size, h.hexdigest())
+    meta_a = hash_file(ROLE_META, meta, combined)
+    rootfs_a = hash_file(ROLE_ROOTFS, rootfs, combined)
+    return meta_a, rootfs_a, combined.hexdigest()
 
 
 __all__ = [
     "ImageMeta",
     "creation_epoch",
+    "file_digest",
     "hash_file",
     "hash_files",
     "meta_tar_bytes",
