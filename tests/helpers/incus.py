@@ -11,15 +11,13 @@ Incus the tests skip, except with CI=true where they fail.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.lxd import PRESEED, Lxd, Scratch, unavailable
+from tests.helpers.lxd import Lxd, Scratch, ensure_daemon, unavailable
 
 LOCK = Path("/tmp/lxdocker-tests-incus.lock")
 LOG = Path("/tmp/lxdocker-tests-incus.log")
@@ -34,47 +32,13 @@ class Incus(Lxd):
     servercerts = Path.home() / ".config" / "incus" / "servercerts"
 
 
-def _daemon_ready(timeout: float) -> bool:
-    try:
-        proc = subprocess.run(
-            ["incus", "admin", "waitready", f"--timeout={int(timeout)}"],
-            capture_output=True,
-            timeout=timeout + 5,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return proc.returncode == 0
-
-
 def start_daemon() -> Incus:
     if not INCUSD.exists() or shutil.which("incus") is None:
         unavailable(
             "incusd/incus not installed (bookworm-backports: incus-base, incus-client)", "Incus"
         )
-    with LOCK.open("w") as lock:
-        # Several test sessions may start at once: one of them starts the daemon.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _daemon_ready(1):
-            with LOG.open("ab") as log:
-                subprocess.Popen(
-                    [str(INCUSD), "--group", "root", "--logfile", str(LOG)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            if not _daemon_ready(60):
-                unavailable(f"the Incus daemon did not become ready; see {LOG}", "Incus")
-        incus = Incus()
-        if incus.lxc("storage", "show", "default", check=False).returncode != 0:
-            subprocess.run(
-                ["incus", "admin", "init", "--preseed"],
-                input=PRESEED,
-                text=True,
-                check=True,
-                timeout=120,
-            )
+    incus = Incus()
+    ensure_daemon(incus, [str(INCUSD), "--group", "root"], ["incus", "admin"], LOCK, LOG)
     return incus
 
 

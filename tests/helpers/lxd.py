@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -87,10 +87,10 @@ class Lxd:
         return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def _daemon_ready(timeout: float) -> bool:
+def _daemon_ready(waitready: Sequence[str], timeout: float) -> bool:
     try:
         proc = subprocess.run(
-            ["lxd", "waitready", f"--timeout={int(timeout)}"],
+            [*waitready, f"--timeout={int(timeout)}"],
             capture_output=True,
             timeout=timeout + 5,
             check=False,
@@ -100,28 +100,39 @@ def _daemon_ready(timeout: float) -> bool:
     return proc.returncode == 0
 
 
-def start_daemon() -> Lxd:
-    if shutil.which("lxd") is None or shutil.which("lxc") is None:
-        unavailable("lxd/lxc not installed (Debian packages lxd, lxd-client)")
-    with LOCK.open("w") as lock:
+def ensure_daemon(
+    client: Lxd, daemon: Sequence[str], admin: Sequence[str], lock_path: Path, log_path: Path
+) -> None:
+    """Start `daemon` (its argv, without --logfile) in a new session unless
+    `admin waitready` answers, then preseed a `dir` pool once (`admin init`)."""
+    with lock_path.open("w") as lock:
         # Several test sessions may start at once: one of them starts the daemon.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _daemon_ready(1):
-            with LOG.open("ab") as log:
+        waitready = [*admin, "waitready"]
+        if not _daemon_ready(waitready, 1):
+            with log_path.open("ab") as log:
                 subprocess.Popen(
-                    ["lxd", "--group", "root", "--logfile", str(LOG)],
+                    [*daemon, "--logfile", str(log_path)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            if not _daemon_ready(60):
-                unavailable(f"the LXD daemon did not become ready; see {LOG}")
-        lxd = Lxd()
-        if lxd.lxc("storage", "show", "default", check=False).returncode != 0:
+            if not _daemon_ready(waitready, 60):
+                unavailable(
+                    f"the {client.name} daemon did not become ready; see {log_path}", client.name
+                )
+        if client.lxc("storage", "show", "default", check=False).returncode != 0:
             subprocess.run(
-                ["lxd", "init", "--preseed"], input=PRESEED, text=True, check=True, timeout=120
+                [*admin, "init", "--preseed"], input=PRESEED, text=True, check=True, timeout=120
             )
+
+
+def start_daemon() -> Lxd:
+    if shutil.which("lxd") is None or shutil.which("lxc") is None:
+        unavailable("lxd/lxc not installed (Debian packages lxd, lxd-client)")
+    lxd = Lxd()
+    ensure_daemon(lxd, ["lxd", "--group", "root"], ["lxd"], LOCK, LOG)
     return lxd
 
 
