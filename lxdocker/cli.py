@@ -21,8 +21,9 @@ from lxdocker.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.config import IMAGE_FORMATS
 from lxdocker.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
 from lxdocker.errors import LxdockerError
-from lxdocker.job import JobConfig, LockedError, format_summary, run
+from lxdocker.job import JobConfig, LockedError, run
 from lxdocker.rootfs import SQUASHFS_COMPRESSORS
+from lxdocker.summary import format_summary
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
@@ -31,7 +30,6 @@ from lxdocker.delta import (
     DEFAULT_THRESHOLD,
     DeltaOutcome,
     check_all_deltas,
-    describe,
     write_deltas,
     xdelta3_for_run,
 )
@@ -60,6 +58,7 @@ from lxdocker.store import (
     publish,
     remove_image,
 )
+from lxdocker.summary import SpecResult, Summary
 from lxdocker.versioninfo import (
     LXC_META_FILE,
     LXC_ROOTFS_FILE,
@@ -70,8 +69,6 @@ from lxdocker.versioninfo import (
 )
 
 log = logging.getLogger(__name__)
-
-Status = Literal["built", "unchanged", "failed"]
 
 
 @dataclass(frozen=True)
@@ -97,38 +94,6 @@ class JobConfig:
     deltas: bool = True  # write squashfs.vcdiff deltas (needs xdelta3)
     delta_bases: int = DEFAULT_BASES  # deltas from up to this many previous versions
     delta_threshold: float = DEFAULT_THRESHOLD  # keep a delta only below this share of the full
-
-
-@dataclass(frozen=True)
-class SpecResult:
-    name: str
-    status: Status
-    reason: str = ""
-    version: str = ""
-    bytes_pulled: int = 0
-    manifest_digest: str = ""
-    deltas: tuple[DeltaOutcome, ...] = ()
-    seconds: float = 0.0  # converting this spec for this arch, deltas included
-    arch: str = ""  # Debian name; "" when the spec file itself failed
-
-    @property
-    def label(self) -> str:
-        """How progress and the summary name it: `nginx/arm64`."""
-        return f"{self.name}/{self.arch}" if self.arch else self.name
-
-
-@dataclass(frozen=True)
-class Summary:
-    results: tuple[SpecResult, ...]
-    seconds: float
-
-    @property
-    def bytes_pulled(self) -> int:
-        return sum(r.bytes_pulled for r in self.results)
-
-    @property
-    def failed(self) -> tuple[SpecResult, ...]:
-        return tuple(r for r in self.results if r.status == "failed")
 
 
 def is_current(
@@ -388,30 +353,4 @@ def run(cfg: JobConfig) -> Summary:
     )
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-def format_summary(summary: Summary) -> list[str]:
-    lines = []
-    for r in summary.results:
-        if r.status == "built":
-            deltas = describe(r.deltas, r.seconds)
-            lines.append(f"{r.label}: built {r.version} ({_mb(r.bytes_pulled)} pulled){deltas}")
-        elif r.status == "unchanged":
-            lines.append(f"{r.label}: unchanged ({r.version})")
-        else:
-            lines.append(f"{r.label}: FAILED: {r.reason}")
-    counts = {
-        s: sum(r.status == s for r in summary.results) for s in ("built", "unchanged", "failed")
-    }
-    specs = len({r.name for r in summary.results})
-    lines.append(
-        f"{specs} specs, {len(summary.results)} images: {counts['built']} built, "
-        f"{counts['unchanged']} unchanged, {counts['failed']} failed; "
-        f"{_mb(summary.bytes_pulled)} pulled in {summary.seconds:.1f} s"
-    )
-    return lines
-
-
-__all__ = ["JobConfig", "LockedError", "SpecResult", "Summary", "format_summary", "run"]
+__all__ = ["JobConfig", "LockedError", "run"]
