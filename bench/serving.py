@@ -16,7 +16,6 @@ import os
 import re
 import resource
 import socket
-import ssl
 import subprocess
 import time
 import urllib.request
@@ -243,10 +242,9 @@ def fetch(url: str, cert: Path, *, gzipped: bool = False) -> bytes:
 
 def tls_version(url: str, cert: Path) -> str:
     host, port = url.removeprefix("https://").split(":")
-    ctx = ssl.create_default_context(cafile=str(cert))
     with (
         socket.create_connection((host, int(port)), timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname=host) as s,
+        client_context(cert).wrap_socket(raw, server_hostname=host) as s,
     ):
         return s.version() or "?"
 
