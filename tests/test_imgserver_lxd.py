@@ -131,6 +131,7 @@ def test_the_pinned_certificate_is_what_trusts_the_server(
     lxd = daemon_scratch.lxd
     try:
         unpinned = daemon_scratch.name("unpinned")
+        lxd.clear_remote_cache()  # an index cached for this URL would skip the handshake
         args = ("remote", "add", unpinned, srv.ip_url, "--protocol", "simplestreams", "--public")
         proc = lxd.lxc(*args, check=False)
         if proc.returncode == 0:  # with --public, LXD 5.0 and Incus 6.0 check at first use

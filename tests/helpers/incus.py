@@ -30,6 +30,10 @@ class Incus(Lxd):
     # Incus keeps its simplestreams index cache beside a "resources" folder.
     remote_cache = Path("/var/cache/incus")
     servercerts = Path.home() / ".config" / "incus" / "servercerts"
+    # The incus client caches each simplestreams remote's index by URL for an hour:
+    # a later test's server on a reused 127.0.0.1 port would be answered from it
+    # without any TLS handshake (seen: an unpinned remote "listed" fine).
+    client_cache = Path.home() / ".cache" / "incus"
 
 
 def start_daemon() -> Incus:

@@ -53,6 +53,8 @@ class Lxd:
     command = "lxc"
     # Debian's LXD keeps the simplestreams index cache here; it survives restarts.
     remote_cache = Path("/var/cache/lxd")
+    # The client's own index cache (the `lxc` of LXD 5.0 keeps none).
+    client_cache: Path | None = None
     # Pinned image-server certificates the client hands to the daemon (DESIGN section 8).
     servercerts = Path.home() / ".config" / "lxc" / "servercerts"
 
@@ -75,9 +77,12 @@ class Lxd:
         return proc
 
     def clear_remote_cache(self) -> None:
-        """Forget LXD's cached simplestreams index (DESIGN section 8)."""
-        if self.remote_cache.is_dir():
-            for child in self.remote_cache.iterdir():
+        """Forget the cached simplestreams indexes (DESIGN section 8): the daemon's,
+        and the client's own where it keeps one (Incus)."""
+        for cache in (self.remote_cache, self.client_cache):
+            if cache is None or not cache.is_dir():
+                continue
+            for child in cache.iterdir():
                 # "resources" is Incus's hardware cache, not an index.
                 if child.is_dir() and child.name != "resources":
                     shutil.rmtree(child, ignore_errors=True)
