@@ -31,7 +31,7 @@ write through links). An entry below a regular file is refused as umoci does.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lxdocker import paths
@@ -145,8 +145,11 @@ class _Tree:
             self.remove(cur)
 
 
-def make_plan(indexes: Sequence[LayerIndex], labels: Sequence[str]) -> Plan:
-    """Replay `umoci unpack` of `indexes` (OLDEST FIRST) on headers; see the module doc."""
+def make_plan(indexes: Iterable[LayerIndex], labels: Sequence[str]) -> Plan:
+    """Replay `umoci unpack` of `indexes` (OLDEST FIRST) on headers; see the module doc.
+
+    Each index is used only while its layer is replayed, so an iterator that loads
+    them one by one keeps a single layer's headers in memory at a time."""
     tree = _Tree()
     for layer, index in enumerate(indexes):
         upper: set[str] = {paths.ROOT}
@@ -218,28 +221,34 @@ def _link_target(tree: _Tree, path: str, target: str) -> _Inode:
 def _result(tree: _Tree) -> Plan:
     dirs: dict[Ref, str] = {}
     implicit: list[tuple[str, int, int]] = []
-    groups: dict[int, list[str]] = {}
-    inode_of: dict[int, _Inode] = {}
+    inodes: dict[Ref, tuple[str, tuple[str, ...]]] = {}
+    # Inodes with more than one path (hardlinks): their paths, decided below. Most
+    # inodes have one path, which needs no list of its own (memory per path).
+    shared: dict[Ref, tuple[_Inode, list[str]]] = {}
     for path, node in tree.nodes.items():
         if path == paths.ROOT:
             continue
         if isinstance(node, _Dir):
+            node.children.clear()  # not needed any more: free it before the result grows
             if node.ref is None:
                 implicit.append((path, node.mode, node.gid))
             else:
                 dirs[node.ref] = path
+            continue
+        first = inodes.get(node.ref)
+        if first is None:
+            inodes[node.ref] = (path, ())
+        elif node.ref in shared:
+            shared[node.ref][1].append(path)
         else:
-            groups.setdefault(id(node), []).append(path)
-            inode_of[id(node)] = node
-    inodes: dict[Ref, tuple[str, tuple[str, ...]]] = {}
-    for key, group in groups.items():
+            shared[node.ref] = (node, [first[0], path])
+    for ref, (inode, group) in shared.items():
         # The data goes where its entry put it if that path still holds it,
         # else to the first link path; the other paths become hardlinks to it.
-        inode = inode_of[key]
         head = inode.path if inode.path in group else min(group)
-        inodes[inode.ref] = (head, tuple(sorted(p for p in group if p != head)))
+        inodes[ref] = (head, tuple(sorted(p for p in group if p != head)))
     implicit.sort()
-    used = frozenset(ref[0] for ref in (*dirs, *inodes))
+    used = frozenset({ref[0] for ref in dirs} | {ref[0] for ref in inodes})
     return Plan(dirs, inodes, tuple(implicit), used)
 
 
