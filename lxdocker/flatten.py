@@ -91,7 +91,7 @@ def _layer(
             if path is not None:
                 yield Entry(_out_info(info, path))
                 continue
-            kept = plan.inodes.get(ref)
+            kept = plan.inode(ref)
             if kept is None:
                 continue
             head, links = kept
