@@ -167,26 +167,35 @@ def busybox_paths(values: list[str]) -> tuple[Path, tuple[tuple[str, Path], ...]
     return own, tuple(sorted(paths.items()))
 
 
-def one_malloc_arena() -> None:
-    """Let every thread share glibc's main malloc arena (mallopt(3) M_ARENA_MAX).
+def tune_malloc() -> None:
+    """Keep glibc malloc from holding on to the memory of one conversion in the next.
 
-    By default each thread that mallocs gets an arena of its own, and the free
-    memory of the arenas of finished threads (layer pulls, one pool per arch) stays
-    resident: converting 4 arches in one run peaked ~12 MB (20 %) above one arch
-    (bench/arches.py); with one arena it is the same as one arch. The threads do
-    their heavy lifting in C with few mallocs (zlib, hashing), so they hardly
-    contend. Not glibc (musl): nothing to do.
+    * One arena for every thread (mallopt(3) M_ARENA_MAX): by default each thread
+      that mallocs gets an arena of its own, and the free memory of the arenas of
+      finished threads (layer pulls, one pool per arch) stays resident. The threads
+      do their heavy lifting in C with few mallocs (zlib, hashing), so they hardly
+      contend.
+    * A fixed mmap threshold (M_MMAP_THRESHOLD). glibc raises its threshold to the
+      size of every mmapped block freed (up to 32 MiB; mallopt(3)), so after the
+      first arch's meta.tar.xz (lzma preset 6 allocates ~94 MiB of encoder state
+      in large blocks, mostly untouched) the next arches get such blocks from the
+      heap, which then stays grown: 4 arches peaked 5-11 MB above one
+      (bench/arches.py). Fixed at 4 MiB, above the 1 MiB copy chunks, which stay
+      on the heap and reuse it. Setting it also fixes the trim threshold at its
+      128 KiB default (a larger one kept the second arch's peak higher).
+    Not glibc (musl): nothing to do.
     """
-    m_arena_max = -8  # glibc malloc.h
+    m_mmap_threshold, m_arena_max = -3, -8  # glibc malloc.h
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(m_arena_max, 1)
+        libc.mallopt(m_mmap_threshold, 4 << 20)
     except (OSError, AttributeError):
         pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    one_malloc_arena()
+    tune_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_format, args.verbose)

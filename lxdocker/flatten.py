@@ -32,6 +32,7 @@ Deterministic: same input, same stream.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
@@ -78,19 +79,19 @@ def _link_info(origin: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
 
 
 def _layer(
-    index: int, opener: LayerOpener, label: str, plan: Plan, expected: LayerIndex
+    index: int, opener: LayerOpener, label: str, plan: Plan, expected: Sequence[str]
 ) -> Iterator[Entry]:
     with opener() as stream:
         reader = TarReader(stream, label)
         for ordinal, info in enumerate(reader):
-            if ordinal >= len(expected) or expected[ordinal].name != info.name:
+            if ordinal >= len(expected) or expected[ordinal] != info.name:
                 raise LayerError(f"{label}: entry {info.name!r} differs from the layer's index")
             ref = (index, ordinal)
             path = plan.dirs.get(ref)
             if path is not None:
                 yield Entry(_out_info(info, path))
                 continue
-            kept = plan.inodes.get(ref)
+            kept = plan.inode(ref)
             if kept is None:
                 continue
             head, links = kept
@@ -119,23 +120,36 @@ def flatten(
     names = list(labels) if labels is not None else [f"layer {i}" for i in range(len(layers))]
     if len(names) != len(layers) or (indexes is not None and len(indexes) != len(layers)):
         raise ValueError("labels and indexes must match layers")
-    headers: list[LayerIndex]
-    if indexes is None:
-        headers = [build(o, n) for o, n in zip(layers, names, strict=True)]
-    else:
-        headers = [get() for get in indexes]
-    plan = make_plan(headers, names)
-    return _stream(layers, names, plan, headers)
+    getters: Sequence[LayerIndexer] = (
+        indexes
+        if indexes is not None
+        else [functools.partial(build, o, n) for o, n in zip(layers, names, strict=True)]
+    )
+    # Only the entry names stay for the stream's check, one list per layer (the
+    # strings are the plan's own, lxdocker.paths.clean_name keeps clean names): the
+    # headers of a layer are freed once it is planned, so memory is per path, not
+    # per header field of every layer at once.
+    expected: list[list[str]] = []
+
+    def planned() -> Iterator[LayerIndex]:
+        for get in getters:
+            index = get()
+            expected.append([h.name for h in index])
+            yield index
+
+    plan = make_plan(planned(), names)
+    return _stream(layers, names, plan, expected)
 
 
 def _stream(
-    layers: Sequence[LayerOpener], names: Sequence[str], plan: Plan, headers: Sequence[LayerIndex]
+    layers: Sequence[LayerOpener], names: Sequence[str], plan: Plan, expected: list[list[str]]
 ) -> Iterator[Entry]:
     for index in range(len(layers)):
         if plan.wanted(index):
-            yield from _layer(index, layers[index], names[index], plan, headers[index])
+            yield from _layer(index, layers[index], names[index], plan, expected[index])
         else:
             log.debug("%s: nothing of it survives, not read", names[index])
+        expected[index] = []  # streamed: its names are not needed any more
     for path, mode, gid in plan.implicit:
         info = tarfile.TarInfo(path)
         info.type, info.mode, info.gid, info.mtime = tarfile.DIRTYPE, mode, gid, 0

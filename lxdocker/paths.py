@@ -43,7 +43,10 @@ def clean_name(name: str) -> str:
             parts.pop()
             continue
         parts.append(part)
-    return "/".join(parts)
+    clean = "/".join(parts)
+    # The name itself when it was clean already (the usual case): the plan keeps
+    # one string per path, shared with the layer index, not a copy of it.
+    return name if clean == name else clean
 
 
 def escapes_root(name: str) -> bool:

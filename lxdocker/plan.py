@@ -31,7 +31,7 @@ write through links). An entry below a regular file is refused as umoci does.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lxdocker import paths
@@ -44,12 +44,14 @@ SETGID = 0o2000
 
 
 class _Inode:
-    """A non-directory object; hardlinks share one. `ref` created it at `path`."""
+    """A non-directory object; hardlinks share one. Entry (layer, ordinal) created
+    it at `path` (two slots, not a Ref tuple: one of these per file)."""
 
-    __slots__ = ("path", "ref", "type")
+    __slots__ = ("layer", "ordinal", "path", "type")
 
     def __init__(self, ref: Ref, type_: bytes, path: str) -> None:
-        self.ref, self.type, self.path = ref, type_, path
+        self.layer, self.ordinal = ref
+        self.type, self.path = type_, path
 
 
 class _Dir:
@@ -68,20 +70,48 @@ class _Dir:
         return _Dir(None, IMPLICIT_MODE, 0)
 
 
+# A kept non-directory: its path, or (path, other paths sharing its inode) when
+# it has hardlinks. A bare string for the usual single path: no tuple per file.
+Kept = str | tuple[str, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Plan:
-    """Per entry ref: the output path of a directory, or of a non-directory with
-    the other paths that share its inode (hardlinks, emitted right after it).
-    `implicit` lists directories no surviving entry describes (path, mode, gid),
-    sorted."""
+    """Per entry ref: the output path of a directory (`dirs`), or of a non-directory
+    with the other paths that share its inode (`inode`; hardlinks, emitted right
+    after it). `implicit` lists directories no surviving entry describes (path,
+    mode, gid), sorted.
+
+    Non-directories are stored per layer as a list indexed by entry ordinal
+    (`kept`), the one record per path that lives through the whole stream: a
+    slot and the path string, no dict key or tuple of its own."""
 
     dirs: dict[Ref, str] = field(default_factory=dict)
-    inodes: dict[Ref, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    kept: tuple[list[Kept | None], ...] = ()
     implicit: tuple[tuple[str, int, int], ...] = ()
     layers: frozenset[int] = frozenset()  # the layers that supply anything
 
     def wanted(self, layer: int) -> bool:
         return layer in self.layers
+
+    def inode(self, ref: Ref) -> tuple[str, tuple[str, ...]] | None:
+        """The path of the non-directory entry `ref` and its hardlinks, or None
+        when the final tree does not take that entry."""
+        layer, ordinal = ref
+        if layer >= len(self.kept) or ordinal >= len(self.kept[layer]):
+            return None
+        kept = self.kept[layer][ordinal]
+        return (kept, ()) if isinstance(kept, str) else kept
+
+    @property
+    def inodes(self) -> dict[Ref, tuple[str, tuple[str, ...]]]:
+        """Every kept non-directory by ref (a view for tests and debugging)."""
+        out: dict[Ref, tuple[str, tuple[str, ...]]] = {}
+        for layer, entries in enumerate(self.kept):
+            for ordinal, kept in enumerate(entries):
+                if kept is not None:
+                    out[layer, ordinal] = (kept, ()) if isinstance(kept, str) else kept
+        return out
 
 
 class _Tree:
@@ -145,17 +175,22 @@ class _Tree:
             self.remove(cur)
 
 
-def make_plan(indexes: Sequence[LayerIndex], labels: Sequence[str]) -> Plan:
-    """Replay `umoci unpack` of `indexes` (OLDEST FIRST) on headers; see the module doc."""
+def make_plan(indexes: Iterable[LayerIndex], labels: Sequence[str]) -> Plan:
+    """Replay `umoci unpack` of `indexes` (OLDEST FIRST) on headers; see the module doc.
+
+    Each index is used only while its layer is replayed, so an iterator that loads
+    them one by one keeps a single layer's headers in memory at a time."""
     tree = _Tree()
+    counts: list[int] = []
     for layer, index in enumerate(indexes):
+        counts.append(len(index))
         upper: set[str] = {paths.ROOT}
         for ordinal, header in enumerate(index):
             try:
                 _apply(tree, (layer, ordinal), header, upper)
             except LayerError as exc:
                 raise LayerError(f"{labels[layer]}: entry {header.name!r}: {exc}") from None
-    return _result(tree)
+    return _result(tree, counts)
 
 
 def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
@@ -215,32 +250,41 @@ def _link_target(tree: _Tree, path: str, target: str) -> _Inode:
     return node
 
 
-def _result(tree: _Tree) -> Plan:
+def _result(tree: _Tree, counts: Sequence[int]) -> Plan:
     dirs: dict[Ref, str] = {}
     implicit: list[tuple[str, int, int]] = []
-    groups: dict[int, list[str]] = {}
-    inode_of: dict[int, _Inode] = {}
+    kept: tuple[list[Kept | None], ...] = tuple([None] * n for n in counts)
+    # Inodes with more than one path (hardlinks): their paths, decided below.
+    shared: dict[int, tuple[_Inode, list[str]]] = {}
     for path, node in tree.nodes.items():
         if path == paths.ROOT:
             continue
         if isinstance(node, _Dir):
+            node.children.clear()  # not needed any more: free it before the result grows
             if node.ref is None:
                 implicit.append((path, node.mode, node.gid))
             else:
                 dirs[node.ref] = path
+            continue
+        slots = kept[node.layer]
+        first = slots[node.ordinal]
+        if first is None:
+            slots[node.ordinal] = path
+        elif id(node) in shared:
+            shared[id(node)][1].append(path)
         else:
-            groups.setdefault(id(node), []).append(path)
-            inode_of[id(node)] = node
-    inodes: dict[Ref, tuple[str, tuple[str, ...]]] = {}
-    for key, group in groups.items():
+            assert isinstance(first, str)
+            shared[id(node)] = (node, [first, path])
+    for inode, group in shared.values():
         # The data goes where its entry put it if that path still holds it,
         # else to the first link path; the other paths become hardlinks to it.
-        inode = inode_of[key]
         head = inode.path if inode.path in group else min(group)
-        inodes[inode.ref] = (head, tuple(sorted(p for p in group if p != head)))
+        links = tuple(sorted(p for p in group if p != head))
+        kept[inode.layer][inode.ordinal] = (head, links)
     implicit.sort()
-    used = frozenset(ref[0] for ref in (*dirs, *inodes))
-    return Plan(dirs, inodes, tuple(implicit), used)
+    used = {ref[0] for ref in dirs}
+    used.update(layer for layer, slots in enumerate(kept) if any(k is not None for k in slots))
+    return Plan(dirs, kept, tuple(implicit), frozenset(used))
 
 
-__all__ = ["Plan", "Ref", "make_plan"]
+__all__ = ["Kept", "Plan", "Ref", "make_plan"]
