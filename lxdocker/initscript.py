@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 BUSYBOX = "/busybox-lxd"
 UDHCPC_SCRIPT = "/lxd-udhcpc.script"
 REALINIT = "/lxd-realinit"
+# The image's HEALTHCHECK as a script, for lxdocker-update's health gate (lxdupdate/).
+HEALTHCHECK_SCRIPT = "/lxd-healthcheck"
 # Docker's default when the image sets no PATH (moby oci/defaults.go).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Restart backoff in tenths of a second: 0.1 s doubling up to 30 s, reset after a

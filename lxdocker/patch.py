@@ -34,12 +34,14 @@ from lxdocker.config import Spec
 from lxdocker.errors import PatchError
 from lxdocker.initscript import (
     BUSYBOX,
+    HEALTHCHECK_SCRIPT,
     REALINIT,
     UDHCPC_SCRIPT,
     RunConfig,
     RunRequest,
     render_init,
     run_config,
+    sh_quote,
 )
 from lxdocker.tarstream import COPY_BUFSIZE, Entry, copy_exact
 from lxdocker.udhcpc import render_udhcpc_script
@@ -160,11 +162,44 @@ def patch(
     """
     check_busybox(busybox, arch)
     request = run_config(image_config, spec)
-    return _patch(entries, request, spec, busybox)
+    return _patch(entries, request, spec, busybox, healthcheck_command(image_config))
+
+
+def healthcheck_command(image_config: Mapping[str, Any]) -> str:
+    """The image config's `Healthcheck.Test` as one command for `sh -c` ("" for none).
+
+    Docker's forms (Dockerfile reference, HEALTHCHECK): ["CMD", arg, ...] runs the
+    argv as is (quoted here, so the shell gives the same argv), ["CMD-SHELL", cmd]
+    runs cmd with the shell, ["NONE"] or no Test disables the check (also one
+    inherited from a base image). Anything else is no check rather than a guess."""
+    check = image_config.get("Healthcheck")
+    test = check.get("Test") if isinstance(check, dict) else None
+    if not isinstance(test, list) or not test or not all(isinstance(t, str) for t in test):
+        return ""
+    if any("\0" in t for t in test):
+        return ""
+    words: list[str] = test
+    kind, args = words[0], words[1:]
+    if kind == "CMD" and args:
+        return " ".join(sh_quote(a) for a in args)
+    if kind == "CMD-SHELL" and len(args) == 1 and args[0].strip():
+        return args[0]
+    return ""
+
+
+def render_healthcheck(command: str, path: str) -> str:
+    """/lxd-healthcheck: the image's PATH, then its HEALTHCHECK command. lxdocker-update
+    runs it with `lxc exec` (as root, LXD's environment otherwise; Docker would use
+    the image user and Env) and reads only the exit status, as Docker does."""
+    return f"#!{BUSYBOX} sh\n# The image's HEALTHCHECK.\nexport PATH={sh_quote(path)}\n{command}\n"
 
 
 def _patch(
-    entries: Iterable[Entry], request: RunRequest, spec: Spec, busybox: Path
+    entries: Iterable[Entry],
+    request: RunRequest,
+    spec: Spec,
+    busybox: Path,
+    healthcheck: str = "",
 ) -> Iterator[Entry]:
     accounts: dict[str, str] = {}
     symlinks: dict[str, str] = {}
@@ -239,6 +274,9 @@ def _patch(
         ti.size = size
         yield Entry(ti, f)
     yield _file(UDHCPC_SCRIPT.lstrip("/"), render_udhcpc_script().encode(), mtime)
+    if healthcheck:
+        text = render_healthcheck(healthcheck, request.path)
+        yield _file(HEALTHCHECK_SCRIPT.lstrip("/"), text.encode("utf-8", "surrogateescape"), mtime)
     script = render_init(cfg, realinit=moved)
     yield _file(init_path, script.encode("utf-8", "surrogateescape"), mtime)
 

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 PREFIX = "user.lxdocker."
 OPT_IN = PREFIX + "update"  # "true", or "force" (snapshots may be lost)
 BAD = PREFIX + "bad"  # the fingerprint whose update failed; never retried
-HEALTHCHECK = PREFIX + "healthcheck"  # a shell command run with exec
+HEALTHCHECK = PREFIX + "healthcheck"  # a shell command run with exec; "none": no check
+# The image's own HEALTHCHECK, written by lxdocker into the rootfs (lxdocker/patch.py;
+# simplestreams has no field that would carry it onto the instance).
+IMAGE_HEALTHCHECK = "/lxd-healthcheck"
 INTERRUPTED = PREFIX + "interrupted"  # the fingerprint an interrupted update was going to
 SOURCE_KEYS = ("server", "alias", "protocol", "certificate")
 BB = "/busybox-lxd"  # every lxdocker image carries it (lxdocker/patch.py)
@@ -30,6 +33,21 @@ BB = "/busybox-lxd"  # every lxdocker image carries it (lxdocker/patch.py)
 
 def source_key(field: str) -> str:
     return f"{PREFIX}source.{field}"
+
+
+def health_argv(config: dict[str, str], image_check: bool, busybox: bool) -> list[str]:
+    """What the gate runs with exec ([] for no check): the instance's own
+    user.lxdocker.healthcheck ("none" turns the image's off), else the image's
+    HEALTHCHECK script when the rootfs has one. `busybox`: the rootfs has /busybox-lxd
+    (every lxdocker image), else its own /bin/sh runs the command."""
+    own = config.get(HEALTHCHECK, "").strip()
+    if own == "none":
+        return []
+    if own:
+        return [BB, "sh", "-c", own] if busybox else ["/bin/sh", "-c", own]
+    if image_check:
+        return [BB, "sh", IMAGE_HEALTHCHECK] if busybox else ["/bin/sh", IMAGE_HEALTHCHECK]
+    return []
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lxdupdate import image, instance
 from lxdupdate.client import Client
 from lxdupdate.errors import UpdateError
-from lxdupdate.instance import BAD, BB, HEALTHCHECK, INTERRUPTED, Instance
+from lxdupdate.instance import BAD, BB, INTERRUPTED, Instance
 from lxdupdate.journal import Entry, Journal
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,15 @@ class Replacer:
         if problem:
             return problem
         inst = await instance.get(self.client, name)
-        command = (inst.expanded_config if inst else {}).get(HEALTHCHECK, "").strip()
-        if not command:
+        config = inst.expanded_config if inst else {}
+        argv = instance.health_argv(
+            config,
+            image_check=await instance.has_file(self.client, name, instance.IMAGE_HEALTHCHECK),
+            busybox=await instance.has_file(self.client, name, BB),
+        )
+        if not argv:
             return ""
-        shell = BB if await instance.has_file(self.client, name, BB) else "/bin/sh"
-        argv = [shell, "sh", "-c", command] if shell == BB else [shell, "-c", command]
+        command = argv[-1]  # the own command, or the image's script
         deadline = asyncio.get_running_loop().time() + h.check_timeout
         while True:
             status = await instance.exec_status(self.client, name, argv)

@@ -103,6 +103,9 @@ def test_app_runs_as_image_user_with_env_and_workdir(site: Site) -> None:
     # The supervisor stays PID 1 (root), the app is its child.
     assert uids(site, c, "1") == ("0", "0")
     assert pid != "1"
+    # The image's HEALTHCHECK is in the rootfs for lxdocker-update's gate, and passes.
+    assert apps.HEALTHCHECK in site.sh(c, f"{BB} cat /lxd-healthcheck")
+    assert site.sh(c, f"{BB} sh /lxd-healthcheck && echo healthy") == "healthy\n"
 
     # environment.* wins over the image's Env after a restart, and adds names.
     site.lxc("config", "set", c, "environment.GREETING=set by lxc")

@@ -54,8 +54,11 @@ class World:
         self.socket = SOCKETS[self.lxd.command]
         self.state = state
 
-    def publish(self, spec: str, page: str, **keys: object) -> str:
-        ref = self.site.push(f"e2e/upd-{spec}", apps.app_image(page), "stable")
+    def publish(
+        self, spec: str, page: str, healthcheck: str = apps.HEALTHCHECK, **keys: object
+    ) -> str:
+        image = apps.app_image(page, healthcheck=healthcheck)
+        ref = self.site.push(f"e2e/upd-{spec}", image, "stable")
         self.site.write_spec(spec, ref, **keys)
         # squashfs with deltas, the default. With two older versions in the store (here
         # c2 keeps v1 while c1 is on v2) LXD 5.0.2 and Incus 6.0.4 apply EVERY listed
@@ -278,19 +281,30 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         assert proc.returncode == 0, proc.stderr
         assert w.get(c1, "volatile.base_image") == v4
 
-        # A healthcheck that only "hello" pages pass: "other" is rolled back.
-        check = "/busybox-lxd wget -qO- http://127.0.0.1/ | /busybox-lxd grep -q hello"
-        lxc("config", "set", c1, "user.lxdocker.healthcheck", check)
+        # The image's own HEALTHCHECK, which only "hello" pages pass: "other c" runs
+        # but is unhealthy, so it is rolled back.
+        sick = "wget -qO- http://127.0.0.1/ | grep -q hello"
+        vc = w.publish("other", "other c\n", healthcheck=sick)
         lxc("config", "set", c1, "user.lxdocker.source.alias", "other")
         proc = w.update("--instance", c1, "--health-timeout", "5")
         assert proc.returncode == 1, proc.stdout + proc.stderr
         out = w.outcomes(proc)[c1]
-        assert out["action"] == "rolled-back" and "healthcheck" in out["message"], out
-        assert w.get(c1, "user.lxdocker.bad") == vb
+        assert out["action"] == "rolled-back" and "/lxd-healthcheck" in out["message"], out
+        assert w.get(c1, "user.lxdocker.bad") == vc
         _check_kept(w, c1, mac, "hello v4\n")
+        # The instance's own healthcheck wins over the image's.
+        lxc("config", "unset", c1, "user.lxdocker.bad")
+        lxc("config", "set", c1, "user.lxdocker.healthcheck", "/busybox-lxd true")
+        proc = w.update("--instance", c1, "--health-timeout", "5")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert w.get(c1, "volatile.base_image") == vc
+        lxc("config", "unset", c1, "user.lxdocker.healthcheck")
         lxc("config", "set", c1, "user.lxdocker.source.alias", "hello")
+        proc = w.update("--instance", c1)
+        assert proc.returncode == 0, proc.stderr
+        assert w.get(c1, "volatile.base_image") == v4
 
-        # The service (the healthcheck stays on, and hello v5 passes it).
+        # The service (the image's healthcheck gates it, and hello v5 passes it).
         service = subprocess.Popen(
             w.argv("--interval", "3600", "--format", "json", "--instance", c1),
             stdout=subprocess.PIPE,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lxdupdate.instance import Instance
+import pytest
+
+from lxdupdate.instance import Instance, health_argv
 
 
 def doc(**over: Any) -> dict[str, Any]:
@@ -69,3 +71,26 @@ def test_source_needs_server_and_alias() -> None:
     }
     del cfg["user.lxdocker.source.alias"]
     assert Instance.from_api(doc(expanded_config=cfg)).source == {}
+
+
+BB = "/busybox-lxd"
+
+
+@pytest.mark.parametrize(
+    ("config", "image_check", "busybox", "argv"),
+    [
+        # The image's HEALTHCHECK script (lxdocker writes /lxd-healthcheck).
+        ({}, True, True, [BB, "sh", "/lxd-healthcheck"]),
+        # The instance's own command wins; "none" turns the image's off.
+        ({"user.lxdocker.healthcheck": "true"}, True, True, [BB, "sh", "-c", "true"]),
+        ({"user.lxdocker.healthcheck": "none"}, True, True, []),
+        ({"user.lxdocker.healthcheck": " "}, True, True, [BB, "sh", "/lxd-healthcheck"]),
+        # Not an lxdocker rootfs: its own shell.
+        ({"user.lxdocker.healthcheck": "true"}, False, False, ["/bin/sh", "-c", "true"]),
+        ({}, False, True, []),
+    ],
+)
+def test_the_gate_runs_the_instance_s_healthcheck_else_the_image_s(
+    config: dict[str, str], image_check: bool, busybox: bool, argv: list[str]
+) -> None:
+    assert health_argv(config, image_check, busybox) == argv

@@ -5,6 +5,7 @@ and the patched tree booted for real."""
 from __future__ import annotations
 
 import io
+import subprocess
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from lxdocker.arch import Arch, host
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from lxdocker.patch import patch, resolve_user
+from lxdocker.patch import healthcheck_command, patch, resolve_user
 from lxdocker.tarstream import Entry, write_tar
 from lxdocker.udhcpc import render_udhcpc_script
 from tests.helpers.images import Member, layer_tar
@@ -191,6 +192,59 @@ def test_distroless_gets_sbin_and_numeric_user_without_passwd() -> None:
 def test_output_is_byte_identical_for_the_same_input() -> None:
     members = [Member("sbin", "symlink", linkname="usr/sbin"), Member("usr/sbin", "dir")]
     assert _patched(members) == _patched(members)
+
+
+# --- the image's HEALTHCHECK ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("healthcheck", "command"),
+    [
+        ({"Test": ["CMD", "/bin/wget", "-qO-", "http://127.0.0.1/a b"]},
+         "'/bin/wget' '-qO-' 'http://127.0.0.1/a b'"),
+        ({"Test": ["CMD-SHELL", "wget -qO- http://127.0.0.1/ | grep -q ok"]},
+         "wget -qO- http://127.0.0.1/ | grep -q ok"),
+        ({"Test": ["CMD-SHELL", "curl -f x"], "Interval": 30_000_000_000}, "curl -f x"),
+        ({"Test": ["NONE"]}, ""),  # turns off one inherited from a base image
+        ({"Test": []}, ""),
+        ({"Test": ["CMD"]}, ""),
+        ({"Test": ["CMD-SHELL", "a", "b"]}, ""),  # no form Docker writes
+        ({"Test": "CMD-SHELL true"}, ""),
+        ({"Test": ["CMD", "a\0b"]}, ""),  # no program takes a NUL in its argv
+        (None, ""),
+    ],
+)  # fmt: skip
+def test_healthcheck_command(healthcheck: dict[str, Any] | None, command: str) -> None:
+    config = {} if healthcheck is None else {"Healthcheck": healthcheck}
+    assert healthcheck_command(config) == command
+
+
+def test_the_healthcheck_script_is_added_only_when_the_image_has_one() -> None:
+    assert "lxd-healthcheck" not in _tree(_patched([]))
+    config = {
+        "Cmd": ["/app"],
+        "Env": ["PATH=/opt/bin:/bin"],
+        "Healthcheck": {"Test": ["CMD", "/opt/bin/check", "it's up"]},
+    }
+    script = _init_text(_tree(_patched([], config)), "lxd-healthcheck")
+    assert script == (
+        "#!/busybox-lxd sh\n# The image's HEALTHCHECK.\n"
+        "export PATH='/opt/bin:/bin'\n'/opt/bin/check' 'it'\\''s up'\n"
+    )
+
+
+def test_the_healthcheck_script_gives_the_command_s_exit_status(tmp_path: Path) -> None:
+    """Run for real with busybox: the exec form's argv survives the quoting."""
+    out = tmp_path / "argv"
+    cmd = ["CMD", str(HOST_BUSYBOX), "sh", "-c", f'printf "%s|" "$@" > {out}; exit 3', "x", "a b"]
+    script = _init_text(
+        _tree(_patched([], {"Cmd": ["/app"], "Healthcheck": {"Test": cmd}})), "lxd-healthcheck"
+    )
+    path = tmp_path / "lxd-healthcheck"
+    path.write_text(script.replace("#!/busybox-lxd sh", f"#!{HOST_BUSYBOX} sh"))
+    proc = subprocess.run([str(HOST_BUSYBOX), "sh", str(path)], check=False)
+    assert proc.returncode == 3
+    assert out.read_text() == "a b|"
 
 
 # --- the patched tree boots -------------------------------------------------------

@@ -20,10 +20,12 @@ from lxdocker import arch
 from tests.helpers.images import Image, Member, build_image, layer_tar
 
 HOST_BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "httpd", "cat", "echo", "sleep", "id", "env", "kill", "rm", "wget", "ls")
+APPLETS = ("sh", "httpd", "cat", "echo", "sleep", "id", "env", "kill", "rm", "wget", "ls", "grep")
 APP_UID = APP_GID = 1000
 DISTROLESS_UID = 65532  # distroless' "nonroot"
 APP_DIR = "/srv/app"  # the app image's WorkingDir, owned by the app user
+# The classic app's HEALTHCHECK (CMD-SHELL): its page answers.
+HEALTHCHECK = "wget -qO- http://127.0.0.1/ >/dev/null"
 STOP_MARKER = f"{APP_DIR}/stopped-by"
 CRASH_COUNTER = f"{APP_DIR}/crashes"
 APP_PIDFILE = "/tmp/app.pid"
@@ -99,8 +101,9 @@ def _image(layers: Sequence[Sequence[Member]], config: dict[str, Any]) -> Image:
     )
 
 
-def app_image(page: str, *updates: str) -> Image:
-    """The classic app: non-root User, Env, WorkingDir, StopSignal SIGUSR1.
+def app_image(page: str, *updates: str, healthcheck: str = HEALTHCHECK) -> Image:
+    """The classic app: non-root User, Env, WorkingDir, StopSignal SIGUSR1, and a
+    HEALTHCHECK (CMD-SHELL `healthcheck`).
 
     Two layers (the base is the same for every page) so an update changes one layer;
     each of `updates` is one more layer on top that replaces the page (an upstream
@@ -121,6 +124,7 @@ def app_image(page: str, *updates: str) -> Image:
         "WorkingDir": APP_DIR,
         "User": "app",
         "StopSignal": "SIGUSR1",
+        "Healthcheck": {"Test": ["CMD-SHELL", healthcheck], "Interval": 30_000_000_000},
     }
     return _image(
         [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)], config
