@@ -141,27 +141,6 @@ def test_edge_members_have_device_nodes() -> None:
     assert {m.kind for m in edge_members()} >= {"char", "block"}
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (we run as root in CI), as in test_store.py."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        msg = f"cannot mount a tmpfs: {proc.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
-
-
 @pytest.mark.parametrize("fmt", ["squashfs", "tar"])
 def test_full_disk_under_xz_is_a_clear_error_and_removes_both(
     tmp_path: Path, tiny_disk: Path, fmt: str

@@ -328,27 +328,6 @@ def test_sigkill_while_writing_leaves_no_visible_version(tmp_path: Path) -> None
     assert leftovers(root) == []
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs as the image directory (we run as root in CI)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        msg = f"cannot mount a tmpfs: {proc.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
-
-
 @pytest.mark.parametrize("fmt", ["squashfs", "gzip"])
 def test_full_disk_is_a_clear_error(tiny_disk: Path, fmt: ImageFormat) -> None:
     small = source()
