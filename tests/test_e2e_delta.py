@@ -21,7 +21,7 @@ import pytest
 from lxdocker.store import version_dir
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers import apps
-from tests.helpers.imgserver import raw_get_json
+from tests.helpers.imgserver import RunningServer, raw_get_json
 from tests.helpers.lxd import Scratch, wait_for
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.remote import local_fingerprints
@@ -81,6 +81,18 @@ def refresh(site: Site, fingerprint: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def cache_v1(site: Site, repo: str) -> tuple[str, RunningServer, VersionInfo]:
+    """Publish the app's v1 from `repo`, serve it and copy it into the daemon's store
+    (auto-update on): the remote, the server and v1."""
+    site.write_spec("hello", site.push(repo, apps.app_image(V1), "stable"))
+    site.convert()
+    remote = site.serve()
+    assert site.server is not None
+    v1 = site.newest("hello")
+    site.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
+    return remote, site.server, v1
+
+
 def test_refresh_downloads_the_delta_not_the_full_rootfs(site: Site) -> None:
     lxd = site.scratch.lxd
     site.write_spec("hello", site.push("e2e/delta", apps.app_image(V1), "stable"))
@@ -113,13 +125,7 @@ def test_a_corrupt_delta_is_not_served_and_the_next_run_repairs_it(site: Site) -
     unlists a delta whose bytes changed (a client then downloads the full rootfs) and
     the next job run makes it again, after which LXD updates through it."""
     lxd = site.scratch.lxd
-    site.write_spec("hello", site.push("e2e/delta-bad", apps.app_image(V1), "stable"))
-    site.convert()
-    remote = site.serve()
-    assert site.server is not None
-    server = site.server
-    v1 = site.newest("hello")
-    site.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
+    _, server, v1 = cache_v1(site, "e2e/delta-bad")
     assert v1.fingerprint in local_fingerprints(lxd)
 
     v1, v2 = publish_v2(site, "e2e/delta-bad")
@@ -152,13 +158,7 @@ def test_a_host_holding_two_bases_updates_through_the_one_listed_delta(site: Sit
     never update. v3 has deltas from v2 and v1 on disk (--delta-bases 2); imgserver
     lists only the one from v2, and a host holding v1 and v2 updates through it."""
     lxd = site.scratch.lxd
-    site.write_spec("hello", site.push("e2e/delta-two", apps.app_image(V1), "stable"))
-    site.convert()
-    remote = site.serve()
-    assert site.server is not None
-    server = site.server
-    v1 = site.newest("hello")
-    site.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
+    remote, server, v1 = cache_v1(site, "e2e/delta-two")
     v1, v2 = publish_v2(site, "e2e/delta-two")
     lxd.clear_remote_cache()
     site.lxc("image", "copy", f"{remote}:hello", "local:", "--auto-update")
