@@ -32,8 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from lxdocker.arch import Arch
-from lxdocker.errors import StoreError
-from lxdocker.lxdimage import HOSTS_TEMPLATE, ImageMeta, creation_epoch, tar_xz_bytes
+from lxdocker.lxdimage import (
+    HOSTS_TEMPLATE,
+    ImageMeta,
+    creation_epoch,
+    tar_xz_bytes,
+    write_file,
+)
 
 TEMPLATE_FILES = ("/etc/hostname", "/etc/hosts")
 # LXD's templates with LXD's variable replaced by LXC's placeholder.
@@ -139,12 +144,8 @@ def meta_tar_bytes(meta: LxcMeta) -> bytes:
 
 
 def write_meta(out: Path, meta: LxcMeta) -> None:
-    """Write the LXC meta tarball to `out`; a write error is a StoreError naming it."""
-    try:
-        out.write_bytes(meta_tar_bytes(meta))
-    except OSError as e:
-        out.unlink(missing_ok=True)
-        raise StoreError(f"{out}: cannot write: {e.strerror or e}") from None
+    """Write the LXC meta tarball to `out` (lxdimage.write_file)."""
+    write_file(out, meta_tar_bytes(meta))
 
 
 __all__ = [

@@ -132,13 +132,19 @@ def meta_tar_bytes(meta: ImageMeta) -> bytes:
     return tar_xz_bytes(files, creation_epoch(meta.created))
 
 
-def write_meta(out: Path, meta: ImageMeta) -> None:
-    """Write meta.tar.xz to `out`; a write error is a StoreError naming the file."""
+def write_file(out: Path, data: bytes) -> None:
+    """Write `data` to `out`; a write error (a full disk) removes the part written
+    and is a StoreError naming the file."""
     try:
-        out.write_bytes(meta_tar_bytes(meta))
+        out.write_bytes(data)
     except OSError as e:
         out.unlink(missing_ok=True)
         raise StoreError(f"{out}: cannot write: {e.strerror or e}") from None
+
+
+def write_meta(out: Path, meta: ImageMeta) -> None:
+    """Write meta.tar.xz to `out` (write_file)."""
+    write_file(out, meta_tar_bytes(meta))
 
 
 def file_digest(path: Path, *also: hashlib._Hash) -> tuple[int, str]:
@@ -182,5 +188,6 @@ __all__ = [
     "meta_tar_bytes",
     "metadata_yaml",
     "tar_xz_bytes",
+    "write_file",
     "write_meta",
 ]
