@@ -235,6 +235,10 @@ class TokenServer:
 def start_registry(dir: Path, *, tls: bool = False, auth: str = "") -> RunningRegistry:
     binary = need_tool("docker-registry")
     dir.mkdir(parents=True, exist_ok=True)
+    # The token server binds its port first: free_port() releases the port it
+    # found, so a later bind(0) may get that very port (seen in CI, where the
+    # readiness probe below then talked to the token server).
+    ts = TokenServer(dir) if auth == "token" else None
     port = free_port()
     reg = RunningRegistry(f"127.0.0.1:{port}", "https" if tls else "http", dir / "storage")
     http_cfg: dict[str, object] = {"addr": reg.host, "secret": secrets.token_hex(16)}
@@ -255,8 +259,7 @@ def start_registry(dir: Path, *, tls: bool = False, auth: str = "") -> RunningRe
         (dir / "htpasswd").write_bytes(out)
         config["auth"] = {"htpasswd": {"realm": "lxdocker-test", "path": str(dir / "htpasswd")}}
         reg.user, reg.password = USER, PASSWORD
-    elif auth == "token":
-        ts = TokenServer(dir)
+    elif ts is not None:
         config["auth"] = {
             "token": {
                 "realm": ts.realm,
@@ -276,7 +279,10 @@ def start_registry(dir: Path, *, tls: bool = False, auth: str = "") -> RunningRe
     with reg.session() as s:
         while True:
             try:
-                if s.get(f"{reg.url}/v2/", timeout=2).status_code in (200, 401):
+                r = s.get(f"{reg.url}/v2/", timeout=2)
+                # Only the registry sends this header (distribution spec, "API
+                # Version Check"); anything else on the port is not our registry.
+                if r.status_code in (200, 401) and "Docker-Distribution-Api-Version" in r.headers:
                     break
             except requests.ConnectionError:
                 pass
