@@ -128,6 +128,10 @@ class _Tree:
 
         Missing parents are created when `create` (umoci's MkdirAll).
         """
+        # Every node's parent is a directory of the tree (add() keeps that), so a
+        # parent directory that is there vouches for all the ancestors above it.
+        if isinstance(self.nodes.get(paths.parent(path)), _Dir):
+            return True
         parents = list(paths.ancestors(path))
         parents.reverse()
         for anc in parents:
@@ -232,8 +236,11 @@ def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
                 tree.remove(path)
             inode = _Dir(ref, header.mode, header.gid) if is_dir else _Inode(ref, type_, path)
         tree.add(path, inode)
-    upper.add(path)
-    upper.update(paths.ancestors(path))
+    # `upper` holds whole chains (a path with all its ancestors), so the walk up
+    # stops at the first ancestor it already has.
+    while path not in upper:
+        upper.add(path)
+        path = paths.parent(path)
 
 
 def _link_target(tree: _Tree, path: str, target: str) -> _Inode:

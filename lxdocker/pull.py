@@ -178,7 +178,9 @@ def pull(
             f"{what}: manifest has {len(resolved.layers)} layers but config has "
             f"{len(config.diff_ids)} rootfs.diff_ids"
         )
-    unique = list({d.digest: d for d in resolved.layers}.values())
+    # Largest first: a big layer's index is mostly inflate, which runs without
+    # the GIL beside the header parsing (GIL-bound) of the many small layers'.
+    unique = sorted({d.digest: d for d in resolved.layers}.values(), key=lambda d: -d.size)
     diff_ids = dict(zip((d.digest for d in resolved.layers), config.diff_ids, strict=True))
 
     def fetch(desc: Descriptor) -> int:
