@@ -113,6 +113,10 @@ def site(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) ->
         s.write_spec("app", image)
         s.write_spec("app-crash", image, cmd=["/app/crash.sh"], restart="on-failure")
         s.convert()
+        # The specs convert in parallel and the catalog refreshes every 0.2 s: the
+        # last one published may not be listed yet when lxdocker exits.
+        for name in ("app", "app-crash"):
+            s.wait_listed(name, s.newest(name).version)
         yield s
     finally:
         s.host.close()
