@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench import bigimage
 from bench.measure import Sample, load_average, median, timed
-from lxdocker.rootfs import find_squashfs_tool, squashfs_argv
+from lxdocker.build.rootfs import find_squashfs_tool, squashfs_argv
 from tests.helpers.images import Member, build_image, layer_tar
 from tests.helpers.registry import FaultProxy, RunningRegistry
 from tests.helpers.registry import push_image as push_small_image

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from lxdocker import __version__
 from lxdocker import arch as archmod
-from lxdocker.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
+from lxdocker.build.rootfs import SQUASHFS_COMPRESSORS
 from lxdocker.config import IMAGE_FORMATS
-from lxdocker.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
 from lxdocker.errors import LxdockerError
 from lxdocker.job import JobConfig, LockedError, run
-from lxdocker.rootfs import SQUASHFS_COMPRESSORS
+from lxdocker.publish.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
+from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.summary import format_summary
 
 log = logging.getLogger(__name__)

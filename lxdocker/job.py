@@ -21,11 +21,13 @@ from pathlib import Path
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
-from lxdocker.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
-from lxdocker.busybox import Busybox, BusyboxSet
-from lxdocker.cache import BlobCache, gc
+from lxdocker.build.flatten import flatten
+from lxdocker.build.patch import patch
+from lxdocker.build.rootfs import write_rootfs
 from lxdocker.config import ImageFormat, Spec, load_specs
-from lxdocker.delta import (
+from lxdocker.errors import LxdockerError, SpecError
+from lxdocker.lock import LockedError, job_lock
+from lxdocker.publish.delta import (
     DEFAULT_BASES,
     DEFAULT_THRESHOLD,
     DeltaOutcome,
@@ -33,24 +35,10 @@ from lxdocker.delta import (
     write_deltas,
     xdelta3_for_run,
 )
-from lxdocker.errors import LxdockerError, SpecError
-from lxdocker.flatten import flatten
-from lxdocker.lock import LockedError, job_lock
-from lxdocker.lxcimage import lxc_meta
-from lxdocker.lxcimage import write_meta as write_lxc_meta
-from lxdocker.lxdimage import ImageMeta, creation_epoch, write_meta
-from lxdocker.patch import patch
-from lxdocker.pull import (
-    PulledImage,
-    ResolvedImage,
-    layer_indexes,
-    layer_openers,
-    pull,
-    resolve_arches,
-)
-from lxdocker.reference import Reference, parse
-from lxdocker.rootfs import write_rootfs
-from lxdocker.store import (
+from lxdocker.publish.lxcimage import lxc_meta
+from lxdocker.publish.lxcimage import write_meta as write_lxc_meta
+from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, write_meta
+from lxdocker.publish.store import (
     VersionSource,
     clean_stale_temp,
     complete_versions,
@@ -58,6 +46,18 @@ from lxdocker.store import (
     publish,
     remove_image,
 )
+from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
+from lxdocker.sources.busybox import Busybox, BusyboxSet
+from lxdocker.sources.cache import BlobCache, gc
+from lxdocker.sources.pull import (
+    PulledImage,
+    ResolvedImage,
+    layer_indexes,
+    layer_openers,
+    pull,
+    resolve_arches,
+)
+from lxdocker.sources.reference import Reference, parse
 from lxdocker.summary import SpecResult, Summary
 from lxdocker.versioninfo import (
     LXC_META_FILE,

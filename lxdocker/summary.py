@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lxdocker.delta import DeltaOutcome, describe
+from lxdocker.publish.delta import DeltaOutcome, describe
 
 Status = Literal["built", "unchanged", "failed"]
 

@@ -92,7 +92,7 @@ class VersionInfo:
     release: str
     variant: str
     # Where /busybox-lxd came from (GPL-2.0: its source must be findable), as
-    # lxdocker.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
+    # lxdocker.sources.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
     # and path or image + digest. None in versions written before it was recorded.
     busybox: dict[str, str] | None = field(default=None, hash=False)
 

@@ -23,12 +23,12 @@ PREFIX = "user.lxdocker."
 OPT_IN = PREFIX + "update"  # "true", or "force" (snapshots may be lost)
 BAD = PREFIX + "bad"  # the fingerprint whose update failed; never retried
 HEALTHCHECK = PREFIX + "healthcheck"  # a shell command run with exec; "none": no check
-# The image's own HEALTHCHECK, written by lxdocker into the rootfs (lxdocker/patch.py;
+# The image's own HEALTHCHECK, written by lxdocker into the rootfs (lxdocker/build/patch.py;
 # simplestreams has no field that would carry it onto the instance).
 IMAGE_HEALTHCHECK = "/lxd-healthcheck"
 INTERRUPTED = PREFIX + "interrupted"  # the fingerprint an interrupted update was going to
 SOURCE_KEYS = ("server", "alias", "protocol", "certificate")
-BB = "/busybox-lxd"  # every lxdocker image carries it (lxdocker/patch.py)
+BB = "/busybox-lxd"  # every lxdocker image carries it (lxdocker/build/patch.py)
 
 
 def source_key(field: str) -> str:

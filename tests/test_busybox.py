@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lxdocker.arch import by_debian
-from lxdocker.busybox import BusyboxSet, check_busybox, from_image
 from lxdocker.errors import PatchError
+from lxdocker.sources.busybox import BusyboxSet, check_busybox, from_image
 from tests.helpers.busyboxes import DEBIAN_ARCHES, static_busybox
 from tests.helpers.multiarch import busybox_image
 from tests.helpers.registry import RunningRegistry, push_index

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker.cache import BlobCache, gc
 from lxdocker.errors import DigestError
+from lxdocker.sources.cache import BlobCache, gc
 from tests.helpers.images import Member, build_image, build_index, layer_tar, sha256
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker.credentials import auth_files, find_credentials
 from lxdocker.errors import RegistryError
-from lxdocker.registry import RegistryClient
+from lxdocker.sources.credentials import auth_files, find_credentials
+from lxdocker.sources.registry import RegistryClient
 
 
 def test_credentials_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from lxdocker.cli import EXIT_OK, main
-from lxdocker.delta import check_deltas, find_xdelta3, make_delta
 from lxdocker.job import JobConfig, run
-from lxdocker.store import complete_versions, prune, version_dir
+from lxdocker.publish.delta import check_deltas, find_xdelta3, make_delta
+from lxdocker.publish.store import complete_versions, prune, version_dir
 from lxdocker.summary import format_summary
 from lxdocker.versioninfo import ROLE_DELTA, ROLE_ROOTFS, Artifact, VersionInfo
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout

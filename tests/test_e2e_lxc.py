@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.store import complete_versions
+from lxdocker.publish.store import complete_versions
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers import apps
 from tests.helpers.imgserver import RunningServer

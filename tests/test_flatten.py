@@ -1,4 +1,4 @@
-"""lxdocker.flatten: one table-driven test per rule, malicious layers, memory.
+"""lxdocker.build.flatten: one table-driven test per rule, malicious layers, memory.
 
 The equivalence with umoci for the same rules is in test_umoci_equivalence.py.
 """
@@ -20,10 +20,11 @@ from typing import BinaryIO, cast
 
 import pytest
 
-from lxdocker import layerindex, paths
+from lxdocker.build import paths
+from lxdocker.build.flatten import LayerOpener, flatten
+from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS, write_tar
 from lxdocker.errors import LayerError
-from lxdocker.flatten import LayerOpener, flatten
-from lxdocker.tarstream import TAR_ENCODING, TAR_ERRORS, write_tar
+from lxdocker.sources import layerindex
 from tests.helpers.images import Member, layer_tar
 
 M = Member
@@ -465,7 +466,7 @@ MEMORY_WORKER = textwrap.dedent(
     """
     import io, shutil, tarfile
     from contextlib import contextmanager
-    from lxdocker.flatten import flatten
+    from lxdocker.build.flatten import flatten
 
     SIZE = 1 << 30
     ZEROS = bytes(1 << 20)

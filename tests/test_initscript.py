@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from lxdocker.config import Spec
-from lxdocker.errors import PatchError
-from lxdocker.initscript import (
+from lxdocker.build.initscript import (
     DEFAULT_PATH,
     RunConfig,
     render_init,
     run_config,
     sh_quote,
 )
-from lxdocker.udhcpc import render_udhcpc_script
+from lxdocker.build.udhcpc import render_udhcpc_script
+from lxdocker.config import Spec
+from lxdocker.errors import PatchError
 from tests.helpers.initrun import (
     HOST_BUSYBOX,
     HOSTNAME,

@@ -18,12 +18,12 @@ import pytest
 from imgserver import lxcindex
 from imgserver.catalog import Catalog
 from lxdocker.arch import by_debian
-from lxdocker.cache import BlobCache
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
 from lxdocker.job import JobConfig, run
 from lxdocker.lock import job_lock
-from lxdocker.lxcimage import lxc_arch
-from lxdocker.store import complete_versions
+from lxdocker.publish.lxcimage import lxc_arch
+from lxdocker.publish.store import complete_versions
+from lxdocker.sources.cache import BlobCache
 from lxdocker.summary import format_summary
 from lxdocker.versioninfo import VERSION_FILE
 from tests.helpers import multiarch

@@ -1,4 +1,4 @@
-"""lxdocker.layerindex: a layer's headers, built by one verified read, cached by digest."""
+"""lxdocker.sources.layerindex: a layer's headers, built by one verified read, cached by digest."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker import layerindex
-from lxdocker.cache import BlobCache, gc
 from lxdocker.errors import DigestError, LayerError
-from lxdocker.layerindex import Header
-from lxdocker.layers import open_layer
-from lxdocker.oci import Descriptor
+from lxdocker.sources import layerindex
+from lxdocker.sources.cache import BlobCache, gc
+from lxdocker.sources.layerindex import Header
+from lxdocker.sources.layers import open_layer
+from lxdocker.sources.oci import Descriptor
 from tests.helpers.images import Member, build_image, layer_tar
 
 M = Member

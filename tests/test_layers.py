@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lxdocker import layers
-from lxdocker.cache import BlobCache
 from lxdocker.errors import DigestError, LayerError
-from lxdocker.layers import open_layer
-from lxdocker.oci import Descriptor
+from lxdocker.sources import layers
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.layers import open_layer
+from lxdocker.sources.oci import Descriptor
 from tests.helpers.images import (
     DOCKER_LAYER,
     OCI_LAYER,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.cache import BlobCache
 from lxdocker.errors import RegistryError
-from lxdocker.pull import layer_openers, pull, resolve
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.pull import layer_openers, pull, resolve
 from tests.helpers.images import (
     Compression,
     Image,

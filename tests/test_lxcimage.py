@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.lxcimage import (
+from lxdocker.publish.lxcimage import (
     LxcMeta,
     config,
     create_message,
@@ -22,7 +22,7 @@ from lxdocker.lxcimage import (
     meta_files,
     meta_tar_bytes,
 )
-from lxdocker.lxdimage import ImageMeta
+from lxdocker.publish.lxdimage import ImageMeta
 
 META = LxcMeta(
     name="web",

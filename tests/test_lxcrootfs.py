@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker import lxcrootfs
+from lxdocker.build import lxcrootfs
+from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.lxcimage import HOSTS_FILE
-from lxdocker.rootfs import write_rootfs
-from lxdocker.tarstream import Entry, write_tar
+from lxdocker.publish.lxcimage import HOSTS_FILE
 from tests.helpers.entries import edge_entries, edge_members, entries_of
 from tests.helpers.images import Member, layer_tar
 

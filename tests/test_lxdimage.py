@@ -16,17 +16,17 @@ import pytest
 import yaml
 
 from lxdocker.arch import by_debian, host
+from lxdocker.build.rootfs import write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError
-from lxdocker.lxdimage import (
+from lxdocker.publish.lxdimage import (
     ImageMeta,
     creation_epoch,
     hash_files,
     meta_tar_bytes,
     write_meta,
 )
-from lxdocker.rootfs import write_rootfs
-from lxdocker.store import VersionSource, publish
+from lxdocker.publish.store import VersionSource, publish
 from lxdocker.versioninfo import META_FILE, ROOTFS_FILES
 from tests.helpers.entries import FORMATS, edge_entries
 from tests.helpers.lxd import Scratch

@@ -8,7 +8,7 @@ import pytest
 
 from lxdocker import arch
 from lxdocker.errors import DigestError, RegistryError
-from lxdocker.oci import (
+from lxdocker.sources.oci import (
     DOCKER_SCHEMA1_SIGNED,
     ImageConfig,
     Index,

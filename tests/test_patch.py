@@ -14,11 +14,11 @@ from typing import Any, BinaryIO, cast
 import pytest
 
 from lxdocker.arch import Arch, host
+from lxdocker.build.patch import healthcheck_command, patch, resolve_user
+from lxdocker.build.tarstream import Entry, write_tar
+from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from lxdocker.patch import healthcheck_command, patch, resolve_user
-from lxdocker.tarstream import Entry, write_tar
-from lxdocker.udhcpc import render_udhcpc_script
 from tests.helpers.images import Member, layer_tar
 from tests.helpers.initrun import HOST_BUSYBOX, need_namespaces, run_init
 

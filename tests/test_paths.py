@@ -1,10 +1,10 @@
-"""Table-driven tests for the path and whiteout predicates (lxdocker.paths)."""
+"""Table-driven tests for the path and whiteout predicates (lxdocker.build.paths)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lxdocker import paths
+from lxdocker.build import paths
 from lxdocker.errors import LayerError
 
 

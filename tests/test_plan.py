@@ -1,4 +1,4 @@
-"""lxdocker.plan: umoci's unpack replayed on headers (which entry lands where).
+"""lxdocker.build.plan: umoci's unpack replayed on headers (which entry lands where).
 
 The trees themselves are checked against the real umoci in
 test_umoci_equivalence.py; these tests pin what the flattener relies on.
@@ -10,9 +10,9 @@ import tarfile
 
 import pytest
 
+from lxdocker.build.plan import make_plan
 from lxdocker.errors import LayerError
-from lxdocker.layerindex import Header
-from lxdocker.plan import make_plan
+from lxdocker.sources.layerindex import Header
 
 REG, DIR, LNK, SYM = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
 

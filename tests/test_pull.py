@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.cache import BlobCache, gc
 from lxdocker.errors import DigestError, RegistryError
-from lxdocker.pull import layer_openers, pull, resolve
+from lxdocker.sources.cache import BlobCache, gc
+from lxdocker.sources.pull import layer_openers, pull, resolve
 from tests.helpers.images import Compression, Image, Member, build_image, build_index, layer_tar
 from tests.helpers.registry import RunningRegistry, push_image, push_index
 

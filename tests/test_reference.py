@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker.errors import ImageRefError
-from lxdocker.reference import Reference, parse
+from lxdocker.sources.reference import Reference, parse
 
 D = "sha256:" + "a" * 64
 

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from lxdocker import arch
-from lxdocker.cache import BlobCache
 from lxdocker.errors import RegistryError
-from lxdocker.pull import pull, resolve
-from lxdocker.registry import RegistryClient, RetryPolicy
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.pull import pull, resolve
+from lxdocker.sources.registry import RegistryClient, RetryPolicy
 from tests.helpers.images import Member, build_image, layer_tar
 from tests.helpers.registry import PASSWORD, USER, FaultProxy, RunningRegistry, push_image
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from lxdocker.build.rootfs import find_squashfs_tool, queue_backlog, write_rootfs
+from lxdocker.build.tarstream import Entry
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, ToolError
-from lxdocker.rootfs import find_squashfs_tool, queue_backlog, write_rootfs
-from lxdocker.tarstream import Entry
 from tests.helpers.entries import (
     CAP_NET_RAW,
     FORMATS,

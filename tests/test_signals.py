@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lxdocker.signals import normalize_signal
+from lxdocker.build.signals import normalize_signal
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from lxdocker.arch import by_debian
+from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.tarstream import Entry
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, LxdockerError, StoreError
-from lxdocker.lxdimage import ImageMeta, hash_files, write_meta
-from lxdocker.rootfs import write_rootfs
-from lxdocker.store import (
+from lxdocker.publish.lxdimage import ImageMeta, hash_files, write_meta
+from lxdocker.publish.store import (
     GRACE,
     VersionSource,
     clean_stale_temp,
@@ -31,7 +32,6 @@ from lxdocker.store import (
     publish,
     remove_image,
 )
-from lxdocker.tarstream import Entry
 from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VersionInfo
 from tests.helpers.entries import edge_entries, entries_of
 from tests.helpers.images import Member, layer_tar
@@ -257,9 +257,9 @@ from pathlib import Path
 from tests.helpers.images import Member, layer_tar
 from tests.helpers.entries import entries_of
 from tests.test_store import source
-from lxdocker.lxdimage import write_meta
-from lxdocker.rootfs import write_rootfs
-from lxdocker.store import publish
+from lxdocker.publish.lxdimage import write_meta
+from lxdocker.build.rootfs import write_rootfs
+from lxdocker.publish.store import publish
 
 root, marker = Path(sys.argv[1]), Path(sys.argv[2])
 # Larger than tarfile's 1 MiB stream buffer, so tar2sqfs has data when we stop.

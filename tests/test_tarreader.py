@@ -1,4 +1,4 @@
-"""lxdocker.tarreader: strict single-pass reading of layer tars."""
+"""lxdocker.build.tarreader: strict single-pass reading of layer tars."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
+from lxdocker.build.tarreader import TarReader
 from lxdocker.errors import LayerError
-from lxdocker.tarreader import TarReader
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from lxdocker.udhcpc import render_udhcpc_script
+from lxdocker.build.udhcpc import render_udhcpc_script
 from tests.helpers.initrun import make_rootfs, need_namespaces
 
 

@@ -20,7 +20,7 @@ import zstandard
 
 Compression = Literal["gzip", "zstd", "none"]
 
-# Spelled out from the specs rather than imported from lxdocker.oci: images built
+# Spelled out from the specs rather than imported from lxdocker.sources.oci: images built
 # with the product's own constants would hide a typo in them.
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -34,9 +34,9 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from lxdocker import paths
+from lxdocker.build import paths
 from lxdocker.errors import LayerError
-from lxdocker.layerindex import Header, LayerIndex
+from lxdocker.sources.layerindex import Header, LayerIndex
 
 Ref = tuple[int, int]  # (layer index, entry ordinal)
 IMPLICIT_MODE = 0o755

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lxdocker.arch import Arch
-from lxdocker.lxdimage import (
+from lxdocker.publish.lxdimage import (
     HOSTS_TEMPLATE,
     ImageMeta,
     creation_epoch,

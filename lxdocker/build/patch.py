@@ -29,10 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
-from lxdocker.busybox import check_busybox
-from lxdocker.config import Spec
-from lxdocker.errors import PatchError
-from lxdocker.initscript import (
+from lxdocker.build.initscript import (
     BUSYBOX,
     HEALTHCHECK_SCRIPT,
     REALINIT,
@@ -43,8 +40,11 @@ from lxdocker.initscript import (
     run_config,
     sh_quote,
 )
-from lxdocker.tarstream import COPY_BUFSIZE, Entry, copy_exact
-from lxdocker.udhcpc import render_udhcpc_script
+from lxdocker.build.tarstream import COPY_BUFSIZE, Entry, copy_exact
+from lxdocker.build.udhcpc import render_udhcpc_script
+from lxdocker.config import Spec
+from lxdocker.errors import PatchError
+from lxdocker.sources.busybox import check_busybox
 
 log = logging.getLogger(__name__)
 

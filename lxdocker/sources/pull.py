@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from lxdocker import layerindex
 from lxdocker.arch import Arch
-from lxdocker.cache import BlobCache
 from lxdocker.errors import LxdockerError, RegistryError
-from lxdocker.layerindex import LayerIndex
-from lxdocker.layers import open_layer
-from lxdocker.localsource import DockerArchiveSource, OciLayoutSource
-from lxdocker.oci import (
+from lxdocker.progress import Progress
+from lxdocker.sources import layerindex
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.layerindex import LayerIndex
+from lxdocker.sources.layers import open_layer
+from lxdocker.sources.localsource import DockerArchiveSource, OciLayoutSource
+from lxdocker.sources.oci import (
     Descriptor,
     ImageConfig,
     Index,
@@ -32,9 +33,8 @@ from lxdocker.oci import (
     parse_manifest,
     platform_arch,
 )
-from lxdocker.progress import Progress
-from lxdocker.reference import Reference, parse
-from lxdocker.registry import FetchedManifest, RegistryClient
+from lxdocker.sources.reference import Reference, parse
+from lxdocker.sources.registry import FetchedManifest, RegistryClient
 
 log = logging.getLogger(__name__)
 

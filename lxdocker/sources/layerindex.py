@@ -26,10 +26,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from lxdocker.cache import BlobCache
+from lxdocker.build.tarreader import TarReader
+from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS
 from lxdocker.errors import LayerError
-from lxdocker.tarreader import TarReader
-from lxdocker.tarstream import TAR_ENCODING, TAR_ERRORS
+from lxdocker.sources.cache import BlobCache
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Header:
     type: bytes  # tarfile type flag
     linkname: str
     mode: int  # a directory's mode and group decide those of the directories
-    gid: int  # created in it (setgid inheritance, see lxdocker/plan.py)
+    gid: int  # created in it (setgid inheritance, see lxdocker/build/plan.py)
 
 
 LayerIndex = Sequence[Header]

@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from lxdocker import lxcrootfs
+from lxdocker.build import lxcrootfs
+from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.tarstream import Entry, write_tar
 
 log = logging.getLogger(__name__)
 

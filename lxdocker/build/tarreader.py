@@ -5,7 +5,7 @@ at a truncated header, a corrupt checksum or data missing at the end of a skippe
 member, so a broken layer would flatten into a silently incomplete root
 filesystem. This reader drives `tarfile.TarInfo.fromtarfile` (which still parses
 ustar, GNU long names and PAX headers for us) and makes every short read an error;
-a lone plain header, the common case, is read by lxdocker.tarheader instead
+a lone plain header, the common case, is read by lxdocker.build.tarheader instead
 (same result, half the cost).
 
 Like Go's archive/tar (what umoci and Docker use), a stream that ends cleanly at
@@ -20,9 +20,9 @@ import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
+from lxdocker.build.tarheader import parse_plain
+from lxdocker.build.tarstream import COPY_BUFSIZE, TAR_ENCODING, TAR_ERRORS
 from lxdocker.errors import LayerError
-from lxdocker.tarheader import parse_plain
-from lxdocker.tarstream import COPY_BUFSIZE, TAR_ENCODING, TAR_ERRORS
 
 BLOCK = tarfile.BLOCKSIZE
 _ZERO_BLOCK = bytes(BLOCK)

@@ -26,7 +26,7 @@ from pathlib import Path
 from lxdocker import RECIPE_VERSION
 from lxdocker.config import NAME_RE, ImageFormat
 from lxdocker.errors import StoreError
-from lxdocker.lxdimage import ImageMeta, hash_file, hash_files
+from lxdocker.publish.lxdimage import ImageMeta, hash_file, hash_files
 from lxdocker.versioninfo import (
     LXC_META_FILE,
     LXC_ROOTFS_FILE,

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.lxdimage import file_digest
-from lxdocker.store import complete_versions, set_deltas, version_dir
+from lxdocker.publish.lxdimage import file_digest
+from lxdocker.publish.store import complete_versions, set_deltas, version_dir
 from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name
 
 log = logging.getLogger(__name__)

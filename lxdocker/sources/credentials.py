@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lxdocker.errors import RegistryError
-from lxdocker.reference import DOCKER_HUB
+from lxdocker.sources.reference import DOCKER_HUB
 
 # `docker login` stores Docker Hub under its v1 URL; other tools use these names.
 _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", DOCKER_HUB)

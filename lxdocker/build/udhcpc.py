@@ -7,7 +7,7 @@ and no script of its own (distroless), and busybox's default script path
 
 from __future__ import annotations
 
-from lxdocker.initscript import BUSYBOX
+from lxdocker.build.initscript import BUSYBOX
 
 
 def render_udhcpc_script() -> str:

@@ -21,9 +21,9 @@ from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
-from lxdocker.cache import BlobCache
 from lxdocker.errors import DigestError, LayerError
-from lxdocker.oci import LAYER_GZIP, LAYER_TYPES, LAYER_ZSTD, Descriptor, check_digest
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.oci import LAYER_GZIP, LAYER_TYPES, LAYER_ZSTD, Descriptor, check_digest
 
 inflate: ModuleType = zlib
 # ISA-L's inflate, zlib's API: half zlib's CPU on layers (bench/analysis.md),

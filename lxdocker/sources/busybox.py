@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Literal
 
 from lxdocker.arch import Arch
-from lxdocker.cache import BlobCache
+from lxdocker.build.flatten import flatten
+from lxdocker.build.tarstream import copy_exact
 from lxdocker.errors import LxdockerError, PatchError
-from lxdocker.flatten import flatten
-from lxdocker.pull import ResolvedImage, layer_openers, pull, resolve
-from lxdocker.reference import parse
-from lxdocker.tarstream import copy_exact
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.pull import ResolvedImage, layer_openers, pull, resolve
+from lxdocker.sources.reference import parse
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from lxdocker.errors import DigestError, LxdockerError
-from lxdocker.oci import check_digest
+from lxdocker.sources.oci import check_digest
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def gc(cache: BlobCache, keep: Iterable[str]) -> int:
     """
     live = referenced(cache, keep)
     freed = 0
-    # index/: layer header indexes, named like their blob (lxdocker/layerindex.py).
+    # index/: layer header indexes, named like their blob (lxdocker/sources/layerindex.py).
     for sub in ("blobs/sha256", "partial", "index/sha256"):
         d = cache.root / sub
         if not d.is_dir():

@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lxdocker.build.signals import SIGNALS, normalize_signal
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from lxdocker.signals import SIGNALS, normalize_signal
 
 log = logging.getLogger(__name__)
 

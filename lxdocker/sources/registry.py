@@ -27,10 +27,10 @@ import oras.provider
 import requests
 import urllib3.exceptions
 
-from lxdocker.cache import BlobCache
-from lxdocker.credentials import auth_files, find_credentials
 from lxdocker.errors import DigestError, RegistryError
-from lxdocker.oci import ACCEPT, Descriptor, check_digest, sha256_digest
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.credentials import auth_files, find_credentials
+from lxdocker.sources.oci import ACCEPT, Descriptor, check_digest, sha256_digest
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lxdocker.cache import BlobCache
 from lxdocker.errors import DigestError, RegistryError
-from lxdocker.layers import sniff
-from lxdocker.oci import (
+from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.layers import sniff
+from lxdocker.sources.oci import (
     DOCKER_CONFIG,
     DOCKER_MANIFEST,
     Descriptor,
@@ -34,7 +34,7 @@ from lxdocker.oci import (
     sha256_digest,
     verify_bytes,
 )
-from lxdocker.registry import FetchedManifest
+from lxdocker.sources.registry import FetchedManifest
 
 log = logging.getLogger(__name__)
 

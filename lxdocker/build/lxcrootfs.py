@@ -32,9 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from lxdocker.build.tarstream import COPY_BUFSIZE, NUL, TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, Entry
 from lxdocker.errors import LxdockerError, StoreError, ToolError
-from lxdocker.lxcimage import HOSTNAME_FILE, HOSTS_FILE
-from lxdocker.tarstream import COPY_BUFSIZE, NUL, TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, Entry
+from lxdocker.publish.lxcimage import HOSTNAME_FILE, HOSTS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,6 @@
+"""What gets published (DESIGN section 2, last stage).
+
+LXD's and LXC's metadata tarballs, xdelta3 deltas against earlier versions, and
+the image store: version directories, atomic publishing, pruning. The contract
+with imgserver is lxdocker.versioninfo.
+"""

@@ -1,0 +1,6 @@
+"""Where images come from (DESIGN section 2, first stage).
+
+Image references, registries and local OCI layouts / docker archives, the
+verified content-addressed blob cache, layer blobs as uncompressed tar streams
+with their header indexes, and the static busybox binaries per architecture.
+"""
