@@ -20,7 +20,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
-from lxdocker.build.tarheader import parse_plain
+from lxdocker.build.tarheader import PLAIN_TYPES, parse_plain
 from lxdocker.build.tarstream import COPY_BUFSIZE, TAR_ENCODING, TAR_ERRORS
 from lxdocker.errors import LayerError
 
@@ -30,14 +30,9 @@ _ZERO_BLOCK = bytes(BLOCK)
 # a header claiming gigabytes must not make us allocate them.
 MAX_EXTENDED_HEADER = 16 << 20
 REGULAR_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE})
-KNOWN_TYPES = REGULAR_TYPES | {
-    tarfile.LNKTYPE,
-    tarfile.SYMTYPE,
-    tarfile.CHRTYPE,
-    tarfile.BLKTYPE,
-    tarfile.DIRTYPE,
-    tarfile.FIFOTYPE,
-}
+# The member types a layer may hold: exactly those a plain header describes
+# (whatever extended headers came before it).
+KNOWN_TYPES = PLAIN_TYPES
 
 
 class _Source:
