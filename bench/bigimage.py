@@ -23,6 +23,7 @@ import random
 import tarfile
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,21 +155,12 @@ def layer_plan(scale: float) -> list[list[tuple[str, int]]]:
     return plan
 
 
-def _write_layer(
-    path: Path, files: list[tuple[str, int]], content: _Content, dirs_done: set[str]
-) -> LayerFile:
+def _gz_layer(path: Path, fill: Callable[[tarfile.TarFile], None]) -> LayerFile:
+    """A gzip tar layer at `path` whose members `fill` adds, with its digests."""
     with path.open("wb") as f:
         sink = _GzipSink(f)
         tar = tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        for name, size in files:
-            parts = name.split("/")[:-1]
-            for depth in range(1, len(parts) + 1):
-                d = "/".join(parts[:depth])
-                if d not in dirs_done:
-                    dirs_done.add(d)
-                    _dir(tar, d)
-            data = content.large(-size) if size < 0 else content.text(size)
-            _file(tar, name, data)
+        fill(tar)
         content_size = sink.count
         tar.close()
         sink.finish()
@@ -180,6 +172,23 @@ def _write_layer(
         sink.count,
         content_size,
     )
+
+
+def _write_layer(
+    path: Path, files: list[tuple[str, int]], content: _Content, dirs_done: set[str]
+) -> LayerFile:
+    def fill(tar: tarfile.TarFile) -> None:
+        for name, size in files:
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                d = "/".join(parts[:depth])
+                if d not in dirs_done:
+                    dirs_done.add(d)
+                    _dir(tar, d)
+            data = content.large(-size) if size < 0 else content.text(size)
+            _file(tar, name, data)
+
+    return _gz_layer(path, fill)
 
 
 def build(workdir: Path, scale: float) -> BigImage:
@@ -230,22 +239,7 @@ def with_update(image: BigImage, workdir: Path, scale: float, data: bytes) -> Bi
     """The image plus one upstream layer that replaces the first small file with
     `data`: a one-file app release (the delta benchmark's v2)."""
     name = layer_plan(scale)[0][0][0]
-    path = workdir / "update.tar.gz"
-    with path.open("wb") as f:
-        sink = _GzipSink(f)
-        tar = tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
-        _file(tar, name, data)
-        content_size = sink.count
-        tar.close()
-        sink.finish()
-    layer = LayerFile(
-        path,
-        "sha256:" + sink.gz_hash.hexdigest(),
-        sink.gz_size,
-        "sha256:" + sink.raw_hash.hexdigest(),
-        sink.count,
-        content_size,
-    )
+    layer = _gz_layer(workdir / "update.tar.gz", lambda tar: _file(tar, name, data))
     return _assemble((*image.layers, layer), scale)
 
 
