@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from imgserver import tls
 from lxdocker.errors import CertificateError, ServerError
@@ -92,15 +92,9 @@ def make_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, f"imgserver CA {sans[0]}"),
         ]
     )
-    now = datetime.datetime.now(datetime.UTC)
+    not_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        tls.cert_builder(subject, subject, key, not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -130,7 +124,6 @@ def issue(
     days: int = SERVER_DAYS,
 ) -> x509.Certificate:
     """A server certificate for `sans` signed by the CA."""
-    names = [tls.san(s) for s in sans]
     now = datetime.datetime.now(datetime.UTC)
     # Go refuses a chain whose root expired: the CA's end is the end for all it issued.
     not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
@@ -139,21 +132,8 @@ def issue(
         aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(aki, critical=False)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(not_after)
-    )
-    return builder.sign(ca_key, hashes.SHA384())
+    builder = tls.server_cert_builder(sans, key, ca_cert.subject, not_after)
+    return builder.add_extension(aki, critical=False).sign(ca_key, hashes.SHA384())
 
 
 def _write_server(

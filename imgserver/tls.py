@@ -219,6 +219,45 @@ def san(value: str) -> x509.GeneralName:
     return x509.DNSName(value)
 
 
+def cert_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    not_after: datetime.datetime,
+) -> x509.CertificateBuilder:
+    """Subject, issuer, public key and a random serial, valid from five minutes
+    ago (a client's clock may run a little behind) until `not_after`."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(not_after)
+    )
+
+
+def server_cert_builder(
+    sans: Sequence[str],
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    not_after: datetime.datetime,
+) -> x509.CertificateBuilder:
+    """A server certificate for `sans` (the first one is the CN): not a CA,
+    serverAuth only, with its subject key identifier; still to be signed."""
+    names = [san(s) for s in sans]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])])
+    return (
+        cert_builder(subject, issuer, key, not_after)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
 def generate(out: Path, sans: Sequence[str], days: int = 3650) -> tuple[Path, Path]:
     """Write a self-signed EC P-384 certificate and key to `out`; return their paths.
 
@@ -227,24 +266,10 @@ def generate(out: Path, sans: Sequence[str], days: int = 3650) -> tuple[Path, Pa
     """
     if not sans:
         raise ServerError("gencert needs at least one --san (a DNS name or IP address)")
-    names = [san(s) for s in sans]
     key = ec.generate_private_key(ec.SECP384R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA384())
-    )
+    self_signed = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])])
+    not_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
+    cert = server_cert_builder(sans, key, self_signed, not_after).sign(key, hashes.SHA384())
     try:
         out.mkdir(parents=True, exist_ok=True)
         key_path, cert_path = out / KEY_FILE, out / CERT_FILE
