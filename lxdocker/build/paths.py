@@ -64,7 +64,8 @@ def parent(path: str) -> str:
     posixpath.dirname gives the same for canonical names (no leading, trailing
     or doubled slashes) at three times the cost; the plan calls this per entry.
     """
-    return path[: path.rfind("/")] if "/" in path else ROOT
+    slash = path.rfind("/")
+    return path[:slash] if slash >= 0 else ROOT
 
 
 def basename(path: str) -> str:

@@ -83,12 +83,11 @@ class _Gunzip:
         self._lib = lib = lib or inflate
         self._d = lib.decompressobj(16 + lib.MAX_WBITS)
         self._in = b""  # compressed input not yet given to `_d`
-        self._between = False  # the last member ended; the next may follow
 
     def read(self, size: int = -1, /) -> bytes:
         limit = size if size > 0 else _CHUNK
         while True:
-            if self._between:
+            if self._d.eof:  # the member ended; another may follow
                 data = self._in or self._raw.read(_CHUNK)
                 self._in = data.lstrip(b"\0")
                 if not data:
@@ -96,7 +95,6 @@ class _Gunzip:
                 if not self._in:
                     continue
                 self._d = self._lib.decompressobj(16 + self._lib.MAX_WBITS)
-                self._between = False
             d = self._d
             data = d.unconsumed_tail or self._in or self._raw.read(_CHUNK)
             self._in = b""
@@ -107,7 +105,7 @@ class _Gunzip:
             except self._lib.error as e:
                 raise _GzipError(f"not valid gzip data: {e}") from None
             if d.eof:
-                self._between, self._in = True, d.unused_data
+                self._in = d.unused_data
             if out:
                 return out
 
