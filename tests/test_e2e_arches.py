@@ -25,7 +25,7 @@ import pytest
 
 from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
-from tests.helpers.initrun import RunningInit, foreign_arch, need_namespaces
+from tests.helpers.initrun import RunningInit, foreign_arch, need_namespaces, udhcpd_config
 from tests.helpers.lxd import Lxd, Scratch
 from tests.helpers.registry import RunningRegistry, push_index
 from tests.helpers.site import BB, HOST, Site
@@ -127,13 +127,7 @@ def test_foreign_image_boots_under_qemu_gets_a_lease_and_serves(
     need_namespaces()
     root = _unpack(converted, arch, tmp_path / "root")
     assert (root / "busybox-lxd").read_bytes() == static_busybox(arch).read_bytes()
-    conf = tmp_path / "udhcpd.conf"
-    conf.write_text(
-        "start 192.0.2.10\nend 192.0.2.20\ninterface peer0\n"
-        f"lease_file {tmp_path}/leases\npidfile {tmp_path}/udhcpd.pid\n"
-        "option subnet 255.255.255.0\noption router 192.0.2.1\noption dns 192.0.2.53\n"
-    )
-    (tmp_path / "leases").touch()
+    conf = udhcpd_config(tmp_path, "peer0")
     ip, mount = shutil.which("ip") or "ip", shutil.which("mount") or "mount"
     # udhcpd is the host's (amd64) busybox: it runs natively beside the emulated init.
     pre_boot = (

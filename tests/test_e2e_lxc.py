@@ -31,6 +31,7 @@ from lxdocker.publish.store import complete_versions
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers import apps
 from tests.helpers.imgserver import RunningServer
+from tests.helpers.initrun import udhcpd_config
 from tests.helpers.lxchost import BB, LxcHost, need_lxc
 from tests.helpers.registry import RunningRegistry, push_image
 
@@ -197,13 +198,7 @@ def test_veth_gets_a_dhcp_lease_from_udhcpd(site: LxcSite, netns: str, tmp_path:
         "dhcp", "app", "lxc.net.0.type = veth", f"lxc.net.0.veth.pair = {pair}",
         "lxc.net.0.name = eth0",
     )  # fmt: skip
-    conf = tmp_path / "udhcpd.conf"
-    conf.write_text(
-        f"start 192.0.2.10\nend 192.0.2.20\ninterface {pair}\n"
-        f"lease_file {tmp_path}/leases\npidfile {tmp_path}/udhcpd.pid\n"
-        "option subnet 255.255.255.0\noption router 192.0.2.1\n"
-    )
-    (tmp_path / "leases").touch()
+    conf = udhcpd_config(tmp_path, pair)
     site.host.start(c)
     ip = shutil.which("ip") or "ip"
     in_ns = [ip, "netns", "exec", netns]

@@ -31,6 +31,7 @@ from tests.helpers.initrun import (
     make_rootfs,
     need_namespaces,
     run_init,
+    udhcpd_config,
     wait_for,
 )
 
@@ -368,13 +369,7 @@ def test_realinit_is_bind_mounted_back(tmp_path: Path) -> None:
 def test_boot_gets_a_dhcp_lease_on_eth0_in_the_background(tmp_path: Path) -> None:
     # A real busybox udhcpd on the other end of a veth, in the init's own netns,
     # serving documentation addresses (192.0.2.0/24).
-    conf = tmp_path / "udhcpd.conf"
-    conf.write_text(
-        "start 192.0.2.10\nend 192.0.2.20\ninterface peer0\n"
-        f"lease_file {tmp_path}/leases\npidfile {tmp_path}/udhcpd.pid\n"
-        "option subnet 255.255.255.0\noption router 192.0.2.1\noption dns 192.0.2.53\n"
-    )
-    (tmp_path / "leases").touch()
+    conf = udhcpd_config(tmp_path, "peer0")
     ip = shutil.which("ip") or "ip"
     pre_boot = (
         f"{ip} link add eth0 type veth peer name peer0 && {ip} link set peer0 up && "

@@ -183,3 +183,16 @@ def wait_for(path: Path, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} did not appear")
         time.sleep(0.02)
+
+
+def udhcpd_config(directory: Path, interface: str) -> Path:
+    """A busybox udhcpd config serving documentation addresses (192.0.2.0/24, RFC
+    5737) on `interface`, with its lease file; DNS server 192.0.2.53."""
+    conf = directory / "udhcpd.conf"
+    conf.write_text(
+        f"start 192.0.2.10\nend 192.0.2.20\ninterface {interface}\n"
+        f"lease_file {directory}/leases\npidfile {directory}/udhcpd.pid\n"
+        "option subnet 255.255.255.0\noption router 192.0.2.1\noption dns 192.0.2.53\n"
+    )
+    (directory / "leases").touch()
+    return conf
