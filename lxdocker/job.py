@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
+from lxdocker.build.contract import runtime
 from lxdocker.build.flatten import flatten
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
@@ -253,6 +254,7 @@ def convert_arch(
             meta=meta,
             busybox=busybox.provenance(),
             lxc=wants_lxc(spec, cfg),
+            runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
         )
 
         def build(tmpdir: Path) -> None:

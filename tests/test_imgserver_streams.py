@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from imgserver import streams
-from lxdocker.versioninfo import ROOTFS_FILES, Artifact, VersionInfo, delta_name
+from lxdocker.versioninfo import ROOTFS_FILES, Artifact, Runtime, VersionInfo, delta_name
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -266,3 +267,27 @@ def test_encoding_is_compact_json_on_one_line() -> None:
     # No whitespace between tokens: only what the strings themselves hold.
     assert data == json.dumps(doc, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     assert len(data) < 0.85 * len(json.dumps(doc, indent=1, sort_keys=True))
+
+
+@pytest.mark.parametrize(
+    ("runtime", "text"),
+    [
+        (Runtime(("/data", "/var/lib/db"), ("80/tcp", "53/udp"), True),
+         "VOLUME /data /var/lib/db; EXPOSE 80/tcp 53/udp; HEALTHCHECK"),
+        (Runtime(("/my data", "/50%;x"),), "VOLUME /my%20data /50%25%3Bx"),
+        (Runtime(ports=("8080/tcp",)), "EXPOSE 8080/tcp"),
+        (Runtime(), ""),
+        (None, ""),  # a version from before the contract was recorded
+    ],
+)  # fmt: skip
+def test_the_label_states_volumes_ports_and_healthcheck(runtime: Runtime | None, text: str) -> None:
+    assert streams.label(runtime) == text
+
+
+def test_the_contract_is_the_version_s_label_which_lxd_shows_as_a_property() -> None:
+    with_runtime = dataclasses.replace(CATALOG[1], runtime=Runtime(("/data",), ("80/tcp",), False))
+    versions = streams.images_doc([CATALOG[0], with_runtime])["products"]["lxdocker:nginx:amd64"][
+        "versions"
+    ]
+    assert versions["20260102_0800"]["label"] == "VOLUME /data; EXPOSE 80/tcp"
+    assert "label" not in versions["20260101_1200"]

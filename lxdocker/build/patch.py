@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
-from lxdocker.build.contract import render_volumes, volume_paths
+from lxdocker.build.contract import healthcheck_command, render_volumes, volume_paths
 from lxdocker.build.initscript import (
     BUSYBOX,
     HEALTHCHECK_SCRIPT,
@@ -168,28 +168,6 @@ def patch(
     request = run_config(image_config, spec)
     volumes = volume_paths(image_config, image=spec.image)
     return _patch(entries, request, spec, busybox, healthcheck_command(image_config), volumes)
-
-
-def healthcheck_command(image_config: Mapping[str, Any]) -> str:
-    """The image config's `Healthcheck.Test` as one command for `sh -c` ("" for none).
-
-    Docker's forms (Dockerfile reference, HEALTHCHECK): ["CMD", arg, ...] runs the
-    argv as is (quoted here, so the shell gives the same argv), ["CMD-SHELL", cmd]
-    runs cmd with the shell, ["NONE"] or no Test disables the check (also one
-    inherited from a base image). Anything else is no check rather than a guess."""
-    check = image_config.get("Healthcheck")
-    test = check.get("Test") if isinstance(check, dict) else None
-    if not isinstance(test, list) or not test or not all(isinstance(t, str) for t in test):
-        return ""
-    if any("\0" in t for t in test):
-        return ""
-    words: list[str] = test
-    kind, args = words[0], words[1:]
-    if kind == "CMD" and args:
-        return " ".join(sh_quote(a) for a in args)
-    if kind == "CMD-SHELL" and len(args) == 1 and args[0].strip():
-        return args[0]
-    return ""
 
 
 def render_healthcheck(command: str, path: str) -> str:
