@@ -139,8 +139,24 @@ def version_doc(info: VersionInfo, listed: frozenset[str]) -> Doc:
     return doc
 
 
+def distinct(versions: Sequence[VersionInfo]) -> list[VersionInfo]:
+    """One version per fingerprint, the newest. An upstream tag that moves back to a
+    digest already published (a withdrawn release: v1, v2, v1) makes the converter
+    build v1 again, byte for byte, as a new version; listing both makes LXD 5.0 and
+    Incus 6.0 refuse the image ("More than one match for the provided partial
+    fingerprint"), for launches and auto-updates alike. The newest key keeps it the
+    newest version, so hosts on v2 go back to it."""
+    newest: dict[str, VersionInfo] = {}
+    for v in sorted(versions, key=lambda v: v.version):
+        newest.pop(v.fingerprint, None)
+        newest[v.fingerprint] = v
+    return list(newest.values())
+
+
 def product(versions: Sequence[VersionInfo]) -> Doc:
-    """One product from all versions of one image and arch; fields from the newest."""
+    """One product from all versions of one image and arch (one per fingerprint:
+    `distinct`); fields from the newest."""
+    versions = distinct(versions)
     newest = max(versions, key=lambda v: v.version)
     # Empty os/release/variant sort wrongly in LXD's image lists: always set them.
     release = newest.release or newest.tag or "latest"
