@@ -62,7 +62,7 @@ def _table(versions: Sequence[VersionInfo], remote: str) -> str:
         "<th>Launch</th></tr>"
     )
     rows = []
-    newest_first = sorted(versions, key=lambda v: v.version, reverse=True)
+    newest_first = sorted(streams.listed(versions), key=lambda v: v.version, reverse=True)
     for v in sorted(newest_first, key=lambda v: (v.name, v.arch)):  # stable: keeps newest first
         cells = [
             escape(v.name),

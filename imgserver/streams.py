@@ -173,6 +173,12 @@ def product(versions: Sequence[VersionInfo]) -> Doc:
     }
 
 
+def listed(versions: Iterable[VersionInfo]) -> list[VersionInfo]:
+    """The versions the index lists: per image and arch, one per fingerprint."""
+    return [v for _, group in groupby(sorted(versions, key=product_id), product_id)
+            for v in distinct(list(group))]  # fmt: skip
+
+
 def products(versions: Iterable[VersionInfo]) -> Doc:
     def key(v: VersionInfo) -> str:
         return product_id(v)

@@ -272,6 +272,11 @@ def convert_arch(
 
         info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
         log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
+        same = [v.version for v in versions if v.fingerprint == info.fingerprint]
+        if same:
+            # The upstream tag went back to a digest built before: same bytes, and
+            # imgserver lists only the newest version of a fingerprint (streams.distinct).
+            log.info("%s: %s is the same image as %s again", label, info.version, same[-1])
         return SpecResult(
             spec.name,
             "built",

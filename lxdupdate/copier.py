@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -230,3 +231,105 @@ def _copy_data(sfd: int, dfd: int, size: int) -> int:
         pos = end
     os.ftruncate(dfd, size)
     return copied
+
+
+# -- a container's paths, seen from the host ------------------------------------------
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def mount_points(mountinfo: bytes) -> list[str]:
+    """The mount points of a /proc/<pid>/mountinfo (the process's own view), with
+    its octal escapes for space, tab, newline and backslash undone (proc(5))."""
+    out = []
+    for line in mountinfo.splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            raw = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            out.append(raw.decode("utf-8", "surrogateescape"))
+    return out
+
+
+def _below(mounts: Sequence[str], path: str) -> set[str]:
+    """The other mounts below `path`, relative to it ("/cache")."""
+    return {m[len(path) :] for m in mounts if m.startswith(path.rstrip("/") + "/")}
+
+
+def _open_container(pid: int) -> tuple[int, list[str]]:
+    """The container's root directory (through /proc/<pid>/root) and its mounts."""
+    root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with open(f"/proc/{pid}/mountinfo", "rb") as f:
+            return root, mount_points(f.read())
+    except BaseException:
+        os.close(root)
+        raise
+
+
+def measure(pid: int, paths: Sequence[str]) -> list[int]:
+    """Bytes under each path of the running container `pid` (its other mounts left
+    out; 0 for a path that is not a directory)."""
+    try:
+        root, mounts = _open_container(pid)
+    except OSError as e:
+        raise CopyError(f"cannot reach the container's files from the host: {e}") from None
+    sizes = []
+    try:
+        for path in paths:
+            try:
+                fd = open_below(root, path)
+            except (CopyError, OSError):
+                sizes.append(0)
+                continue
+            try:
+                sizes.append(tree_size(fd, _below(mounts, path)))
+            finally:
+                os.close(fd)
+    except OSError as e:
+        raise CopyError(f"{e.filename or 'the container'}: {e.strerror or e}") from None
+    finally:
+        os.close(root)
+    return sizes
+
+
+def copy_paths(
+    pid: int,
+    pairs: Sequence[tuple[str, str]],
+    room: Callable[[list[int]], None],
+    on_entry: Callable[[str], None] | None = None,
+) -> list[int]:
+    """In the running container `pid`, copy each (source, destination) directory's
+    contents into the other (an empty mount), after `room(sizes)` accepted the sizes
+    (it raises CopyError when they do not fit); then sync. Blocking: run it in a
+    thread. Returns the bytes of each source."""
+    fds: list[int] = []
+    try:
+        root, mounts = _open_container(pid)
+        fds.append(root)
+        jobs, sizes = [], []
+        for src_path, dst_path in pairs:
+            src = open_below(root, src_path)
+            fds.append(src)
+            dst = open_below(root, dst_path)
+            fds.append(dst)
+            skip = _below(mounts, src_path)
+            jobs.append((src, dst, skip))
+            sizes.append(tree_size(src, skip))
+        room(sizes)
+        for src, dst, skip in jobs:
+            copy_tree(src, dst, skip=skip, on_entry=on_entry)
+        os.sync()  # on disk before the caller's journal says the copy is complete
+        return sizes
+    except OSError as e:
+        raise CopyError(f"{e.filename or 'the container'}: {e.strerror or e}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

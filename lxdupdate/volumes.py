@@ -35,7 +35,7 @@ from typing import Any
 
 from lxdupdate import contract, image, instance, storage
 from lxdupdate.client import Client
-from lxdupdate.copier import CopyError, copy_tree, open_below, tree_size
+from lxdupdate.copier import CopyError, copy_paths, human, measure
 from lxdupdate.errors import ApiError, MoveError
 from lxdupdate.instance import BB, Instance
 from lxdupdate.journal import Journal
@@ -169,6 +169,15 @@ class Mover:
             problems.append(f"its image has no {BB}")
         if os.geteuid() != 0:
             problems.append("lxdocker-update must run as root to copy it")
+        elif pool and not problems and inst.running:
+            # Measured now, with the app still running: a move that cannot fit
+            # changes nothing, not even a restart.
+            pid = await instance.init_pid(self.client, inst.name)
+            try:
+                sizes = await asyncio.to_thread(measure, pid, [m.path for m in moves])
+                _room(sizes, await storage.free_bytes(self.client, pool))
+            except CopyError as e:
+                problems.append(str(e))
         plan = Plan(
             inst.name,
             pool or "default",
@@ -216,7 +225,15 @@ class Mover:
             await instance.start(self.client, plan.instance)
             plan = self._step(plan, "move-copy")
             pid = await instance.init_pid(self.client, plan.instance)
-            sizes = await asyncio.to_thread(_copy_all, pid, plan, await self._free(plan))
+            free = await self._free(plan)
+            on_entry = _kill if os.environ.get(KILL_ENV) == "move-copying" else None
+            pairs = [(m.path, m.temp_path) for m in plan.moves]
+            try:
+                sizes = await asyncio.to_thread(
+                    copy_paths, pid, pairs, lambda sizes: _room(sizes, free), on_entry
+                )
+            except CopyError as e:
+                raise MoveError(str(e)) from None
         except (MoveError, ApiError) as e:
             log.error("%s: moving %s failed: %s; undoing it", plan.instance, plan.describe(), e)
             await self.undo(plan)
@@ -227,7 +244,7 @@ class Mover:
             log.info(
                 "%s: %s (%s) is now in the custom volume %s/%s; deleting %s leaves it:"
                 " `%s storage volume delete %s %s` removes it",
-                plan.instance, m.path, _human(size), plan.pool, m.volume, plan.instance,
+                plan.instance, m.path, human(size), plan.pool, m.volume, plan.instance,
                 self.cli, plan.pool, m.volume,
             )  # fmt: skip
         return ""
@@ -284,61 +301,13 @@ class Mover:
         return plan.instance
 
 
-def _mounts(pid: int) -> list[str]:
-    """Mount points inside the container (its view), from /proc/<pid>/mountinfo."""
-    out = []
-    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4:
-                # Octal escapes for space, tab, newline and backslash (proc_pid_mountinfo(5)).
-                out.append(fields[4].encode().decode("unicode_escape"))
-    return out
-
-
-def _copy_all(pid: int, plan: Plan, free: int | None) -> list[int]:
-    """Copy every path into its temporary mount (blocking: run in a thread); the
-    bytes each one holds."""
-    on_entry = _kill if os.environ.get(KILL_ENV) == "move-copying" else None
-    fds: list[int] = []
-    try:
-        root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
-        fds.append(root)
-        mounts = _mounts(pid)
-        jobs, sizes = [], []
-        for m in plan.moves:
-            skip = {p[len(m.path) :] for p in mounts if p.startswith(m.path + "/")}
-            src = open_below(root, m.path)
-            fds.append(src)
-            dst = open_below(root, m.temp_path)
-            fds.append(dst)
-            jobs.append((src, dst, skip))
-            sizes.append(tree_size(src, skip))
-        need = int(sum(sizes) * MARGIN) + SLACK
-        if free is not None and need > free:
-            raise MoveError(f"it needs {_human(need)}, the pool has {_human(free)} free")
-        for src, dst, skip in jobs:
-            copy_tree(src, dst, skip=skip, on_entry=on_entry)
-        os.sync()  # on disk before the journal says the copy is complete
-        return sizes
-    except CopyError as e:
-        raise MoveError(str(e)) from None
-    except OSError as e:
-        raise MoveError(f"{e.filename or 'the container'}: {e.strerror or e}") from None
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def _kill(_path: str) -> None:
     """Test-only (KILL_ENV=move-copying): die in the middle of the copy."""
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+def _room(sizes: list[int], free: int | None) -> None:
+    """Refuse a copy the pool has no room for (the copy needs its bytes and some)."""
+    need = int(sum(sizes) * MARGIN) + SLACK
+    if free is not None and need > free:
+        raise CopyError(f"it needs {human(need)}, the pool has {human(free)} free")

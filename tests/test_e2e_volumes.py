@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import urllib.request
 
 import pytest
@@ -212,3 +213,58 @@ def test_volumes_survive_updates_rollbacks_and_kills_and_a_tag_may_move_back(
         site.close()
         for v in s.volumes:
             w.lxd.lxc("storage", "volume", "delete", "default", v, check=False)
+
+
+@pytest.mark.timeout(1200)
+def test_a_move_that_does_not_fit_is_skipped_changing_nothing_unless_discarded(
+    daemon_scratch: Scratch, registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The root pool (a 40 MiB tmpfs) has no room for the data: the instance is
+    skipped with the commands to move it by hand, and nothing changes (not even a
+    restart); user.lxdocker.volumes=discard updates it without the data."""
+    apps.need_busybox()
+    root = tmp_path_factory.mktemp("e2e-volumes-full")
+    site = Site(root, registry, daemon_scratch)
+    w = World(site, root / "state")
+    lxc = site.lxc
+    disk = root / "pool"
+    disk.mkdir()
+    pool = daemon_scratch.name("pool")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], check=True)
+    try:
+        (disk / "dir").mkdir()
+        lxc("storage", "create", pool, "dir", f"source={disk}/dir")
+        w.publish("notes", "", image=apps.stateful_image("notes v1\n"))
+        site.serve()
+        name = site.scratch.name("full")
+        lxc("launch", f"{site.remote}:notes", name, "-s", pool, "-c", "user.lxdocker.update=true")
+        site.wait_sh(name, f"{BB} test -s {apps.BOOTS}")
+        site.sh(name, f"{BB} dd if=/dev/urandom of=/data/big bs=1M count=12 2>/dev/null")
+        big = site.sh(name, f"{BB} md5sum /data/big")
+        v2 = w.publish("notes", "", image=apps.stateful_image("notes v2\n"))
+        proc = w.update("--instance", name)
+        assert proc.returncode == 0, proc.stderr
+        out = w.outcomes(proc)[name]
+        assert out["action"] == "skipped", out
+        for needle in ("VOLUME /data", "the pool has", "free", f"storage volume create {pool}",
+                       "user.lxdocker.volumes=discard"):  # fmt: skip
+            assert needle in out["message"], (needle, out)
+        # Nothing changed: same image, same data, no volume, no restart.
+        assert w.get(name, "volatile.base_image") != v2
+        assert site.sh(name, f"{BB} md5sum /data/big") == big
+        assert site.sh(name, f"cat {apps.BOOTS}") == "boot notes v1\n"
+        volumes = json.loads(lxc("storage", "volume", "list", pool, "--format", "json"))
+        assert not [v for v in volumes if v["type"] == "custom"], volumes
+        assert lxc("config", "get", name, "raw.lxc").strip() == ""
+        # On purpose: the data goes with the old root.
+        lxc("config", "set", name, "user.lxdocker.volumes=discard")
+        proc = w.update("--instance", name)
+        out = w.outcomes(proc)[name]
+        assert (out["action"], out["new"]) == ("updated", v2), out
+        assert "user.lxdocker.volumes=discard: the data in /data is not kept" in proc.stderr
+        assert site.sh(name, f"cat {apps.BOOTS}") == "boot notes v2\n"
+        assert site.sh(name, "cat /data/seed") == "seeded by the image\n"
+    finally:
+        site.close()
+        daemon_scratch.lxd.lxc("storage", "delete", pool, check=False)
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -302,7 +302,8 @@ async def test_landing_page_shows_each_version_s_volumes_and_ports(
     root = tmp_path / "lxdimages"
     contract = Runtime(("/data",), ("80/tcp",), True)
     for version, runtime in (("20260101_0000", None), ("20260102_0000", contract)):
-        write_version(root, "notes", "amd64", version, meta=META, rootfs=ROOTFS, runtime=runtime)
+        rootfs = ROOTFS + version.encode()  # two images, two fingerprints
+        write_version(root, "notes", "amd64", version, meta=META, rootfs=rootfs, runtime=runtime)
     config = ServerConfig(lxdimages=root, cert=cert[0], key=cert[1])
     client = await aiohttp_client(create_app(config))
     html = await (await client.get("/")).text()

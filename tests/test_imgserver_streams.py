@@ -291,3 +291,22 @@ def test_the_contract_is_the_version_s_label_which_lxd_shows_as_a_property() -> 
     ]
     assert versions["20260102_0800"]["label"] == "VOLUME /data; EXPOSE 80/tcp"
     assert "label" not in versions["20260101_1200"]
+
+
+def test_a_fingerprint_is_listed_once_in_its_newest_version() -> None:
+    """A tag moved back to a digest already published (v1, v2, v1): the rebuild is
+    byte-identical, and LXD and Incus refuse an image listed twice."""
+    v1, v2 = CATALOG[0], CATALOG[1]
+    again = dataclasses.replace(
+        v1,
+        version="20260103_0000",
+        artifacts=(*v1.artifacts, Artifact("delta", delta_name(v2.version), 9, h("d"), v2.version)),
+    )
+    versions = streams.images_doc([v1, v2, again])["products"]["lxdocker:nginx:amd64"]["versions"]
+    assert sorted(versions) == [v2.version, again.version]
+    fingerprints = [v["items"]["lxd.tar.xz"]["combined_squashfs_sha256"] for v in versions.values()]
+    assert sorted(fingerprints) == sorted([v1.fingerprint, v2.fingerprint])
+    # v2's delta from the hidden v1 is not listed; the new one's from v2 is.
+    assert not any(i["ftype"] == "squashfs.vcdiff" for i in versions[v2.version]["items"].values())
+    assert versions[again.version]["items"][f"delta-{v2.version}"]["delta_base"] == v2.version
+    assert streams.listed([again, v2, v1, CATALOG[2]]) == [v2, again, CATALOG[2]]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lxdupdate.copier import CopyError, copy_tree, open_below, tree_size
+from lxdupdate.copier import CopyError, copy_tree, mount_points, open_below, tree_size
 
 # `setcap cap_net_bind_service+ep` (VFS_CAP_REVISION_2), as getfattr prints it.
 CAPABILITY = base64.b64decode("AQAAAgAEAAAAAAAAAAAAAAAAAAA=")
@@ -178,3 +178,12 @@ def test_tree_size_counts_allocated_bytes_once_per_inode(tmp_path: Path) -> None
         os.close(fd)
     assert 1_100_000 <= full < 1_200_000
     assert 100_000 <= skipped < 200_000
+
+
+def test_mount_points_undo_the_kernel_s_escapes() -> None:
+    mountinfo = (
+        b"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        b"2 1 8:1 /srv/v /data/my\\040files rw - ext4 /dev/sda1 rw\n"
+        b"3 1 8:1 /x /data/caf\xc3\xa9\\134x rw - ext4 /dev/sda1 rw\n"
+    )
+    assert mount_points(mountinfo) == ["/", "/data/my files", "/data/café\\x"]
