@@ -71,6 +71,9 @@ class Plan:
     was_running: bool
     raw_lxc: str | None  # the instance's local raw.lxc before (None: unset)
     cli: str  # "lxc" or "incus", for messages
+    # raw.lxc while only the sleep runs: what the instance had (a profile's too:
+    # a local key replaces the profile's), then the init.
+    helper_raw: str = HELPER_INIT
     step: str = "plan"
     steps: list[str] = field(default_factory=list)
 
@@ -185,6 +188,7 @@ class Mover:
             inst.running,
             inst.config.get(RAW_LXC),
             self.cli,
+            "\n".join(x for x in (inst.expanded_config.get(RAW_LXC), HELPER_INIT) if x),
         )
         if problems:
             return Decision(plan, skip=self.skip_message(plan, "; ".join(problems)))
@@ -219,9 +223,8 @@ class Mover:
             plan = self._step(plan, "move-stop")
             await instance.stop(self.client, plan.instance)
             plan = self._step(plan, "move-helper")
-            raw = "\n".join(x for x in (plan.raw_lxc, HELPER_INIT) if x)
             temp = {m.temp_device: self._disk(plan, m, m.temp_path) for m in plan.moves}
-            await instance.edit(self.client, plan.instance, {RAW_LXC: raw}, dict(temp))
+            await instance.edit(self.client, plan.instance, {RAW_LXC: plan.helper_raw}, dict(temp))
             await instance.start(self.client, plan.instance)
             plan = self._step(plan, "move-copy")
             pid = await instance.init_pid(self.client, plan.instance)

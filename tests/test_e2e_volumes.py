@@ -143,6 +143,10 @@ def test_volumes_survive_updates_rollbacks_and_kills_and_a_tag_may_move_back(
         assert not s.has_volume(n2) and s.data_device(n2) is None
         assert lxc("config", "get", n2, "raw.lxc").strip() == ""
         assert site.sh(n2, "cat /data/precious") == "written by the app\n"  # in the root
+        assert (
+            site.sh(n2, f"{BB} ls -a /", check=False).split()
+            == site.sh(n1, f"{BB} ls -a /").split()
+        )
         assert w.get(n2, "volatile.base_image") == v1
         s.update("--instance", n2, kill="move-copied")
         s.update("--instance", "none")  # finishes the move
