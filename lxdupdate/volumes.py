@@ -261,7 +261,7 @@ class Mover:
     async def finish(self, plan: Plan) -> None:
         """From the synced copy on: the volumes take the paths (idempotent)."""
         plan = self._step(plan, "move-attach")
-        await instance.force_stop(self.client, plan.instance)
+        await self._stop_helper(plan)
         devices: dict[str, dict[str, str] | None] = {m.temp_device: None for m in plan.moves}
         devices |= {m.device: self._disk(plan, m, m.path) for m in plan.moves}
         await instance.edit(self.client, plan.instance, {RAW_LXC: plan.raw_lxc}, devices)
@@ -271,7 +271,7 @@ class Mover:
     async def undo(self, plan: Plan) -> None:
         """Before the copy was complete: back to how it was (idempotent)."""
         plan = self._step(plan, "move-undo")
-        await instance.force_stop(self.client, plan.instance)
+        await self._stop_helper(plan)
         devices: dict[str, dict[str, str] | None] = {m.temp_device: None for m in plan.moves}
         await instance.edit(self.client, plan.instance, {RAW_LXC: plan.raw_lxc}, devices)
         for m in plan.moves:
@@ -279,6 +279,14 @@ class Mover:
             await storage.delete_ours(self.client, plan.pool, m.volume, mark)
         await self._tidy(plan)
         self.journal.clear()
+
+    async def _stop_helper(self, plan: Plan) -> None:
+        """Stop the instance if it runs (or would start) with the sleep as init; an
+        app that runs as usual (killed before the helper, or after the attach) is
+        left alone."""
+        inst = await instance.get(self.client, plan.instance)
+        if inst is not None and HELPER_INIT in inst.config.get(RAW_LXC, ""):
+            await instance.force_stop(self.client, plan.instance)
 
     async def _tidy(self, plan: Plan) -> None:
         """The temporary mount points LXD made in the root; the state as it was."""

@@ -35,6 +35,9 @@ from tests.helpers.updater import IMAGES_JSON, World
 pytestmark = [pytest.mark.lxd, pytest.mark.registry]
 
 CONTRACT = "VOLUME /data; EXPOSE 80/tcp; HEALTHCHECK"
+# The move's journaled steps a SIGKILL there undoes ("move-copying": in the middle
+# of the copy, after its first file); "move-copied" and "move-attach" are finished.
+UNDONE = ("move-plan", "move-create", "move-stop", "move-helper", "move-copy", "move-copying")
 MOVE = "move.json"
 
 
@@ -135,19 +138,21 @@ def test_volumes_survive_updates_rollbacks_and_kills_and_a_tag_may_move_back(
         assert f"first moves /data into default/{n1}-data" in out["message"], out
         assert not s.has_volume(n1)
 
-        # -- SIGKILL during the move: in the middle of the copy, then after it -------
-        s.update("--instance", n2, kill="move-copying")
-        assert (w.state / MOVE).exists()
-        s.update("--instance", "none")  # recovers, updates nothing
-        assert not (w.state / MOVE).exists()
-        assert not s.has_volume(n2) and s.data_device(n2) is None
-        assert lxc("config", "get", n2, "raw.lxc").strip() == ""
-        assert site.sh(n2, "cat /data/precious") == "written by the app\n"  # in the root
-        assert (
-            site.sh(n2, f"{BB} ls -a /", check=False).split()
-            == site.sh(n1, f"{BB} ls -a /").split()
-        )
-        assert w.get(n2, "volatile.base_image") == v1
+        # -- SIGKILL at every step of the move, then a run that only recovers ------
+        # Until the copy is complete and synced: undone, the data wholly in the root.
+        for step in UNDONE:
+            s.update("--instance", n2, kill=step)
+            assert (w.state / MOVE).exists(), step
+            s.update("--instance", "none")  # recovers, updates nothing
+            assert not (w.state / MOVE).exists(), step
+            assert not s.has_volume(n2) and s.data_device(n2) is None, step
+            assert lxc("config", "get", n2, "raw.lxc").strip() == "", step
+            assert w.status(n2) == "RUNNING", step
+            assert site.sh(n2, "cat /data/precious") == "written by the app\n", step
+            root_now = site.sh(n2, f"{BB} ls -a /").split()
+            assert root_now == site.sh(n1, f"{BB} ls -a /").split(), step  # no leftovers
+            assert w.get(n2, "volatile.base_image") == v1, step
+        # From then on: finished, the data wholly in the volume.
         s.update("--instance", n2, kill="move-copied")
         s.update("--instance", "none")  # finishes the move
         assert s.has_volume(n2) and s.data_device(n2) is not None
@@ -184,6 +189,11 @@ def test_volumes_survive_updates_rollbacks_and_kills_and_a_tag_may_move_back(
         # -- the app as PID 1, and a distroless image --------------------------------
         w.publish("pid1", "", image=apps.stateful_image("pid1 v2\n", pid1=True))
         w.publish("dl", "", image=apps.stateful_distroless_image("dl v2\n"))
+        # Killed as the volume takes its path: finished, its own raw.lxc back.
+        s.update("--instance", p1, kill="move-attach")
+        s.update("--instance", "none")
+        s.check_kept(p1, "pid1 v1\n", 1)
+        assert lxc("config", "get", p1, "raw.lxc").strip() == "lxc.signal.halt=SIGTERM"
         outs = s.update("--instance", p1, "--instance", d1)
         for name, page in ((p1, "pid1 v2\n"), (d1, "dl v2\n")):
             assert outs[name]["action"] == "updated", outs
