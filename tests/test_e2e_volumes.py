@@ -166,6 +166,10 @@ def test_volumes_survive_updates_rollbacks_and_kills_and_a_tag_may_move_back(
         assert boots[0] == "boot notes v1" and boots[-1] == "boot notes v2"
 
         # -- n1: the move, then the update; everything kept ---------------------------
+        # As on a root from before /lxd-volumes (a release without it, whose images
+        # had no label either): the new image's label alone names /data.
+        site.sh(n1, "rm /lxd-volumes")
+        lxc("config", "unset", n1, "image.label")
         proc = w.update("--instance", n1)
         assert proc.returncode == 0, proc.stderr
         out = w.outcomes(proc)[n1]
