@@ -58,10 +58,11 @@ def _table(versions: Sequence[VersionInfo], remote: str) -> str:
         return "<p>No images yet.</p>"
     head = (
         "<tr><th>Image</th><th>Arch</th><th>Version</th><th>Size</th><th>Rootfs</th>"
-        "<th>Built</th><th>Source</th><th>Fingerprint</th><th>Launch</th></tr>"
+        "<th>Built</th><th>Source</th><th>Volumes, ports</th><th>Fingerprint</th>"
+        "<th>Launch</th></tr>"
     )
     rows = []
-    newest_first = sorted(versions, key=lambda v: v.version, reverse=True)
+    newest_first = sorted(streams.listed(versions), key=lambda v: v.version, reverse=True)
     for v in sorted(newest_first, key=lambda v: (v.name, v.arch)):  # stable: keeps newest first
         cells = [
             escape(v.name),
@@ -72,6 +73,7 @@ def _table(versions: Sequence[VersionInfo], remote: str) -> str:
             escape(v.rootfs_format),
             escape(v.built),
             escape(v.image),
+            escape(streams.label(v.runtime)),
             f"<code>{escape(v.fingerprint[:12])}</code>",
             f"<code>lxc launch {escape(remote)}:{escape(streams.aliases(v)[0])}</code>",
         ]

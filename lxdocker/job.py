@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
+from lxdocker.build.contract import runtime
 from lxdocker.build.flatten import flatten
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
@@ -253,6 +254,7 @@ def convert_arch(
             meta=meta,
             busybox=busybox.provenance(),
             lxc=wants_lxc(spec, cfg),
+            runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
         )
 
         def build(tmpdir: Path) -> None:
@@ -270,6 +272,11 @@ def convert_arch(
 
         info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
         log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
+        same = [v.version for v in versions if v.fingerprint == info.fingerprint]
+        if same:
+            # The upstream tag went back to a digest built before: same bytes, and
+            # imgserver lists only the newest version of a fingerprint (streams.distinct).
+            log.info("%s: %s is the same image as %s again", label, info.version, same[-1])
         return SpecResult(
             spec.name,
             "built",

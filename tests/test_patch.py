@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, cast
 import pytest
 
 from lxdocker.arch import Arch, host
-from lxdocker.build.patch import healthcheck_command, patch, resolve_user
+from lxdocker.build.patch import patch, resolve_user
 from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
@@ -197,28 +197,6 @@ def test_output_is_byte_identical_for_the_same_input() -> None:
 # --- the image's HEALTHCHECK ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("healthcheck", "command"),
-    [
-        ({"Test": ["CMD", "/bin/wget", "-qO-", "http://127.0.0.1/a b"]},
-         "'/bin/wget' '-qO-' 'http://127.0.0.1/a b'"),
-        ({"Test": ["CMD-SHELL", "wget -qO- http://127.0.0.1/ | grep -q ok"]},
-         "wget -qO- http://127.0.0.1/ | grep -q ok"),
-        ({"Test": ["CMD-SHELL", "curl -f x"], "Interval": 30_000_000_000}, "curl -f x"),
-        ({"Test": ["NONE"]}, ""),  # turns off one inherited from a base image
-        ({"Test": []}, ""),
-        ({"Test": ["CMD"]}, ""),
-        ({"Test": ["CMD-SHELL", "a", "b"]}, ""),  # no form Docker writes
-        ({"Test": "CMD-SHELL true"}, ""),
-        ({"Test": ["CMD", "a\0b"]}, ""),  # no program takes a NUL in its argv
-        (None, ""),
-    ],
-)  # fmt: skip
-def test_healthcheck_command(healthcheck: dict[str, Any] | None, command: str) -> None:
-    config = {} if healthcheck is None else {"Healthcheck": healthcheck}
-    assert healthcheck_command(config) == command
-
-
 def test_the_healthcheck_script_is_added_only_when_the_image_has_one() -> None:
     assert "lxd-healthcheck" not in _tree(_patched([]))
     config = {
@@ -274,3 +252,23 @@ def test_patched_merged_usr_image_boots(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (root / "out/args").read_text() == "a b|$x|"
     assert (root / "out/uid").read_text() == "33\n"
+
+
+# --- the image's VOLUMEs ----------------------------------------------------------
+
+
+def test_the_volumes_file_lists_the_image_s_volumes_and_exists_only_with_some() -> None:
+    assert "lxd-volumes" not in _tree(_patched([]))
+    assert "lxd-volumes" not in _tree(_patched([], {"Cmd": ["/app"], "Volumes": {"rel": {}}}))
+    config = {"Cmd": ["/app"], "Volumes": {"/var/lib/db/": {}, "/data": {}}}
+    data = _patched([Member("lxd-volumes", data=b"/image/own\n")], config)
+    assert _init_text(_tree(data), "lxd-volumes") == "/data\n/var/lib/db\n"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        info = tar.getmember("lxd-volumes")
+    assert (info.mode, info.uid, info.gid) == (0o644, 0, 0)
+
+
+def test_an_image_s_own_contract_files_are_replaced_not_duplicated() -> None:
+    members = [Member("lxd-healthcheck", data=b"exit 1\n"), Member("lxd-volumes", data=b"/x\n")]
+    tree = _tree(_patched(members))  # _tree fails on a duplicate entry
+    assert "lxd-healthcheck" not in tree and "lxd-volumes" not in tree

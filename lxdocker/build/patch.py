@@ -23,17 +23,19 @@ import logging
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
+from lxdocker.build.contract import healthcheck_command, render_volumes, volume_paths
 from lxdocker.build.initscript import (
     BUSYBOX,
     HEALTHCHECK_SCRIPT,
     REALINIT,
     UDHCPC_SCRIPT,
+    VOLUMES_FILE,
     RunConfig,
     RunRequest,
     render_init,
@@ -50,7 +52,9 @@ log = logging.getLogger(__name__)
 
 _ACCOUNT_FILES = ("etc/passwd", "etc/group")
 _ACCOUNT_MAX = 8 << 20
-_OURS = (BUSYBOX.lstrip("/"), UDHCPC_SCRIPT.lstrip("/"), REALINIT.lstrip("/"))
+_OURS = tuple(
+    p.lstrip("/") for p in (BUSYBOX, UDHCPC_SCRIPT, REALINIT, HEALTHCHECK_SCRIPT, VOLUMES_FILE)
+)
 _MAX_DEPTH = 3  # symlinks and held inits this close to the root: sbin, usr/sbin, ...
 
 
@@ -162,29 +166,8 @@ def patch(
     """
     check_busybox(busybox, arch)
     request = run_config(image_config, spec)
-    return _patch(entries, request, spec, busybox, healthcheck_command(image_config))
-
-
-def healthcheck_command(image_config: Mapping[str, Any]) -> str:
-    """The image config's `Healthcheck.Test` as one command for `sh -c` ("" for none).
-
-    Docker's forms (Dockerfile reference, HEALTHCHECK): ["CMD", arg, ...] runs the
-    argv as is (quoted here, so the shell gives the same argv), ["CMD-SHELL", cmd]
-    runs cmd with the shell, ["NONE"] or no Test disables the check (also one
-    inherited from a base image). Anything else is no check rather than a guess."""
-    check = image_config.get("Healthcheck")
-    test = check.get("Test") if isinstance(check, dict) else None
-    if not isinstance(test, list) or not test or not all(isinstance(t, str) for t in test):
-        return ""
-    if any("\0" in t for t in test):
-        return ""
-    words: list[str] = test
-    kind, args = words[0], words[1:]
-    if kind == "CMD" and args:
-        return " ".join(sh_quote(a) for a in args)
-    if kind == "CMD-SHELL" and len(args) == 1 and args[0].strip():
-        return args[0]
-    return ""
+    volumes = volume_paths(image_config, image=spec.image)
+    return _patch(entries, request, spec, busybox, healthcheck_command(image_config), volumes)
 
 
 def render_healthcheck(command: str, path: str) -> str:
@@ -200,6 +183,7 @@ def _patch(
     spec: Spec,
     busybox: Path,
     healthcheck: str = "",
+    volumes: Sequence[str] = (),
 ) -> Iterator[Entry]:
     accounts: dict[str, str] = {}
     symlinks: dict[str, str] = {}
@@ -277,6 +261,9 @@ def _patch(
     if healthcheck:
         text = render_healthcheck(healthcheck, request.path)
         yield _file(HEALTHCHECK_SCRIPT.lstrip("/"), text.encode("utf-8", "surrogateescape"), mtime)
+    if volumes:
+        data = render_volumes(volumes).encode()
+        yield _file(VOLUMES_FILE.lstrip("/"), data, mtime, mode=0o644)
     script = render_init(cfg, realinit=moved)
     yield _file(init_path, script.encode("utf-8", "surrogateescape"), mtime)
 

@@ -37,6 +37,7 @@ from lxdocker.versioninfo import (
     VERSION_FILE,
     VERSION_RE,
     Artifact,
+    Runtime,
     VersionInfo,
 )
 
@@ -64,6 +65,7 @@ class VersionSource:
     recipe: int = RECIPE_VERSION
     lxc: bool = False  # the build also wrote LXC's rootfs.tar.xz and lxc-meta.tar.xz
     busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
+    runtime: Runtime | None = None  # version.json `runtime`: VOLUME, EXPOSE, HEALTHCHECK
 
 
 def _rfc3339(t: datetime) -> str:
@@ -194,6 +196,7 @@ def _finish(
             release=m.release,
             variant=m.variant,
             busybox=source.busybox,
+            runtime=source.runtime,
         )
         _write_version_json(tmp, info)
         # One rename makes the complete version visible; a name that exists

@@ -173,3 +173,76 @@ def distroless_image(page: str) -> Image:
         "User": f"{DISTROLESS_UID}:{DISTROLESS_UID}",
     }
     return _image([members], config)
+
+
+# The stateful app (issue 20): at every start it appends a line to /data/boots, its
+# VOLUME, which the image seeds with /data/seed (as postgres, mariadb or mosquitto
+# images declare theirs), then serves its page.
+BOOTS = "/data/boots"
+STATEFUL_SH = f"""#!/bin/sh
+echo "boot $(cat /www/index.html)" >> {BOOTS}
+exec httpd -f -p 80 -h /www
+"""
+# The same as PID 1 (`disable_supervisor: true`): a trap, so that `lxc stop` (with
+# raw.lxc lxc.signal.halt=SIGTERM, README) reaches it; PID 1 ignores other signals.
+STATEFUL_PID1_SH = f"""#!/bin/sh
+echo "boot $(cat /www/index.html)" >> {BOOTS}
+httpd -f -p 80 -h /www &
+child=$!
+trap 'kill $child; exit 0' TERM
+wait $child
+"""
+
+
+def _seeded_data(uid: int) -> list[Member]:
+    return [
+        Member("data", "dir", uid=uid, gid=uid, mode=0o750),
+        Member("data/seed", data=b"seeded by the image\n", uid=uid, gid=uid),
+    ]
+
+
+def stateful_image(page: str, *, pid1: bool = False, healthcheck: str = HEALTHCHECK) -> Image:
+    """The classic layout, user `app`, VOLUME /data (seeded), EXPOSE 80/tcp and a
+    HEALTHCHECK; `pid1`: its entrypoint is meant to run as PID 1."""
+    script = STATEFUL_PID1_SH if pid1 else STATEFUL_SH
+    members = [
+        *_busybox("bin"),
+        *_accounts(),
+        *_tmp(),
+        *_page(page),
+        Member("app", "dir"),
+        Member("app/run.sh", data=script.encode(), mode=0o755),
+        Member("app/crash.sh", data=CRASH_SH.encode(), mode=0o755),
+        Member("srv", "dir"),
+        Member(APP_DIR.lstrip("/"), "dir", uid=APP_UID, gid=APP_GID),
+        *_seeded_data(APP_UID),
+    ]
+    config = {
+        "Env": ["PATH=/bin"],
+        "Cmd": ["/app/run.sh"],
+        "User": "app",
+        "Volumes": {"/data": {}},
+        "ExposedPorts": {"80/tcp": {}},
+        "Healthcheck": {"Test": ["CMD-SHELL", healthcheck]},
+    }
+    return _image([members], config)
+
+
+def stateful_distroless_image(page: str) -> Image:
+    """Distroless: no shell, no /etc; one static binary (busybox as /opt/busybox, its
+    own program) run as a numeric user, which keeps its boot history in VOLUME /data."""
+    members = [
+        Member("opt", "dir"),
+        Member("opt/busybox", data=HOST_BUSYBOX.read_bytes(), mode=0o755),
+        *_page(page),
+        *_seeded_data(DISTROLESS_UID),
+    ]
+    script = f'echo "boot $(cat /www/index.html)" >> {BOOTS}; exec httpd -f -p 80 -h /www'
+    config = {
+        "Entrypoint": ["/opt/busybox", "sh", "-c", script],
+        "Env": ["PATH=/opt"],
+        "User": f"{DISTROLESS_UID}:{DISTROLESS_UID}",
+        "Volumes": {"/data/": {}},
+        "ExposedPorts": {"8080/tcp": {}},
+    }
+    return _image([members], config)

@@ -26,6 +26,7 @@ from lxdocker.versioninfo import (
     ROOTFS_FILES,
     VERSION_FILE,
     Artifact,
+    Runtime,
     VersionInfo,
     delta_name,
 )
@@ -136,6 +137,7 @@ def write_version(
     with_version_json: bool = True,
     lxc: tuple[bytes, bytes] | None = None,
     deltas: Mapping[str, bytes] | None = None,
+    runtime: Runtime | None = None,
 ) -> VersionInfo:
     """Write one version directory; version.json last (skip it for an incomplete one).
 
@@ -182,6 +184,7 @@ def write_version(
         os=os,
         release=release,
         variant=variant,
+        runtime=runtime,
     )
     if with_version_json:
         tmp = directory / f".{VERSION_FILE}.tmp"
