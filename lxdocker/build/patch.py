@@ -23,7 +23,7 @@ import logging
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -154,15 +154,19 @@ def patch(
     *,
     busybox: Path,
     arch: Arch,
+    on_resolved: Callable[[RunConfig], None] | None = None,
 ) -> Iterator[Entry]:
     """Pass `entries` through and add what makes the image boot under LXD.
 
     Checks that fail without reading the stream (busybox, command, StopSignal) fail
     here, before any entry is consumed; user resolution fails at the stream's end.
+    `on_resolved` gets what the init runs once the user is resolved, before the
+    entries the patch adds (the OCI bundle's config.json is made from it).
     """
     check_busybox(busybox, arch)
     request = run_config(image_config, spec)
-    return _patch(entries, request, spec, busybox, healthcheck_command(image_config))
+    hc = healthcheck_command(image_config)
+    return _patch(entries, request, spec, busybox, hc, on_resolved)
 
 
 def healthcheck_command(image_config: Mapping[str, Any]) -> str:
@@ -200,6 +204,7 @@ def _patch(
     spec: Spec,
     busybox: Path,
     healthcheck: str = "",
+    on_resolved: Callable[[RunConfig], None] | None = None,
 ) -> Iterator[Entry]:
     accounts: dict[str, str] = {}
     symlinks: dict[str, str] = {}
@@ -244,6 +249,8 @@ def _patch(
         image=f"{spec.image} ({spec.path})",
     )
     cfg: RunConfig = request.resolve(account.uid, account.gid, account.home)
+    if on_resolved is not None:
+        on_resolved(cfg)
     init_path = _resolve("sbin/init", symlinks)
     if init_path in dirs:
         raise PatchError(f"image {spec.image}: /{init_path} is a directory")
