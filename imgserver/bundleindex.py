@@ -82,6 +82,9 @@ def commands(url: str, b: Bundle) -> list[str]:
         f"echo '{b.sha256}  {tarball}' | sha256sum -c -",
         f"mkdir -p {directory} && tar -xzf {tarball} -C {directory} && rm {tarball}",
         f"ip netns add {ns}   # config.json joins {b.netns}: give it a veth into your LAN",
+        # procd's ujail unmounts shared namespace mounts of the host as it starts a
+        # container (tests/uxc/README.md, problem 1); iproute2 makes /run/netns shared.
+        "mount --make-rprivate /run/netns",
         f"ip link add {ns[:11]}-h type veth peer name eth0 netns {ns}",
         f"ip link set {ns[:11]}-h master br-lan up",
         f"uxc create {b.name} --bundle {directory} --autostart && uxc start {b.name}",

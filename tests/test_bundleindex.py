@@ -91,7 +91,7 @@ def test_the_landing_commands_check_the_download(
         "https://images.example/images/web/amd64/20260102_0000/oci-bundle.tar.gz"
     )
     assert lines[-1] == "uxc create web --bundle /srv/uxc/web --autostart && uxc start web"
-    assert "ip netns add web" in lines[3]
+    assert "ip netns add web" in lines[3] and lines[4] == "mount --make-rprivate /run/netns"
     # The check line, as BusyBox runs it, accepts the file and refuses a changed one.
     tarball = tmp_path / "web.tar.gz"
     check = lines[1].replace("/tmp/web.tar.gz", str(tarball))
