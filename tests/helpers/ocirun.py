@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -31,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
-
 from tests.helpers.initrun import foreign_arch, udhcpd_config
+from tests.helpers.registry import need_tool
 
 HOST_BUSYBOX = "/bin/busybox"
 LEASE_RE = re.compile(r"inet (192\.0\.2\.(?:1[0-9]|20))/24 ")
@@ -45,21 +43,13 @@ class World(Protocol):
     ) -> subprocess.CompletedProcess[str]: ...
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        msg = f"{tool} is missing (Debian package {tool}; make deps installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    assert path is not None
-    return path
-
-
-def _run(argv: Sequence[str], check: bool, timeout: float) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], check: bool, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` (no stdin); with `check`, a failure is an AssertionError with its output."""
     proc = subprocess.run(
         list(argv), capture_output=True, text=True, timeout=timeout, check=False,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -72,7 +62,7 @@ class Host:
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return _run(argv, check, timeout)
+        return run(argv, check, timeout)
 
 
 def hybrid_cgroups() -> bool:
@@ -106,7 +96,7 @@ class Userns:
         binfmt = foreign_arch(arch, workdir / "binfmt") if arch is not None else ""
         script = f"read -r go && {binfmt}{' && '.join(setup)} && echo ready && exec sleep infinity"
         self.proc = subprocess.Popen(
-            [need("unshare"), "--user", "--mount", "--net", "--propagation", "private", "--",
+            [need_tool("unshare"), "--user", "--mount", "--net", "--propagation", "private", "--",
              "/bin/sh", "-c", script],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -130,9 +120,9 @@ class Userns:
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        enter = [need("nsenter"), "-t", str(self.proc.pid), "-U", "-m", "-n",
+        enter = [need_tool("nsenter"), "-t", str(self.proc.pid), "-U", "-m", "-n",
                  "--preserve-credentials", "--"]  # fmt: skip
-        return _run([*enter, *argv], check, timeout)
+        return run([*enter, *argv], check, timeout)
 
     def close(self) -> None:
         self.proc.kill()
@@ -197,10 +187,10 @@ class Crun(Runtime):
         self.root, self.v1_only = root, v1_only
 
     def argv(self, *args: str) -> list[str]:
-        cmd = [need("crun"), "--root", str(self.root), *args]
+        cmd = [need_tool("crun"), "--root", str(self.root), *args]
         if not self.v1_only:
             return cmd
-        return [need("unshare"), "--mount", "--propagation", "private", "--",
+        return [need_tool("unshare"), "--mount", "--propagation", "private", "--",
                 "/bin/sh", "-c", _V1_ONLY, "sh", *cmd]  # fmt: skip
 
 
@@ -212,7 +202,7 @@ class Runc(Runtime):
         self.root = root
 
     def argv(self, *args: str) -> list[str]:
-        return [need("runc"), "--root", str(self.root), *args]
+        return [need_tool("runc"), "--root", str(self.root), *args]
 
 
 class Uxc(Runtime):
@@ -316,6 +306,6 @@ __all__ = [
     "World",
     "dhcp_network",
     "hybrid_cgroups",
-    "need",
     "nsenter_container",
+    "run",
 ]

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ocirun
+
 UXC_DIR = Path(__file__).resolve().parents[1] / "uxc"
 CACHE = Path("/var/tmp/lxdocker-uxc")
 BUILD_TOOLS = ("cc", "make", "cmake", "pkg-config")
@@ -83,29 +85,16 @@ class Sandbox:
         self._env = {**os.environ, "UXC_TOP": str(self.top), "UXC_PREFIX": str(prefix)}
         self._script("up")
 
-    def _script(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            ["bash", str(UXC_DIR / "sandbox.sh"), *args],
-            env=self._env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0 and args[0] == "up":
-            pytest.fail(f"uxc sandbox did not start:\n{proc.stdout}{proc.stderr}")
-        return proc
+    def _script(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return ocirun.run(["bash", str(UXC_DIR / "sandbox.sh"), *args], check, timeout, self._env)
 
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        proc = self._script("exec", *argv, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"in the uxc sandbox: {' '.join(argv)} exited {proc.returncode}:\n"
-                f"{proc.stdout}{proc.stderr}"
-            )
-        return proc
+        """Run `argv` in the sandbox (its mounts and processes; the host's network)."""
+        return self._script("exec", *argv, check=check, timeout=timeout)
 
     def log(self) -> str:
         """What ujail logged (syslog) and procd said."""
@@ -118,7 +107,7 @@ class Sandbox:
 
     def close(self) -> None:
         """Stop every process in the sandbox (its pid namespace ends), remove its files."""
-        self._script("down")
+        self._script("down", check=False)
         shutil.rmtree(self.top, ignore_errors=True)
 
 
