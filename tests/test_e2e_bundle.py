@@ -179,7 +179,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     else:
         userns = Userns(tmp_path, FOREIGN)
         try:
-            yield Case(Crun(userns, state, log), FOREIGN, tmp_path, True)
+            yield Case(Crun(userns, state, log, cgroups=False), FOREIGN, tmp_path, True)
         finally:
             userns.close()
 

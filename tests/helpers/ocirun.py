@@ -180,14 +180,20 @@ class Runtime:
 
 
 class Crun(Runtime):
+    """`v1_only`: hide a hybrid host's v2 hierarchy (hybrid_cgroups); `cgroups=False`:
+    none at all (in a user namespace, where it could not make any)."""
+
     name = "crun"
 
-    def __init__(self, world: World, root: Path, log: Path, *, v1_only: bool = False) -> None:
+    def __init__(
+        self, world: World, root: Path, log: Path, *, v1_only: bool = False, cgroups: bool = True
+    ) -> None:
         super().__init__(world, log)
-        self.root, self.v1_only = root, v1_only
+        self.root, self.v1_only, self.cgroups = root, v1_only, cgroups
 
     def argv(self, *args: str) -> list[str]:
-        cmd = [need_tool("crun"), "--root", str(self.root), *args]
+        manager = [] if self.cgroups else ["--cgroup-manager=disabled"]
+        cmd = [need_tool("crun"), *manager, "--root", str(self.root), *args]
         if not self.v1_only:
             return cmd
         return [need_tool("unshare"), "--mount", "--propagation", "private", "--",
