@@ -240,5 +240,7 @@ def test_the_bundle_runs_the_app_as_lxd_does(case: Case, published: Published) -
                 assert rt.exit_code(cid) == 0  # the app's status, through our init
             rt.delete(cid)
             assert rt.state(cid)["status"] == "absent"
+            cgroups = Path("/sys/fs/cgroup")  # the host's: nothing of the container is left
+            assert [*cgroups.glob(cid), *cgroups.glob(f"*/{cid}")] == []
         finally:
             rt.delete(cid, force=True)
