@@ -31,7 +31,14 @@ from pathlib import Path
 from imgserver import lxcindex
 from lxdocker import arch
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import ROLE_DELTA, VERSION_FILE, VERSION_RE, Artifact, VersionInfo
+from lxdocker.versioninfo import (
+    ROLE_BUNDLE,
+    ROLE_DELTA,
+    VERSION_FILE,
+    VERSION_RE,
+    Artifact,
+    VersionInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +157,9 @@ class Catalog:
             return False
         files: dict[str, ServedFile] = {}
         for e in entries:
-            for f in (e.info.meta, e.info.rootfs, *e.info.deltas):
+            # The OCI bundle (bundleindex.py lists the newest ones) is an image file too.
+            bundle = e.info.artifact(ROLE_BUNDLE)
+            for f in (e.info.meta, e.info.rootfs, *e.info.deltas, *([bundle] if bundle else [])):
                 files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
             # LXC's download template asks for fixed names below its own path.
             for url, f in lxcindex.served_files(e.info).items():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from imgserver import files, landing, lxcindex, streams
+from imgserver import bundleindex, files, landing, lxcindex, streams
 from imgserver.catalog import IMAGES_PREFIX, Catalog, Snapshot
 from imgserver.config import ServerConfig
 from imgserver.tls import Certificates
@@ -43,6 +43,8 @@ class Rendered:
     index: Document
     images: Document
     lxc_index: bytes  # every index-system/index-user file of LXC's download template
+    bundles_json: Document  # the OCI bundles (bundleindex.py)
+    bundles_text: bytes
 
 
 class Documents:
@@ -56,11 +58,14 @@ class Documents:
         r = self._rendered
         if r is None or r.generation != snapshot.generation:
             versions = snapshot.versions
+            bundles = bundleindex.bundles(versions)
             r = Rendered(
                 snapshot.generation,
                 Document.of(streams.encode(streams.index_doc(versions))),
                 Document.of(streams.encode(streams.images_doc(versions))),
                 lxcindex.render(versions),
+                Document.of(bundleindex.render_json(bundles)),
+                bundleindex.render_text(bundles),
             )
             self._rendered = r
         return r
@@ -118,6 +123,21 @@ async def index_json(request: web.Request) -> web.Response:
 async def images_json(request: web.Request) -> web.Response:
     app = request.app
     return _json(request, app[DOCUMENTS].get(app[CATALOG].snapshot).images)
+
+
+async def bundles_json(request: web.Request) -> web.Response:
+    app = request.app
+    return _json(request, app[DOCUMENTS].get(app[CATALOG].snapshot).bundles_json)
+
+
+async def bundles_text(request: web.Request) -> web.Response:
+    app = request.app
+    return web.Response(
+        body=app[DOCUMENTS].get(app[CATALOG].snapshot).bundles_text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={hdrs.CACHE_CONTROL: "no-cache"},
+    )
 
 
 async def image_file(request: web.Request) -> web.StreamResponse:
@@ -189,6 +209,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ca.crt", ca_cert)
     app.router.add_get(f"/{streams.INDEX_PATH}", index_json)
     app.router.add_get(f"/{streams.IMAGES_PATH}", images_json)
+    app.router.add_get(f"/{bundleindex.JSON_PATH}", bundles_json)
+    app.router.add_get(f"/{bundleindex.TEXT_PATH}", bundles_text)
     app.router.add_get(f"/{IMAGES_PREFIX}/{{tail:.+}}", image_file)
     # `//meta/1.0/...` and `//lxc/...` as LXC's template sends them, and single-slash.
     app.router.add_get(rf"/{{path:/*(?:meta|{lxcindex.LXC_PREFIX})/.*}}", lxc_get)

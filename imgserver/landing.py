@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 from string import Template
 
-from imgserver import lxcindex, streams, tls
+from imgserver import bundleindex, lxcindex, streams, tls
 from lxdocker.versioninfo import VersionInfo
 
 PAGE = Template("""\
@@ -35,6 +35,8 @@ code { font-size: 90%; }
 $table
 <h2>Plain LXC (OpenWrt, Turris, Debian's lxc)</h2>
 $lxc
+<h2>OCI runtime bundles (OpenWrt's uxc, crun, runc)</h2>
+$bundles
 </body>
 </html>
 """)
@@ -94,6 +96,30 @@ def _lxc(versions: Sequence[VersionInfo], server: str) -> str:
     )
 
 
+def _bundles(versions: Sequence[VersionInfo], url: str) -> str:
+    usable = bundleindex.bundles(versions)
+    if not usable:
+        return "<p>No image is published as a bundle (convert with <code>--bundle</code>).</p>"
+    intro = (
+        "<p>Each bundle is a <code>.tar.gz</code> of <code>config.json</code> and "
+        "<code>rootfs/</code>. Its init asks for an address by DHCP on <code>eth0</code> "
+        "of the network namespace that <code>config.json</code> joins, so the commands "
+        "make that namespace and put a veth from the LAN bridge into it. "
+        "<code>wget</code> checks the server's certificate: add the certificate pinned "
+        "above to the router's trust store. crun and runc take the same directory "
+        "(<code>crun run --bundle DIR NAME</code>). Lists for scripts: "
+        f'<a href="/{bundleindex.TEXT_PATH}">{bundleindex.TEXT_PATH}</a> '
+        "(<code>name;arch;version;path;sha256;size</code>) and "
+        f'<a href="/{bundleindex.JSON_PATH}">{bundleindex.JSON_PATH}</a>.</p>'
+    )
+    blocks = [
+        f"<h3>{escape(b.name)} ({escape(b.arch)}, {escape(b.version)})</h3>\n"
+        f"<pre>{escape(chr(10).join(bundleindex.commands(url, b)))}</pre>"
+        for b in usable
+    ]
+    return intro + "\n" + "\n".join(blocks)
+
+
 def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Certificates) -> str:
     if certs.has_ca:
         pin_text = (
@@ -109,4 +135,5 @@ def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Ce
         commands=escape("\n".join(commands(certs, url, remote))),
         table=_table(versions, remote),
         lxc=_lxc(versions, url.removeprefix("https://")),
+        bundles=_bundles(versions, url),
     )

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also publish every image for LXC's download template (rootfs.tar.xz; "
         "the spec key `lxc: true` does it for one image)",
     )
+    p.add_argument(
+        "--bundle",
+        action="store_true",
+        help="also publish every image as an OCI runtime bundle for uxc, crun and runc "
+        "(oci-bundle.tar.gz; the spec key `bundle: true` does it for one image)",
+    )
     p.add_argument("--keep", type=int, default=3, help="versions kept per image (default 3)")
     p.add_argument(
         "--busybox",
@@ -222,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         only=tuple(args.only),
         force=args.force,
         lxc=args.lxc,
+        bundle=args.bundle,
         keep=args.keep,
         busybox=busybox,
         arches=arches or (archmod.host(),),

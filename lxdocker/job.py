@@ -21,8 +21,10 @@ from pathlib import Path
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
+from lxdocker.build import bundle, lxcrootfs
 from lxdocker.build.contract import runtime
 from lxdocker.build.flatten import flatten
+from lxdocker.build.initscript import RunConfig
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
 from lxdocker.config import ImageFormat, Spec, load_specs
@@ -61,9 +63,11 @@ from lxdocker.sources.pull import (
 from lxdocker.sources.reference import Reference, parse
 from lxdocker.summary import SpecResult, Summary
 from lxdocker.versioninfo import (
+    BUNDLE_FILE,
     LXC_META_FILE,
     LXC_ROOTFS_FILE,
     META_FILE,
+    ROLE_BUNDLE,
     ROOTFS_FILES,
     Artifact,
     VersionInfo,
@@ -83,6 +87,7 @@ class JobConfig:
     only: tuple[str, ...] = ()
     force: bool = False
     lxc: bool = False  # publish LXC files for every spec (else per spec key `lxc`)
+    bundle: bool = False  # publish OCI bundles for every spec (else per spec key `bundle`)
     keep: int = 3
     busybox: Path = Path("/bin/busybox")  # the host arch's
     # The arches of specs without an `architectures` key (CLI --arch, repeatable).
@@ -117,11 +122,16 @@ def is_current(
         and newest.rootfs_format == cfg.imageformat
         and (newest.busybox is None or newest.busybox.get("sha256") == busybox.sha256)
         and newest.has_lxc == wants_lxc(spec, cfg)
+        and (newest.artifact(ROLE_BUNDLE) is not None) == wants_bundle(spec, cfg)
     )
 
 
 def wants_lxc(spec: Spec, cfg: JobConfig) -> bool:
     return cfg.lxc or spec.lxc
+
+
+def wants_bundle(spec: Spec, cfg: JobConfig) -> bool:
+    return cfg.bundle or spec.bundle
 
 
 def image_meta(pulled: PulledImage, spec: Spec) -> ImageMeta:
@@ -147,27 +157,42 @@ def build_version(
     tmpdir: Path,
     busybox: Path,
 ) -> None:
-    """Write meta.tar.xz and the rootfs (and LXC's files) into `tmpdir`, streaming
-    layers end to end: the LXC rootfs comes from the same pass."""
+    """Write meta.tar.xz and the rootfs (and LXC's files, the OCI bundle) into
+    `tmpdir`, streaming layers end to end: LXC's rootfs and the bundle come from
+    the same pass."""
     write_meta(tmpdir / META_FILE, meta)
     image_config = json.loads(pulled.config.raw).get("config") or {}
-    lxc = wants_lxc(spec, cfg)
-    if lxc:
+    mtime = creation_epoch(meta.created)
+    variants = []
+    if wants_lxc(spec, cfg):
         write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
+        variants.append(lxcrootfs.variant(tmpdir / LXC_ROOTFS_FILE, mtime))
+    runs: list[RunConfig] = []
+    if wants_bundle(spec, cfg):
+        variants.append(
+            bundle.variant(
+                tmpdir / BUNDLE_FILE,
+                name=spec.name,
+                arch=meta.arch,
+                created=meta.created,
+                mtime=mtime,
+                run=lambda: runs[0],
+            )
+        )
     entries = patch(
         flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
         spec,
         busybox=busybox,
         arch=pulled.resolved.arch,
+        on_resolved=runs.append,
     )
     write_rootfs(
         entries,
         tmpdir / ROOTFS_FILES[cfg.imageformat],
         cfg.imageformat,
         compressor=cfg.compressor,
-        lxc_out=tmpdir / LXC_ROOTFS_FILE if lxc else None,
-        lxc_mtime=creation_epoch(meta.created),
+        variants=variants,
     )
 
 
@@ -255,6 +280,7 @@ def convert_arch(
             busybox=busybox.provenance(),
             lxc=wants_lxc(spec, cfg),
             runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
+            bundle=wants_bundle(spec, cfg),
         )
 
         def build(tmpdir: Path) -> None:

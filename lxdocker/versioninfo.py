@@ -52,8 +52,16 @@ ROLE_LXC_ROOTFS = "lxc-rootfs"
 ROLE_LXC_META = "lxc-meta"
 LXC_ROOTFS_FILE = "rootfs.tar.xz"
 LXC_META_FILE = "lxc-meta.tar.xz"
+# An OCI runtime bundle (config.json + rootfs/) as one gzip tar, for uxc, crun and runc
+# (lxdocker/build/bundle.py); imgserver lists it in bundles.json / bundles.txt.
+ROLE_BUNDLE = "oci-bundle"
+BUNDLE_FILE = "oci-bundle.tar.gz"
 # Optional roles with a fixed file name: at most one of each per version.
-OPTIONAL_ROLES = {ROLE_LXC_ROOTFS: LXC_ROOTFS_FILE, ROLE_LXC_META: LXC_META_FILE}
+OPTIONAL_ROLES = {
+    ROLE_LXC_ROOTFS: LXC_ROOTFS_FILE,
+    ROLE_LXC_META: LXC_META_FILE,
+    ROLE_BUNDLE: BUNDLE_FILE,
+}
 # Roles that appear exactly once in every version.
 SINGLE_ROLES = (ROLE_META, ROLE_ROOTFS)
 

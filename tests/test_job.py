@@ -25,7 +25,7 @@ from lxdocker.publish.lxcimage import lxc_arch
 from lxdocker.publish.store import complete_versions
 from lxdocker.sources.cache import BlobCache
 from lxdocker.summary import format_summary
-from lxdocker.versioninfo import VERSION_FILE, Runtime
+from lxdocker.versioninfo import ROLE_BUNDLE, VERSION_FILE, Runtime
 from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
 from tests.helpers.images import Member, build_image, build_index, layer_tar, write_oci_layout
@@ -324,6 +324,28 @@ def test_the_image_s_volumes_ports_and_healthcheck_are_recorded(world: dict[str,
     (plain,) = complete_versions(world["images"], "plain", ARCH)
     assert plain.runtime == Runtime()
     assert "lxd-volumes" not in _rootfs_files(world["images"], "plain", ARCH)
+
+
+def test_bundle_key_and_flag_add_the_bundle_without_changing_the_lxd_image(
+    world: dict[str, Path],
+) -> None:
+    layout = add_spec(world, "plain")
+    (world["specs"] / "oci.yaml").write_text(f"image: oci:{layout}:v1\nbundle: true\n")
+    run(config(world))
+    (plain,) = complete_versions(world["images"], "plain", ARCH)
+    (oci,) = complete_versions(world["images"], "oci", ARCH)
+    assert plain.artifact(ROLE_BUNDLE) is None and oci.artifact(ROLE_BUNDLE) is not None
+    assert oci.rootfs == plain.rootfs  # the same LXD rootfs, byte for byte
+    # --bundle for all (the CLI flag): plain is rebuilt once with a bundle, then unchanged.
+    assert main(argv(world, "--bundle")) == EXIT_OK
+    rebuilt = complete_versions(world["images"], "plain", ARCH)[-1]
+    assert rebuilt.artifact(ROLE_BUNDLE) is not None
+    assert rebuilt.fingerprint == plain.fingerprint
+    summary = run(config(world, bundle=True))
+    assert {r.name: r.status for r in summary.results} == {"oci": "unchanged", "plain": "unchanged"}
+    # Off again: a version without a bundle (the server then lists none for it).
+    assert run(config(world)).results[1].status == "built"
+    assert complete_versions(world["images"], "plain", ARCH)[-1].artifact(ROLE_BUNDLE) is None
 
 
 # --- several architectures from one multi-arch image (the real registry) -------------

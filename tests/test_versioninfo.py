@@ -8,7 +8,9 @@ import pytest
 
 from lxdocker.errors import StoreError
 from lxdocker.versioninfo import (
+    BUNDLE_FILE,
     FORMAT,
+    ROLE_BUNDLE,
     ROLE_DELTA,
     ROLE_META,
     ROLE_ROOTFS,
@@ -107,6 +109,19 @@ def test_a_role_from_a_newer_writer_is_kept_and_ignored() -> None:
     info = VersionInfo.from_json(json.dumps(data))
     assert [a.role for a in info.artifacts] == [ROLE_META, ROLE_ROOTFS, "lxc-rootfs"]
     assert info.deltas == ()
+
+
+def test_the_oci_bundle_is_one_optional_artifact_with_a_fixed_name() -> None:
+    data = json.loads(with_delta(role=ROLE_BUNDLE, name=BUNDLE_FILE))
+    info = VersionInfo.from_json(json.dumps(data))
+    assert info.artifact(ROLE_BUNDLE) == Artifact(ROLE_BUNDLE, "oci-bundle.tar.gz", 99, C)
+    data["artifacts"][2]["name"] = "bundle.tar.xz"
+    with pytest.raises(StoreError, match=r"the oci-bundle file must be oci-bundle\.tar\.gz"):
+        VersionInfo.from_json(json.dumps(data))
+    data["artifacts"][2]["name"] = BUNDLE_FILE
+    data["artifacts"].append({**data["artifacts"][2], "name": "x.tar.gz"})
+    with pytest.raises(StoreError, match="more than one 'oci-bundle' file"):
+        VersionInfo.from_json(json.dumps(data))
 
 
 @pytest.mark.parametrize("fmt", [None, 0, 3, "2"])

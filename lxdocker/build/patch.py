@@ -23,7 +23,7 @@ import logging
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -158,16 +158,20 @@ def patch(
     *,
     busybox: Path,
     arch: Arch,
+    on_resolved: Callable[[RunConfig], None] | None = None,
 ) -> Iterator[Entry]:
     """Pass `entries` through and add what makes the image boot under LXD.
 
     Checks that fail without reading the stream (busybox, command, StopSignal) fail
     here, before any entry is consumed; user resolution fails at the stream's end.
+    `on_resolved` gets what the init runs once the user is resolved, before the
+    entries the patch adds (the OCI bundle's config.json is made from it).
     """
     check_busybox(busybox, arch)
     request = run_config(image_config, spec)
     volumes = volume_paths(image_config, image=spec.image)
-    return _patch(entries, request, spec, busybox, healthcheck_command(image_config), volumes)
+    hc = healthcheck_command(image_config)
+    return _patch(entries, request, spec, busybox, hc, volumes, on_resolved)
 
 
 def render_healthcheck(command: str, path: str) -> str:
@@ -184,6 +188,7 @@ def _patch(
     busybox: Path,
     healthcheck: str = "",
     volumes: Sequence[str] = (),
+    on_resolved: Callable[[RunConfig], None] | None = None,
 ) -> Iterator[Entry]:
     accounts: dict[str, str] = {}
     symlinks: dict[str, str] = {}
@@ -228,6 +233,8 @@ def _patch(
         image=f"{spec.image} ({spec.path})",
     )
     cfg: RunConfig = request.resolve(account.uid, account.gid, account.home)
+    if on_resolved is not None:
+        on_resolved(cfg)
     init_path = _resolve("sbin/init", symlinks)
     if init_path in dirs:
         raise PatchError(f"image {spec.image}: /{init_path} is a directory")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from lxdocker import arch
+from tests.helpers.busyboxes import static_busybox
 from tests.helpers.images import Image, Member, build_image, layer_tar
 
 HOST_BUSYBOX = Path("/bin/busybox")
@@ -67,9 +68,9 @@ def need_busybox() -> None:
         pytest.skip(msg)
 
 
-def _busybox(bindir: str) -> list[Member]:
+def _busybox(bindir: str, binary: Path = HOST_BUSYBOX) -> list[Member]:
     """busybox in `bindir` plus relative applet symlinks next to it."""
-    data = HOST_BUSYBOX.read_bytes()
+    data = binary.read_bytes()
     out = [Member(bindir, "dir"), Member(f"{bindir}/busybox", data=data, mode=0o755)]
     out += [Member(f"{bindir}/{a}", "symlink", linkname="busybox") for a in APPLETS]
     return out
@@ -95,21 +96,31 @@ def _tmp() -> list[Member]:
     return [Member("tmp", "dir", mode=0o1777)]
 
 
-def _image(layers: Sequence[Sequence[Member]], config: dict[str, Any]) -> Image:
-    return build_image(
-        [layer_tar(list(m)) for m in layers], architecture=arch.host().debian, config=config
-    )
+def _image(
+    layers: Sequence[Sequence[Member]], config: dict[str, Any], debian: str | None = None
+) -> Image:
+    if debian is None:
+        return build_image(
+            [layer_tar(list(m)) for m in layers], architecture=arch.host().debian, config=config
+        )
+    a = arch.by_debian(debian)
+    return build_image([layer_tar(list(m)) for m in layers], architecture=a.oci,
+                       variant=a.variant, config=config)  # fmt: skip
 
 
-def app_image(page: str, *updates: str, healthcheck: str = HEALTHCHECK) -> Image:
+def app_image(
+    page: str, *updates: str, healthcheck: str = HEALTHCHECK, debian: str | None = None
+) -> Image:
     """The classic app: non-root User, Env, WorkingDir, StopSignal SIGUSR1, and a
     HEALTHCHECK (CMD-SHELL `healthcheck`).
 
     Two layers (the base is the same for every page) so an update changes one layer;
     each of `updates` is one more layer on top that replaces the page (an upstream
-    release that only adds a layer, as for delta updates).
+    release that only adds a layer, as for delta updates). `debian`: an arch other
+    than the host's (its busybox from tests/helpers/busyboxes.py).
     """
-    base = [*_busybox("bin"), *_accounts(), *_tmp()]
+    binary = HOST_BUSYBOX if debian is None else static_busybox(debian)
+    base = [*_busybox("bin", binary), *_accounts(), *_tmp()]
     app = [
         *_page(page),
         Member("app", "dir"),
@@ -127,7 +138,9 @@ def app_image(page: str, *updates: str, healthcheck: str = HEALTHCHECK) -> Image
         "Healthcheck": {"Test": ["CMD-SHELL", healthcheck], "Interval": 30_000_000_000},
     }
     return _image(
-        [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)], config
+        [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)],
+        config,
+        debian,
     )
 
 
