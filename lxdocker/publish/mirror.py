@@ -199,11 +199,11 @@ def mirror(
     """Copy `items` (files first, then pages in site order) to `target`; see the
     module docstring. Raises PublishError; whatever happened before stays valid."""
     target.check()
+    manifest = decode_manifest(target.read(MANIFEST_PATH), target.name)
     try:
         target.cleanup()
     except PublishError as e:  # leftovers cost space, not correctness
         log.warning("%s", e)
-    manifest = decode_manifest(target.read(MANIFEST_PATH), target.name)
     present = target.listing()
     present.pop(MANIFEST_PATH, None)
     p = plan(items, manifest, present)

@@ -111,7 +111,7 @@ class S3Target:
             err = e.response.get("Error", {})
             code = str(err.get("Code", ""))
             message = str(err.get("Message", "")) or code
-            if code in ("NoSuchBucket", "404") and what == "listing":
+            if code == "NoSuchBucket":
                 hint = f"the bucket {self.options.bucket!r} does not exist"
             elif code in CREDENTIAL_CODES:
                 hint = f"access denied ({message}); {CREDENTIAL_HINT}"
@@ -208,14 +208,19 @@ class S3Target:
     def cleanup(self) -> None:
         """Abort multipart uploads a killed run left below the prefix: their parts
         are stored (and billed) until then. One writer per target (the job's lock)."""
+        from botocore.exceptions import ClientError
+
         o = self.options
         prefix = f"{o.prefix}/" if o.prefix else ""
-        resp = self._call(
-            "listing unfinished uploads",
-            self.client.list_multipart_uploads,
-            Bucket=o.bucket,
-            Prefix=prefix,
-        )
+        try:
+            resp = self.client.list_multipart_uploads(Bucket=o.bucket, Prefix=prefix)
+        except ClientError as e:
+            # rclone answers NoSuchUpload when there is none; some servers lack the call.
+            if e.response.get("Error", {}).get("Code") in ("NoSuchUpload", "NotImplemented"):
+                return
+            raise self._error("listing unfinished uploads", e) from None
+        except Exception as e:
+            raise self._error("listing unfinished uploads", e) from None
         for upload in resp.get("Uploads", []):
             log.info("%s: aborting an unfinished upload of %s", self.name, upload["Key"])
             self._call(

