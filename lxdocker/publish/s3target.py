@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Files above this go up in parts of PART_SIZE, PART_THREADS at a time: memory
-# stays near PART_THREADS * PART_SIZE whatever the file's size.
-MULTIPART_THRESHOLD = 64 * 1024 * 1024
+# Files of MULTIPART_PARTS parts and more go up in parts of PART_SIZE, PART_THREADS
+# at a time: memory stays near PART_THREADS * PART_SIZE whatever the file's size.
+MULTIPART_PARTS = 4
 PART_SIZE = 16 * 1024 * 1024
 PART_THREADS = 4
 # botocore's standard retry mode: exponential backoff with jitter, capped at 20 s.
@@ -61,9 +61,10 @@ class S3Options:
 
 
 class S3Target:
-    def __init__(self, options: S3Options) -> None:
+    def __init__(self, options: S3Options, part_size: int = PART_SIZE) -> None:
         self.options = options
         self.name = options.name
+        self.part_size = part_size  # and the multipart threshold: four parts
         self._client: S3Client | None = None
 
     def _key(self, path: str) -> str:
@@ -183,8 +184,8 @@ class S3Target:
 
         assert item.file is not None
         transfer = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD,
-            multipart_chunksize=PART_SIZE,
+            multipart_threshold=MULTIPART_PARTS * self.part_size,
+            multipart_chunksize=self.part_size,
             max_concurrency=PART_THREADS,
         )
         self._call(

@@ -111,10 +111,20 @@ class S3Server:
         return self.root / "tls" / "ca.crt"
 
     def bucket(self, name: str) -> Path:
-        """Create a bucket (a directory of the backing store); its path."""
-        path = self.data / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """Create a bucket through the S3 API (CreateBucket); its backing directory."""
+        import boto3
+        import botocore.config
+
+        client = boto3.session.Session(
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
+        ).client(
+            "s3",
+            endpoint_url=self.writer.url,
+            verify=str(self.ca),
+            config=botocore.config.Config(s3={"addressing_style": "path"}),
+        )
+        client.create_bucket(Bucket=name)
+        return self.data / name
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The publisher's environment: credentials and CA the usual AWS way."""
@@ -181,3 +191,93 @@ def s3env(s3server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
             monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return s3server
+
+
+class Proxy:
+    """A plain-HTTP proxy on 127.0.0.1 in front of the writer, in a thread of its
+    own: it counts the requests and request bytes by method, can answer the next
+    `fail` requests with 503 SlowDown (what S3 says when throttling), and can hold
+    every PUT after the first `stall_after` ones (a publish to kill midway).
+    SigV4 signs the Host header, which the proxy passes on unchanged."""
+
+    def __init__(self, upstream: str, ca: Path) -> None:
+        import asyncio
+        import ssl
+        import threading
+
+        self.upstream = upstream
+        self.ssl = ssl.create_default_context(cafile=str(ca))
+        self.requests: list[tuple[str, str, int]] = []  # method, path?query, body bytes
+        self.fail = 0
+        self.stall_after: int | None = None
+        self.stalled = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        import asyncio
+
+        from aiohttp import ClientSession, web
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            self.requests.append((request.method, request.path_qs, len(body)))
+            if self.fail > 0:
+                self.fail -= 1
+                xml = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+                return web.Response(status=503, body=xml, content_type="application/xml")
+            puts = sum(m == "PUT" for m, _, _ in self.requests)
+            if request.method == "PUT" and self.stall_after is not None and puts > self.stall_after:
+                self.stalled.set()
+                await asyncio.sleep(3600)
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+            async with self._session.request(
+                request.method,
+                f"{self.upstream}{request.path_qs}",
+                headers=headers,
+                data=body,
+                ssl=self.ssl,
+                allow_redirects=False,
+                skip_auto_headers=("Content-Type", "User-Agent", "Accept-Encoding"),
+            ) as up:
+                data = await up.read()
+                drop = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+                out = {k: v for k, v in up.headers.items() if k.lower() not in drop}
+                return web.Response(status=up.status, body=data, headers=out)
+
+        async def main() -> None:
+            self._session = ClientSession(auto_decompress=False)
+            app = web.Application(client_max_size=1 << 30)
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._runner = runner
+            self._ready.set()
+
+        self._loop.run_until_complete(main())
+        self._loop.run_forever()
+
+    def count(self, method: str) -> int:
+        return sum(m == method for m, _, _ in self.requests)
+
+    def sent(self) -> int:
+        """Request body bytes received (what a publisher uploaded)."""
+        return sum(n for _, _, n in self.requests)
+
+    def close(self) -> None:
+        import asyncio
+
+        async def stop() -> None:
+            await self._session.close()
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
