@@ -101,7 +101,7 @@ def test_wrong_credentials_are_a_clear_error(
 ) -> None:
     bucket = fresh_bucket(s3env)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    with pytest.raises(PublishError, match="access denied .*check the credentials") as err:
+    with pytest.raises(PublishError, match=r"access denied .*check the credentials") as err:
         mirror(S3Target(options(s3env, bucket)), [Item.of_bytes("a", b"a", "text/plain", "")], 0)
     assert f"s3://{bucket}/p" in str(err.value)
     assert not any((s3env.data / bucket).iterdir())
