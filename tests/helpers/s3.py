@@ -154,6 +154,30 @@ class S3Server:
         """Where clients read the bucket (anonymous, path style)."""
         return "/".join(p for p in (self.reader.url, bucket, prefix) if p)
 
+    def gets(self, since: int = 0) -> list[str]:
+        """Object keys clients fetched (bucket/key) since log offset `since`."""
+        found = re.findall(r"GET OBJECT Bucket: (\S+) Object: (\S+)", self.reader.log()[since:])
+        return [f"{b}/{k}" for b, k in found]
+
+    def wait_public(self, bucket: str, key: str, needle: str, timeout: float = 15) -> bytes:
+        """The object as anonymous clients see it, once it contains `needle`."""
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.reader.url}/{bucket}/{key}", context=ctx) as r:
+                    body: bytes = r.read()
+                if needle.encode() in body:
+                    return body
+            except urllib.error.HTTPError:
+                body = b""
+            assert time.monotonic() < deadline, f"{bucket}/{key} never showed {needle!r}: {body!r}"
+            time.sleep(0.2)
+
     def stop(self) -> None:
         self.writer.stop()
         self.reader.stop()
@@ -167,7 +191,8 @@ def start(root: Path) -> S3Server:
         root / "data", root / "tls", root / "writer.log", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"
     )
     try:
-        reader = Rclone(root / "data", root / "tls", root / "reader.log", "--read-only")
+        # -vv: its log names every object a client GETs (the tests' access log).
+        reader = Rclone(root / "data", root / "tls", root / "reader.log", "--read-only", "-vv")
     except BaseException:
         writer.stop()
         raise
@@ -211,6 +236,7 @@ class Proxy:
         self.fail = 0
         self.stall_after: int | None = None
         self.stalled = threading.Event()
+        self._release: asyncio.Event | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -233,7 +259,9 @@ class Proxy:
             puts = sum(m == "PUT" for m, _, _ in self.requests)
             if request.method == "PUT" and self.stall_after is not None and puts > self.stall_after:
                 self.stalled.set()
-                await asyncio.sleep(3600)
+                assert self._release is not None
+                await self._release.wait()
+                return web.Response(status=503)
             headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
             async with self._session.request(
                 request.method,
@@ -250,6 +278,7 @@ class Proxy:
                 return web.Response(status=up.status, body=data, headers=out)
 
         async def main() -> None:
+            self._release = asyncio.Event()
             self._session = ClientSession(auto_decompress=False)
             app = web.Application(client_max_size=1 << 30)
             app.router.add_route("*", "/{tail:.*}", handle)
@@ -275,6 +304,8 @@ class Proxy:
         import asyncio
 
         async def stop() -> None:
+            assert self._release is not None
+            self._release.set()
             await self._session.close()
             await self._runner.cleanup()
 
