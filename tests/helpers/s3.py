@@ -161,6 +161,7 @@ class S3Server:
 
     def wait_public(self, bucket: str, key: str, needle: str, timeout: float = 15) -> bytes:
         """The object as anonymous clients see it, once it contains `needle`."""
+        import http.client
         import ssl
         import urllib.error
         import urllib.request
@@ -173,7 +174,9 @@ class S3Server:
                     body: bytes = r.read()
                 if needle.encode() in body:
                     return body
-            except urllib.error.HTTPError:
+            except (urllib.error.HTTPError, http.client.IncompleteRead):
+                # IncompleteRead: the reader's one-second listing still had the old
+                # size of an object the writer just replaced.
                 body = b""
             assert time.monotonic() < deadline, f"{bucket}/{key} never showed {needle!r}: {body!r}"
             time.sleep(0.2)
