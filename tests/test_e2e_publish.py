@@ -9,7 +9,8 @@ Debian's nginx, with no imgserver running.
   and its files in place, clients keep working, the next run finishes the copy;
 * files no listing names any more stay for --publish-grace, then go;
 * the directory target behind nginx: LXD launches from it and `lxc-create -t
-  download` creates from it; a bucket behind nginx (as behind a CDN) too.
+  download` creates from it; a bucket behind nginx (as behind a CDN) too, and
+  LXD follows a host of your own that redirects to the bucket.
 
 Needs the real docker-registry, LXD/Incus, LXC, xdelta3, nginx and rclone:
 skipped without them, failed with CI=true.
@@ -34,7 +35,7 @@ from imgserver import authority
 from tests.helpers import apps
 from tests.helpers.lxchost import LxcHost, need_lxc
 from tests.helpers.lxd import Scratch, wait_for
-from tests.helpers.nginx import bucket_front, static_site
+from tests.helpers.nginx import bucket_front, redirect, static_site
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.remote import local_fingerprints, remote_fingerprints
 from tests.helpers.s3 import Proxy, S3Server
@@ -247,7 +248,16 @@ def test_a_directory_behind_nginx_serves_lxd_and_lxc(
     front = bucket_front(
         tmp_path / "front", s3env.public_url(bucket, PREFIX), tls.cert, tls.key, s3env.ca
     )
-    host = LxcHost(tmp_path / "lxc", tls.ca)
+    # LXD checks the redirect's target against the same pinned CA: here the bucket's.
+    s3tls = s3env.ca.parent
+    redir = redirect(
+        tmp_path / "redir",
+        s3env.public_url(bucket, PREFIX),
+        s3tls / "server.crt",
+        s3tls / "server.key",
+    )
+    # One LXC host each: the template caches what it downloaded per build id.
+    hosts = [LxcHost(tmp_path / "lxc-www", tls.ca), LxcHost(tmp_path / "lxc-front", tls.ca)]
     try:
         local = f"file://{www}?ca={tls.ca}&url={nginx.url}"
         log = convert(site, local, s3env.target(bucket, PREFIX))
@@ -257,16 +267,29 @@ def test_a_directory_behind_nginx_serves_lxd_and_lxc(
         c1 = site.launch("hello", "www1")
         assert site.page(c1) == V1
         assert f"GET /{INDEX} 200" in nginx.log()
+        # A name of your own that redirects to the bucket: LXD follows the 302s.
+        add_remote(site, redir.url, s3env.ca, "redir")
+        site.lxc("image", "delete", v1.fingerprint)  # downloaded again, through the 302s
+        c2 = site.launch("hello", "redir1")
+        assert site.page(c2) == V1
+        assert f"GET /{INDEX} 302" in redir.log()
+        assert f"GET /images/hello/{v1.arch}/{v1.version}/meta.tar.xz 302" in redir.log()
 
-        for server, base in ((nginx.url, "lxcwww"), (front.url, "lxcfront")):
+        for host, server, base in zip(hosts, (nginx.url, front.url), ("www", "front"), strict=True):
             address = server.removeprefix("https://")
             name, out = host.create(
                 base, address, "hello", "1.0", v1.arch, "lxc.net.0.type = empty"
             )
             host.start(name)
             assert host.page(name) == V1, out
-        assert "GET //meta/1.0/index-system 200" in nginx.log()
+        # The template's own spelling, `//` and all (DESIGN section 12).
+        lxc_dir = f"//lxc/hello/{v1.arch}/{v1.version}/"
+        assert "GET //meta/1.0/index-system.7 200" in nginx.log()
+        assert f"GET {lxc_dir}/rootfs.tar.xz 200" in nginx.log()
+        assert f"GET {lxc_dir}/rootfs.tar.xz 200" in front.log()
     finally:
-        host.close()
+        for host in hosts:
+            host.close()
         nginx.stop()
         front.stop()
+        redir.stop()

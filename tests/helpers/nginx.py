@@ -127,3 +127,12 @@ def bucket_front(workdir: Path, bucket_url: str, cert: Path, key: Path, ca: Path
         }}
 """
     return Nginx(workdir, cert, key, body)
+
+
+def redirect(workdir: Path, to_url: str, cert: Path, key: Path) -> Nginx:
+    """nginx answering every request with a 302 to the same path below `to_url`
+    (a host name of your own in front of a bucket)."""
+    body = f"""
+        location / {{ return 302 {to_url.rstrip("/")}$uri; }}
+"""
+    return Nginx(workdir, cert, key, body)
