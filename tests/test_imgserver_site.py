@@ -33,7 +33,14 @@ def test_candidates(path: str, keys: list[str]) -> None:
 
 def test_catalog_pages_in_publishing_order(tmp_path: Path) -> None:
     write_version(
-        tmp_path, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y")
+        tmp_path,
+        "app",
+        "amd64",
+        "20260101_0000",
+        meta=b"m",
+        rootfs=b"r",
+        lxc=(b"x", b"y"),
+        release="1",
     )
     catalog = Catalog(tmp_path)
     catalog.refresh()
