@@ -136,6 +136,9 @@ class S3Server:
             "AWS_REGION": "us-east-1",
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            # Without credentials boto3 would ask an EC2 metadata service on
+            # 169.254.169.254: tests talk to 127.0.0.1 only.
+            "AWS_EC2_METADATA_DISABLED": "true",
         }
         env.pop("AWS_PROFILE", None)
         env.update(overrides)
