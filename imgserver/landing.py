@@ -28,8 +28,7 @@ code { font-size: 90%; }
 <h1>lxdocker image server</h1>
 <p>LXD images converted from Docker/OCI images, served over simplestreams.</p>
 <h2>Use it</h2>
-<p>$pin_text Pin <code>$pin_file</code> (SHA-256 fingerprint
-<code>$fingerprint</code>) on each LXD or Incus host, then add the remote:</p>
+<p>$pin</p>
 <pre>$commands</pre>
 <h2>Images</h2>
 $table
@@ -51,8 +50,12 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def commands(certs: tls.Certificates, url: str, remote: str) -> list[str]:
-    return [*tls.pin_commands(certs, url, remote), f"lxc image list {remote}:"]
+def commands(certs: tls.Certificates | None, url: str, remote: str) -> list[str]:
+    if certs is None:  # a certificate from a public CA: nothing to pin
+        add = [f"lxc remote add {remote} {url} --protocol simplestreams --public"]
+    else:
+        add = tls.pin_commands(certs, url, remote)
+    return [*add, f"lxc image list {remote}:"]
 
 
 def _table(versions: Sequence[VersionInfo], remote: str) -> str:
@@ -120,7 +123,12 @@ def _bundles(versions: Sequence[VersionInfo], url: str) -> str:
     return intro + "\n" + "\n".join(blocks)
 
 
-def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Certificates) -> str:
+def _pin(certs: tls.Certificates | None, url: str) -> str:
+    """What hosts must trust, as the paragraph above the commands."""
+    if certs is None:
+        return (
+            "The server certificate is from a public CA: add the remote on each LXD or Incus host:"
+        )
     if certs.has_ca:
         pin_text = (
             "The server certificate is issued by this server's own CA; hosts trust the CA, "
@@ -128,10 +136,19 @@ def render(versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Ce
         )
     else:
         pin_text = "The server certificate is self-signed."
+    return (
+        f"{escape(pin_text)} Pin <code>{escape(f'{url}{tls.pin_path(certs)}')}</code> (SHA-256"
+        f" fingerprint\n<code>{escape(certs.pin.fingerprint)}</code>) on each LXD or Incus"
+        " host, then add the remote:"
+    )
+
+
+def render(
+    versions: Sequence[VersionInfo], url: str, remote: str, certs: tls.Certificates | None
+) -> str:
+    """The page for a server reached at `url`; `certs` None: a public CA's certificate."""
     return PAGE.substitute(
-        pin_text=escape(pin_text),
-        pin_file=escape(f"{url}{tls.pin_path(certs)}"),
-        fingerprint=escape(certs.pin.fingerprint),
+        pin=_pin(certs, url),
         commands=escape("\n".join(commands(certs, url, remote))),
         table=_table(versions, remote),
         lxc=_lxc(versions, url.removeprefix("https://")),

@@ -5,7 +5,8 @@ section 11), then per arch skip when nothing that shapes that arch's output chan
 (manifest, spec, recipe, format, busybox), otherwise pull, flatten, patch, write and
 publish a new version of <name>/<arch> (with verified deltas from the previous ones,
 DESIGN section 13). A failing arch fails alone. Then prune, remove images whose spec
-is gone, check the deltas still listed, clean leftovers of killed runs and GC the cache.
+is gone, check the deltas still listed, clean leftovers of killed runs, GC the cache
+and copy the image directory's site to the publish targets (--publish-to).
 A failing spec never stops the others and never touches its published versions.
 """
 
@@ -42,6 +43,7 @@ from lxdocker.publish.lxcimage import lxc_meta
 from lxdocker.publish.lxcimage import write_meta as write_lxc_meta
 from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.publish.store import (
+    GRACE,
     VersionSource,
     clean_stale_temp,
     complete_versions,
@@ -49,6 +51,7 @@ from lxdocker.publish.store import (
     publish,
     remove_image,
 )
+from lxdocker.publish.targets import TargetSpec, publish_all
 from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.sources.busybox import Busybox, BusyboxSet
 from lxdocker.sources.cache import BlobCache, gc
@@ -100,6 +103,10 @@ class JobConfig:
     deltas: bool = True  # write squashfs.vcdiff deltas (needs xdelta3)
     delta_bases: int = DEFAULT_BASES  # deltas from up to this many previous versions
     delta_threshold: float = DEFAULT_THRESHOLD  # keep a delta only below this share of the full
+    # Copies of what imgserver serves (lxdocker.publish.targets), made after each run.
+    publish_to: tuple[TargetSpec, ...] = ()
+    # Seconds a file stays in a target after no listing names it (LXD caches for 1 h).
+    publish_grace: float = GRACE.total_seconds()
 
 
 def is_current(
@@ -381,8 +388,13 @@ def run(cfg: JobConfig) -> Summary:
         freed = gc(BlobCache(cfg.cache), roots)
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)
+        # The image directory is final for this run: copy it. A failing target
+        # fails alone and never changes the image directory.
+        published = publish_all(cfg.lxdimages, cfg.publish_to, cfg.publish_grace)
     return Summary(
-        tuple(sorted(results, key=lambda r: (r.name, r.arch))), time.monotonic() - started
+        tuple(sorted(results, key=lambda r: (r.name, r.arch))),
+        time.monotonic() - started,
+        tuple(published),
     )
 
 
