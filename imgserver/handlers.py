@@ -101,7 +101,7 @@ def _json(request: web.Request, doc: Document) -> web.Response:
     etag = doc.gzip_etag if gz else doc.etag
     headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: "no-cache", hdrs.VARY: hdrs.ACCEPT_ENCODING}
     inm = request.headers.get(hdrs.IF_NONE_MATCH)
-    if inm and etag in {c.strip().removeprefix("W/") for c in inm.split(",")}:
+    if inm and files.etag_matches(inm, etag):
         return web.Response(status=304, headers=headers)
     if gz:
         headers[hdrs.CONTENT_ENCODING] = "gzip"
@@ -126,7 +126,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     served = request.app[CATALOG].snapshot.file(f"{IMAGES_PREFIX}/{request.match_info['tail']}")
     if served is None:
         raise web.HTTPNotFound()
-    return await files.send(request, request.app[CONFIG].lxdimages, served)
+    config = request.app[CONFIG]
+    return await files.send(request, config.lxdimages, served, write_timeout=config.write_timeout)
 
 
 def _lxc_index_name(parts: list[str]) -> str | None:
@@ -156,7 +157,8 @@ async def lxc_get(request: web.Request) -> web.StreamResponse:
     served = snapshot.file("/".join(parts)) if parts[:1] == [lxcindex.LXC_PREFIX] else None
     if served is None:
         raise web.HTTPNotFound()
-    return await files.send(request, app[CONFIG].lxdimages, served)
+    config = app[CONFIG]
+    return await files.send(request, config.lxdimages, served, write_timeout=config.write_timeout)
 
 
 async def server_cert(request: web.Request) -> web.Response:
