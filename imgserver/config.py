@@ -55,7 +55,7 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     header_timeout: float = 15.0
     # A download whose client accepts nothing for this long is aborted (a stalled
-    # client holds about a megabyte of buffers; nginx's send_timeout is 60 s too).
+    # client holds 1-2 MB of buffers; nginx's send_timeout is 60 s too).
     write_timeout: float = 60.0
     shutdown_timeout: float = 10.0
     backlog: int = 1024
