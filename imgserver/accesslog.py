@@ -13,6 +13,12 @@ hands it the finished line and the handler adds the prefix the log format would
 64 KiB are pending, and when logging shuts down. Only lines still pending when the
 process is SIGKILLed are lost. Without that handler (tests, embedding) the lines
 go through `logger.info` as usual.
+
+When the log cannot be written (a full disk under a redirected stderr), requests
+go on: the lines are dropped and counted, the error is logged once by its name
+("No space left on device") through the server's other log handlers, and once
+writing works again the access log itself says how many lines were lost and why
+("up to": the stream's own buffer may have kept and written some of them).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from aiohttp import hdrs
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+
+log = logging.getLogger(__name__)
 
 LINE = '%s "%s %s HTTP/%d.%d" %d %d %.6fs "%s"'
 # The server's log formats: with worker processes every line names its process.
@@ -57,6 +65,8 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._second_text = ""
+        self._lost = 0  # lines dropped since writing failed
+        self._lost_why = ""
         self._pid = os.getpid()
         # A forked worker names its own pid (getpid per line is a system call).
         os.register_at_fork(after_in_child=self._forked)
@@ -107,12 +117,39 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
                 self._timer.cancel()
                 self._timer = None
                 self._timer_loop = None
-            if self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
-                self._pending_bytes = 0
-                self.stream.write(text)
-            super().flush()
+            if not self._pending:
+                return
+            lines = len(self._pending)
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            try:
+                self.stream.write(self._lost_line() + text if self._lost else text)
+                super().flush()
+                self._lost = 0
+            except OSError as e:
+                first = not self._lost
+                self._lost += lines
+                if first:  # counted first: this record may come back to this handler
+                    self._lost_why = e.strerror or str(e)
+                    log.error(
+                        "access log: cannot write to %s: %s; dropping its lines until it can",
+                        getattr(self.stream, "name", "the log"),
+                        self._lost_why,
+                    )
+
+    def _lost_line(self) -> str:
+        """A record at ERROR of this handler's logger, in its format, on the loss."""
+        record = logging.LogRecord(
+            "imgserver.access",
+            logging.ERROR,
+            __file__,
+            0,
+            "up to %d access log lines were lost: %s",
+            (self._lost, self._lost_why),
+            None,
+        )
+        return self.format(record) + self.terminator
 
 
 def batching_handler(logger: logging.Logger) -> BatchingHandler | None:

@@ -58,12 +58,18 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temporary file and rename: a reader sees the old or the new file."""
+    """Write via a temporary file and rename: a reader sees the old or the new file.
+    A failure (a full disk: "No space left on device") names the file and leaves
+    neither a partial file nor the temporary one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ServerError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -174,7 +180,13 @@ def create(out: Path, sans: Sequence[str], days: int = SERVER_DAYS) -> Issued:
         _write(out / CA_KEY, _key_pem(ca_key), 0o600)
         _write(out / CA_CERT, _cert_pem(ca))
         cert_path, key_path = _write_server(out, ca, ca_key, sans, days)
-    except OSError as e:
+    except (OSError, ServerError) as e:
+        # None of them existed (checked above): a half-made set would only be refused
+        # by the next gencert and by --renew.
+        for name in (CA_CERT, CA_KEY, tls.CERT_FILE, tls.KEY_FILE):
+            (out / name).unlink(missing_ok=True)
+        if isinstance(e, ServerError):
+            raise
         raise ServerError(f"cannot write certificates to {out}: {e}") from None
     return Issued(out / CA_CERT, cert_path, key_path, adopted=False)
 

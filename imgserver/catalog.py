@@ -16,6 +16,17 @@ for versions that list deltas): one rewritten after its version.json was loaded
 makes that version load again, so a damaged delta is unlisted within a refresh
 instead of being served to LXD, whose CLI then only says "Image already up to date"
 (the daemon log has "Hash mismatch"), and the client downloads the full rootfs.
+
+The full files are watched the same way, against the inode, size and mtime that
+version.json records for each (lxdocker.versioninfo.verified): a file overwritten
+in place or appended to after publishing is hashed again, once per change, and its
+version is unlisted unless the bytes are still the listed ones. Files of versions
+written before these were recorded are taken as found and watched from then on.
+The key a file was checked with goes with it (ServedFile.key), so a request never
+gets bytes that changed since, not even before the next refresh (imgserver.files).
+
+A version.json that cannot be read, parsed or checked, whatever it holds, skips its
+version with one warning per change of the file; the rest is listed as usual.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imgserver import lxcindex
@@ -38,6 +49,7 @@ from lxdocker.versioninfo import (
     VERSION_RE,
     Artifact,
     VersionInfo,
+    verified,
 )
 
 log = logging.getLogger(__name__)
@@ -58,12 +70,16 @@ class ServedFile:
     path: Path
     size: int
     sha256: str
+    # (inode, size, mtime_ns) of the file when its bytes were checked; None: size only.
+    key: _StatKey | None = None
 
 
 @dataclass(frozen=True)
 class Entry:
     info: VersionInfo
     directory: Path
+    # File name -> the stat key its bytes were checked with (see ServedFile.key).
+    keys: tuple[tuple[str, _StatKey], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +104,7 @@ def url_path(info: VersionInfo, filename: str) -> str:
     return f"{IMAGES_PREFIX}/{info.name}/{info.arch}/{info.version}/{filename}"
 
 
-_StatKey = tuple[int, int, int]
+_StatKey = tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns)
 MISSING: _StatKey = (-1, -1, -1)
 
 
@@ -104,7 +120,7 @@ def _stat_key(path: str) -> _StatKey:
 class _Cached:
     key: _StatKey  # of version.json
     entry: Entry | None
-    watched: tuple[tuple[str, _StatKey], ...] = ()  # delta files and their keys when loaded
+    watched: tuple[tuple[str, _StatKey], ...] = ()  # the files it lists and their keys when loaded
 
     def still_valid(self, key: _StatKey) -> bool:
         return key == self.key and all(_stat_key(p) == k for p, k in self.watched)
@@ -157,13 +173,16 @@ class Catalog:
             return False
         files: dict[str, ServedFile] = {}
         for e in entries:
+            keys = dict(e.keys)
             # The OCI bundle (bundleindex.py lists the newest ones) is an image file too.
             bundle = e.info.artifact(ROLE_BUNDLE)
             for f in (e.info.meta, e.info.rootfs, *e.info.deltas, *([bundle] if bundle else [])):
-                files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
+                files[url_path(e.info, f.name)] = ServedFile(
+                    e.directory / f.name, f.size, f.sha256, keys.get(f.name)
+                )
             # LXC's download template asks for fixed names below its own path.
             for url, f in lxcindex.served_files(e.info).items():
-                files[url] = ServedFile(e.directory / f.name, f.size, f.sha256)
+                files[url] = ServedFile(e.directory / f.name, f.size, f.sha256, keys.get(f.name))
         self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files)
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
         return True
@@ -178,35 +197,56 @@ class Catalog:
 
     def _load(self, directory: Path, key: _StatKey) -> _Cached:
         """Parse and check one version directory; log (once per change) and skip if bad."""
+        info = None
         try:
             info = VersionInfo.load(directory / VERSION_FILE)
-            arch_dir = directory.parent
-            expected = (arch_dir.parent.name, arch_dir.name, directory.name)
-            if (info.name, info.arch, info.version) != expected:
-                raise StoreError(
-                    f"{directory / VERSION_FILE}: names {info.name}/{info.arch}/{info.version}"
-                    f" do not match the directory {'/'.join(expected)}"
-                )
-            # Every file version.json lists (LXC's too) but the deltas: a version
-            # with a missing file is damaged. A bad delta only unlists itself (below).
-            for f in info.artifacts:
-                if f.role == ROLE_DELTA:
-                    continue
-                _check_file(self.root, directory, f.name, f.size)
+            return self._checked(directory, key, info)
         except StoreError as e:
             log.warning("catalog: skipping %s: %s", directory, e)
-            return _Cached(key, None)
-        deltas, watched = [], []
+        except Exception as e:  # whatever a file holds, the other versions stay listed
+            log.warning(
+                "catalog: skipping %s: invalid %s (%s: %s)",
+                directory,
+                VERSION_FILE,
+                type(e).__name__,
+                e,
+            )
+        # A listed file put back in place (or still being copied) makes it load again.
+        names = [a.name for a in info.artifacts] if info is not None else []
+        return _Cached(key, None, tuple(_watch(directory / n) for n in names))
+
+    def _checked(self, directory: Path, key: _StatKey, info: VersionInfo) -> _Cached:
+        arch_dir = directory.parent
+        expected = (arch_dir.parent.name, arch_dir.name, directory.name)
+        if (info.name, info.arch, info.version) != expected:
+            raise StoreError(
+                f"{directory / VERSION_FILE}: names {info.name}/{info.arch}/{info.version}"
+                f" do not match the directory {'/'.join(expected)}"
+            )
+        # Every file version.json lists (LXC's too) but the deltas: a version with a
+        # missing or changed file is damaged. A bad delta only unlists itself (below).
+        keys = {
+            f.name: _check_full(self.root, directory, f)
+            for f in info.artifacts
+            if f.role != ROLE_DELTA
+        }
+        deltas = []
         for d in info.deltas:
-            path = os.fspath(directory / d.name)
             try:
-                watched.append((path, _check_delta(self.root, directory, d)))
+                keys[d.name] = _check_delta(self.root, directory, d)
             except StoreError as e:
-                watched.append((path, _stat_key(path)))
+                keys[d.name] = _stat_key(os.fspath(directory / d.name))
                 log.warning("catalog: not listing a delta: %s", e)
                 continue
             deltas.append(d)
-        return _Cached(key, Entry(info.with_deltas(deltas), directory), tuple(watched))
+        watched = tuple((os.fspath(directory / n), k) for n, k in keys.items())
+        entry = Entry(info.with_deltas(deltas), directory, tuple(keys.items()))
+        return _Cached(key, entry, watched)
+
+
+def _watch(path: Path) -> tuple[str, _StatKey]:
+    p = os.fspath(path)
+    return p, _stat_key(p)
 
 
 def _subdirs(parent: str, pattern: re.Pattern[str] | None) -> list[str]:
@@ -225,7 +265,8 @@ def _subdirs(parent: str, pattern: re.Pattern[str] | None) -> list[str]:
     return [f"{parent}/{n}" for n in names]
 
 
-def _check_file(root: Path, directory: Path, name: str, size: int) -> None:
+def _check_file(root: Path, directory: Path, name: str, size: int) -> _StatKey:
+    """The stat key of a listed file that is inside the tree and has the listed size."""
     path = directory / name
     try:
         st = path.stat()
@@ -236,7 +277,27 @@ def _check_file(root: Path, directory: Path, name: str, size: int) -> None:
         # A symlink out of the tree would let the server hand out any file it can read.
         raise StoreError(f"{path}: resolves outside the image directory {root}")
     if st.st_size != size:
-        raise StoreError(f"{path}: size {st.st_size} differs from {VERSION_FILE} ({size})")
+        raise StoreError(
+            f"{path}: size {st.st_size} differs from {VERSION_FILE} ({size}): "
+            "changed since publishing"
+        )
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _check_full(root: Path, directory: Path, a: Artifact) -> _StatKey:
+    """The stat key of a full file whose bytes are still those listed: the recorded
+    one, or after hashing it again when it differs (once per change: the key is
+    watched from then on)."""
+    key = _check_file(root, directory, a.name, a.size)
+    if not a.recorded:
+        return key  # written before the records: taken as found
+    checked = verified(directory / a.name, a)
+    if checked is None:
+        raise StoreError(
+            f"{directory / a.name}: changed since publishing: its bytes are not the ones "
+            f"{VERSION_FILE} lists (sha256 {a.sha256})"
+        )
+    return (checked.inode, checked.size, checked.mtime_ns)
 
 
 def _check_delta(root: Path, directory: Path, d: Artifact) -> _StatKey:
@@ -264,7 +325,7 @@ def _with_listed_bases(entries: list[Entry]) -> tuple[Entry, ...]:
     for e in entries:
         keep = [d for d in e.info.deltas if (e.info.name, e.info.arch, d.base) in listed]
         if len(keep) != len(e.info.deltas):
-            e = Entry(e.info.with_deltas(keep), e.directory)
+            e = replace(e, info=e.info.with_deltas(keep))
         out.append(e)
     return tuple(out)
 

@@ -51,6 +51,12 @@ def serve_parser() -> argparse.ArgumentParser:
         help="seconds a client may take to send request headers or stay idle",
     )
     p.add_argument(
+        "--write-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a client may accept no data of a download before it is disconnected",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -119,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         a = serve_parser().parse_args(args_list)
         if a.workers < 0:
             serve_parser().error(f"--workers {a.workers}: expected 0 (one per CPU) or more")
+        if not a.write_timeout > 0:
+            serve_parser().error(f"--write-timeout {a.write_timeout}: expected seconds above 0")
         workers = worker_count(a.workers)
         # With worker processes, every line says which process wrote it.
         accesslog.configure(with_pid=workers > 1)
@@ -131,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             remote_name=a.remote_name,
             refresh_interval=a.refresh_interval,
             header_timeout=a.header_timeout,
+            write_timeout=a.write_timeout,
         )
         return serve(config, workers)
     except CertificateError as e:  # the files exist but cannot be served: refuse (issue 17)

@@ -54,6 +54,9 @@ class ServerConfig:
     first_byte_timeout: float = 10.0
     handshake_timeout: float = 10.0
     header_timeout: float = 15.0
+    # A download whose client accepts nothing for this long is aborted (a stalled
+    # client holds 1-2 MB of buffers; nginx's send_timeout is 60 s too).
+    write_timeout: float = 60.0
     shutdown_timeout: float = 10.0
     backlog: int = 1024
     expiry_check_interval: float = 86400.0  # seconds between certificate expiry checks

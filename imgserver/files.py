@@ -5,6 +5,12 @@ sibling with `Content-Encoding` when the client accepts it, and LXD must get the
 image bytes exactly as listed (their sha256 is checked; an `.xz`/`.gz` file must
 never look transfer-encoded). Here the bytes on disk are sent as they are,
 `application/octet-stream`, never with a Content-Encoding.
+
+A client that stops reading holds a download's buffers (about two chunks, in the
+TLS and socket transports) and its file: when a write waits longer than the write
+timeout (`--write-timeout`, like nginx's send_timeout) the connection is aborted,
+which frees them at once. A client that goes away mid-download is routine for a
+file server: one INFO line, no traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 # 1 MiB ~770 MB/s, at a peak RSS of 130, 190 and 300 MB (bench/RESULTS.md). 512 KiB
 # takes most of the gain for a bounded ~2-3 MB per running download.
 CHUNK = 512 * 1024
+# RFC 9110 section 14.1.1: a suffix-range is satisfiable only with a non-zero length.
+_ZERO_SUFFIX = re.compile(r"bytes=-0+", re.ASCII | re.IGNORECASE)
 
 
 def byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
@@ -37,8 +46,14 @@ def byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
     Raises HTTPRequestRangeNotSatisfiable for a range outside the file. A malformed
     or multi-part Range is ignored, as RFC 9110 section 14.2 allows.
     """
-    if hdrs.RANGE not in request.headers:
+    header = request.headers.get(hdrs.RANGE)
+    if header is None:
         return None
+    unsatisfiable = web.HTTPRequestRangeNotSatisfiable(
+        headers={hdrs.CONTENT_RANGE: f"bytes */{size}"}
+    )
+    if _ZERO_SUFFIX.fullmatch(header):  # aiohttp reads "-0" as "0-": the whole file
+        raise unsatisfiable
     try:
         rng = request.http_range
     except ValueError:
@@ -52,17 +67,22 @@ def byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
         start = start or 0
         stop = size if stop is None else min(stop, size)
     if start >= size or stop <= start:
-        raise web.HTTPRequestRangeNotSatisfiable(headers={hdrs.CONTENT_RANGE: f"bytes */{size}"})
+        raise unsatisfiable
     return start, stop
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an If-None-Match value matches the (quoted) `etag`: weak comparison,
+    and "*" matches any current representation (RFC 9110 section 13.1.2)."""
     candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
-    return "*" in candidates or f'"{etag}"' in candidates
+    return "*" in candidates or etag in candidates
 
 
 def _open_confined(root: Path, served: ServedFile) -> BinaryIO | None:
-    """Open the file if it still resolves inside root and matches the catalog's size.
+    """Open the file if it still resolves inside root and is the file the catalog
+    checked: same inode, size and mtime, so bytes written since (in place, appended)
+    are never sent under the listed sha256, even before the catalog's next refresh
+    unlists them.
 
     Checked on every request, not only when the catalog loaded the version: a file
     may have been replaced by a symlink since.
@@ -77,25 +97,32 @@ def _open_confined(root: Path, served: ServedFile) -> BinaryIO | None:
         log.warning("cannot open %s: %s", served.path, e)
         return None
     st = os.fstat(f.fileno())
-    if not stat.S_ISREG(st.st_mode) or st.st_size != served.size:
-        log.error("%s changed on disk (size %d, catalog says %d)", real, st.st_size, served.size)
+    now = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != served.size or served.key not in (None, now):
+        # Not the client's doing: the operator or the disk changed a published file.
+        log.warning("not serving %s: it changed on disk since it was checked", real)
         f.close()
         return None
     return f
 
 
-async def _copy(f: BinaryIO, resp: web.StreamResponse, start: int, length: int) -> None:
+async def _copy(
+    f: BinaryIO, resp: web.StreamResponse, start: int, length: int, timeout: float
+) -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, f.seek, start)
     while length > 0:
         chunk = await loop.run_in_executor(None, f.read, min(CHUNK, length))
         if not chunk:
             break  # truncated under us: the short body tells the client
-        await resp.write(chunk)
+        async with asyncio.timeout(timeout):
+            await resp.write(chunk)
         length -= len(chunk)
 
 
-async def send(request: web.Request, root: Path, served: ServedFile) -> web.StreamResponse:
+async def send(
+    request: web.Request, root: Path, served: ServedFile, *, write_timeout: float
+) -> web.StreamResponse:
     etag = served.sha256
     headers = {
         hdrs.ETAG: f'"{etag}"',
@@ -104,7 +131,7 @@ async def send(request: web.Request, root: Path, served: ServedFile) -> web.Stre
         hdrs.CACHE_CONTROL: FILE_CACHE_CONTROL,
     }
     inm = request.headers.get(hdrs.IF_NONE_MATCH)
-    if inm is not None and _etag_matches(inm, etag):
+    if inm is not None and etag_matches(inm, headers[hdrs.ETAG]):
         return web.Response(status=304, headers=headers)
     loop = asyncio.get_running_loop()
     f = await loop.run_in_executor(None, _open_confined, root, served)
@@ -120,14 +147,23 @@ async def send(request: web.Request, root: Path, served: ServedFile) -> web.Stre
         if rng:
             resp.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{stop - 1}/{served.size}"
         resp.content_length = stop - start
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             if request.method != hdrs.METH_HEAD:
-                await _copy(f, resp, start, stop - start)
-            await resp.write_eof()
-        except ConnectionResetError:
-            # The client went away mid-download: routine for a file server, no traceback.
+                await _copy(f, resp, start, stop - start, write_timeout)
+            async with asyncio.timeout(write_timeout):
+                await resp.write_eof()
+        except ConnectionError:  # reset, or "Connection lost" while draining
             log.info("%s: client closed the connection during %s", request.remote, request.path)
+        except TimeoutError:
+            log.info(
+                "%s: client read nothing for %g s during %s: closing the connection",
+                request.remote,
+                write_timeout,
+                request.path,
+            )
+            if request.transport is not None:
+                request.transport.abort()  # drops what it buffered for the client
         return resp
     finally:
         f.close()

@@ -97,7 +97,7 @@ def _json(request: web.Request, doc: Document) -> web.Response:
     etag = doc.gzip_etag if gz else doc.etag
     headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: "no-cache", hdrs.VARY: hdrs.ACCEPT_ENCODING}
     inm = request.headers.get(hdrs.IF_NONE_MATCH)
-    if inm and etag in {c.strip().removeprefix("W/") for c in inm.split(",")}:
+    if inm and files.etag_matches(inm, etag):
         return web.Response(status=304, headers=headers)
     if gz:
         headers[hdrs.CONTENT_ENCODING] = "gzip"
@@ -133,7 +133,10 @@ async def site_resource(request: web.Request) -> web.StreamResponse:
             return _page(page)
         served = snapshot.file(path)
         if served is not None:
-            return await files.send(request, app[CONFIG].lxdimages, served)
+            config = app[CONFIG]
+            return await files.send(
+                request, config.lxdimages, served, write_timeout=config.write_timeout
+            )
     raise web.HTTPNotFound()
 
 

@@ -11,10 +11,11 @@ import socket
 
 from aiohttp import web
 
-from imgserver import tls
+from imgserver import memory, tls
 from imgserver.accesslog import AccessLog
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
+from imgserver.errorlog import http_logger
 from imgserver.listener import Listener, bind
 from imgserver.tls import Certificates, pin_instructions, remote_url, server_context
 
@@ -84,6 +85,7 @@ async def run(
         create_app(config),
         access_log=logging.getLogger("imgserver.access"),
         access_log_class=AccessLog,
+        logger=http_logger(),  # a request we cannot parse is the client's mistake
         # aiohttp's keep-alive timer also closes a connection whose request headers
         # have not completed in time (slow clients, "slowloris").
         keepalive_timeout=config.header_timeout,
@@ -93,20 +95,23 @@ async def run(
     await runner.setup()
     listener: Listener | None = None
     watch: asyncio.Task[None] | None = None
+    release: asyncio.Task[None] | None = None
     try:
         if sock is None:
             sock = bind(config.address, config.backlog)
         assert runner.server is not None
         listener = Listener(sock, runner.server, ssl_context, config)
         listener.start()
+        release = asyncio.create_task(memory.release_after_bursts(runner.server))
         if not worker:
             certs = banner(config, listener.port)
             watch = asyncio.create_task(_watch_expiry(certs, config.expiry_check_interval))
         await stop.wait()
         log.log(logging.DEBUG if worker else logging.INFO, "shutting down")
     finally:
-        if watch is not None:
-            watch.cancel()
+        for task in (watch, release):
+            if task is not None:
+                task.cancel()
         if listener is not None:
             await listener.close()
         await runner.cleanup()

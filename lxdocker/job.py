@@ -35,10 +35,10 @@ from lxdocker.publish.delta import (
     DEFAULT_BASES,
     DEFAULT_THRESHOLD,
     DeltaOutcome,
-    check_all_deltas,
     write_deltas,
     xdelta3_for_run,
 )
+from lxdocker.publish.integrity import check_published
 from lxdocker.publish.lxcimage import lxc_meta
 from lxdocker.publish.lxcimage import write_meta as write_lxc_meta
 from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, write_meta
@@ -368,12 +368,14 @@ def run(cfg: JobConfig) -> Summary:
         ]
         busyboxes = job_busyboxes(cfg)
         xdelta3 = xdelta3_for_run() if cfg.deltas and cfg.imageformat == "squashfs" else None
+        # Before converting: a version whose files changed since publishing is gone by
+        # then, so its spec is no longer "unchanged" and gets built again.
+        check_published(cfg.lxdimages, xdelta3, cfg.delta_threshold)
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
             for per_arch in pool.map(lambda s: convert(s, cfg, busyboxes, xdelta3), specs):
                 results.extend(per_arch)
         for path in prune(cfg.lxdimages, keep=cfg.keep):
             log.info("pruned %s", path)
-        check_all_deltas(cfg.lxdimages, xdelta3, cfg.delta_threshold)
         if not cfg.only:
             for name in published_names(cfg.lxdimages):
                 if name not in known:

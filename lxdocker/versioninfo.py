@@ -16,11 +16,18 @@ such files are still read (existing installs), and written back only as format 2
 `runtime` is the image's run-time contract (Docker's VOLUME, EXPOSE, HEALTHCHECK), so
 imgserver can show it without opening the rootfs; versions written before it was
 recorded have none (null or absent: unknown, not "nothing declared").
+
+An artifact also records the file's inode and mtime (ns) when it was hashed, so
+both sides can tell cheaply whether its bytes may have changed since (`verified`):
+a file overwritten in place or appended to must never be served under the sha256
+listed here. Files written before these were recorded read as 0 ("not recorded").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -78,12 +85,53 @@ class Artifact:
     size: int
     sha256: str  # hex, no prefix
     base: str = ""  # ROLE_DELTA only: version key whose rootfs this delta patches
+    # The file's st_mtime_ns and st_ino when its sha256 was taken; 0: not recorded.
+    # Not part of equality: two artifacts are equal when they list the same bytes.
+    mtime_ns: int = field(default=0, compare=False)
+    inode: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not self.base:
-            del data["base"]
+        for key in ("base", "mtime_ns", "inode"):
+            if not data[key]:
+                del data[key]
         return data
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the file's inode and mtime at hashing time are known."""
+        return bool(self.inode)
+
+    def same_file(self, st: os.stat_result) -> bool:
+        """Whether `st` is the recorded state of the file: same inode, size and mtime.
+        An in-place overwrite or an append changes the mtime, a replacement the inode."""
+        return self.recorded and (st.st_ino, st.st_size, st.st_mtime_ns) == (
+            self.inode,
+            self.size,
+            self.mtime_ns,
+        )
+
+
+def verified(path: Path, a: Artifact) -> Artifact | None:
+    """`a` with the current inode and mtime of `path` if the file still holds the
+    bytes `a` lists, None if they changed or it cannot be read.
+
+    Cheap while the file is as recorded (one fstat); otherwise the whole file is read
+    and hashed once, so a file only touched, copied back or restored keeps its place."""
+    try:
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            if a.same_file(st):
+                return a
+            if st.st_size != a.size:
+                return None
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            after = os.fstat(f.fileno())
+    except OSError:
+        return None
+    if digest != a.sha256 or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        return None  # other bytes, or written to while being read
+    return replace(a, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
 def is_port(text: str) -> bool:
@@ -251,6 +299,9 @@ def _check_artifact(a: Artifact, info: VersionInfo, where: str) -> None:
         raise StoreError(f"{where}: {a.name}: {a.sha256!r} is not a sha256 hex digest")
     if not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0:
         raise StoreError(f"{where}: {a.name}: size {a.size!r} is not a byte count")
+    for key, value in (("mtime_ns", a.mtime_ns), ("inode", a.inode)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise StoreError(f"{where}: {a.name}: {key} {value!r} is not a non-negative integer")
     expected = {
         ROLE_META: META_FILE,
         ROLE_ROOTFS: ROOTFS_FILES[info.rootfs_format],

@@ -17,6 +17,7 @@ from aiohttp.web_log import AccessLogger
 
 from imgserver import accesslog
 from imgserver.accesslog import AccessLog, BatchingHandler, batching_handler, log_format
+from tests.helpers.disk import fill
 
 AIOHTTP_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 
@@ -213,3 +214,24 @@ async def test_a_forked_worker_names_its_own_pid(tmp_path: Path) -> None:
         f"imgserver.access[{pid}] INFO from the worker",
         f"imgserver.access[{os.getpid()}] INFO pending in the parent",
     ]
+
+
+def test_a_full_disk_drops_lines_says_so_once_and_then_reports_the_loss(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 24: a full disk must be said as such, and must not reach the requests."""
+    path = tiny_disk / "access.log"
+    with path.open("w") as stream:
+        handler = BatchingHandler(stream, with_pid=False)
+        fill(tiny_disk)
+        for i in range(3000):  # off the loop: each line is written at once
+            handler.info("imgserver.access", f"request {i:04d}")
+        errors = [r for r in caplog.records if "No space left on device" in r.getMessage()]
+        assert len(errors) == 1 and errors[0].levelno == logging.ERROR
+        assert f"access log: cannot write to {path}" in errors[0].getMessage()
+        (tiny_disk / "filler").unlink()
+        handler.info("imgserver.access", "after")
+    text = path.read_text()
+    assert "ERROR up to 3000 access log lines were lost: No space left on device\n" in text
+    assert text.endswith(" INFO after\n")
+    assert "request 2999" not in text

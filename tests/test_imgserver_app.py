@@ -6,6 +6,8 @@ import asyncio
 import gzip
 import hashlib
 import json
+import logging
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,8 +21,8 @@ from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.handlers import accepts_gzip
 from lxdocker.versioninfo import Runtime, VersionInfo
-from tests.helpers.imgserver import make_cert
-from tests.helpers.versions import write_version
+from tests.helpers.imgserver import make_cert, reading
+from tests.helpers.versions import change_file, write_version
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -76,6 +78,15 @@ async def test_json_etag_and_304(client: Client, path: str) -> None:
     other = await client.get(path, headers={"If-None-Match": '"nope"'})
     assert other.status == 200
     assert await other.read() == body
+
+
+@pytest.mark.parametrize("path", ["/streams/v1/index.json", "/streams/v1/images.json"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_if_none_match_star_is_304(client: Client, path: str, method: str) -> None:
+    """RFC 9110 13.1.2: "*" matches any current representation (it answered 200)."""
+    resp = await client.request(method, path, headers={"If-None-Match": "*"})
+    assert resp.status == 304
+    assert await resp.read() == b""
 
 
 async def test_json_gzip_only_when_asked(client: Client) -> None:
@@ -188,6 +199,37 @@ async def test_file_larger_than_a_read_chunk(client: Client, tree: Path) -> None
     assert await resp.read() == big[start : start + 100]
 
 
+async def test_a_stalled_download_is_cut_off_after_the_write_timeout(
+    aiohttp_client: MakeClient,
+    tree: Path,
+    cert: tuple[Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 24: a client that requests a rootfs and never reads held its buffers
+    (and the file) for as long as it stayed connected."""
+    caplog.set_level(logging.INFO, logger="imgserver")
+    big = os.urandom(32 * 1024 * 1024)  # far more than the socket buffers take
+    write_version(tree, "big", "amd64", "20260101_0000", meta=META, rootfs=big)
+    config = ServerConfig(lxdimages=tree, cert=cert[0], key=cert[1], write_timeout=0.5)
+    client = await aiohttp_client(create_app(config))
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /images/big/amd64/20260101_0000/rootfs.squashfs HTTP/1.1\r\nHost: x\r\n\r\n")
+    reading(writer).pause_reading()  # a client that reads nothing
+    await asyncio.sleep(2.5)
+    reading(writer).resume_reading()
+    received = 0
+    try:
+        async with asyncio.timeout(10):  # ends (EOF or reset) instead of going on
+            while chunk := await reader.read(1 << 20):
+                received += len(chunk)
+    except ConnectionResetError:
+        pass
+    writer.close()
+    assert received < len(big)
+    assert "client read nothing for 0.5 s during /images/big/amd64/" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 async def test_head_file(client: Client) -> None:
     resp = await client.head(f"{BASE}/meta.tar.xz")
     assert resp.status == 200
@@ -215,10 +257,13 @@ async def test_range(
     assert resp.headers.get("Content-Range") == content_range
 
 
-async def test_unsatisfiable_range(client: Client) -> None:
-    resp = await client.get(f"{BASE}/rootfs.squashfs", headers={"Range": "bytes=20000-"})
+@pytest.mark.parametrize("range_header", ["bytes=20000-", "bytes=-0", "bytes=-000"])
+async def test_unsatisfiable_range(client: Client, range_header: str) -> None:
+    # RFC 9110 14.1.1: a suffix range needs a non-zero length ("-0" sent everything).
+    resp = await client.get(f"{BASE}/rootfs.squashfs", headers={"Range": range_header})
     assert resp.status == 416
     assert resp.headers["Content-Range"] == "bytes */10240"
+    assert ROOTFS not in await resp.read()
 
 
 async def test_if_range_with_other_etag_sends_everything(client: Client) -> None:
@@ -271,6 +316,66 @@ async def test_symlink_swapped_in_after_listing_is_refused(client: Client, tree:
     resp = await client.get(f"{BASE}/rootfs.squashfs")
     assert resp.status == 404
     assert b"S" not in await resp.read()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(50):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} not within 5 s")
+
+
+async def listed_versions(client: Client) -> list[str]:
+    images = await (await client.get("/streams/v1/images.json")).json()
+    product = images["products"].get("lxdocker:app:amd64", {"versions": {}})
+    return sorted(product["versions"])
+
+
+@pytest.mark.parametrize("change", ["in_place", "appended", "replaced"])
+async def test_a_file_changed_after_publishing_is_never_served_under_its_hash(
+    client: Client, tree: Path, change: str
+) -> None:
+    """Issue 24: a rootfs overwritten in place was served with the old sha256 as ETag
+    and `immutable`; appended to, it stayed listed and answered 404."""
+    rootfs = tree / "app/amd64/20260101_0000/rootfs.squashfs"
+    assert (await client.get(f"{BASE}/rootfs.squashfs")).status == 200
+    change_file(rootfs, change)
+    # At once, before any refresh: not served (the catalog checked other bytes).
+    resp = await client.get(f"{BASE}/rootfs.squashfs")
+    assert resp.status == 404
+    assert await resp.read() != ROOTFS
+
+    async def unlisted() -> bool:
+        return await listed_versions(client) == []
+
+    await until(unlisted, "the changed version unlisted")
+    # The next converter run, or an operator, puts the published bytes back.
+    rootfs.write_bytes(ROOTFS)
+
+    async def relisted() -> bool:
+        return await listed_versions(client) == ["20260101_0000"]
+
+    await until(relisted, "the restored version listed again")
+    resp = await client.get(f"{BASE}/rootfs.squashfs")
+    assert await resp.read() == ROOTFS
+    assert resp.headers["ETag"] == f'"{hashlib.sha256(ROOTFS).hexdigest()}"'
+
+
+async def test_a_malformed_version_json_leaves_the_others_served(
+    client: Client, tree: Path
+) -> None:
+    bad = write_version(tree, "app", "amd64", "20260102_0000", meta=META, rootfs=ROOTFS + b"2")
+    data = json.loads(bad.to_json())
+    data["version"] = 202612040417
+    (tree / "app/amd64/20260102_0000/version.json").write_text(json.dumps(data))
+    write_version(tree, "app", "amd64", "20260103_0000", meta=META, rootfs=ROOTFS + b"3")
+
+    async def newest_listed() -> bool:
+        return await listed_versions(client) == ["20260101_0000", "20260103_0000"]
+
+    await until(newest_listed, "the versions beside the bad one")
+    assert (await client.get(f"{BASE}/rootfs.squashfs")).status == 200
 
 
 async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:

@@ -7,6 +7,7 @@ is the reference verifier here; real LXD and Incus are in test_imgserver_renewal
 from __future__ import annotations
 
 import datetime
+import re
 import socket
 import ssl
 import stat
@@ -22,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from imgserver import authority, tls
 from imgserver.cli import main
 from lxdocker.errors import CertificateError, ServerError
+from tests.helpers.disk import fill
 from tests.helpers.imgserver import RunningServer
 
 SANS = ["localhost", "127.0.0.1"]
@@ -202,3 +204,24 @@ def test_renew_without_the_ca_key_says_so(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match=r"ca\.key is missing: --renew signs with the CA key"):
         authority.renew(tmp_path)
     assert issued.cert.read_bytes() == before
+
+
+def test_gencert_on_a_full_disk_says_so_and_leaves_nothing(tiny_disk: Path) -> None:
+    out = tiny_disk / "tls"
+    out.mkdir()
+    fill(tiny_disk)
+    with pytest.raises(
+        ServerError, match=re.escape(f"cannot write {out}/ca.key: No space left on device")
+    ):
+        authority.create(out, SANS)
+    assert list(out.iterdir()) == []
+
+
+def test_renew_on_a_full_disk_keeps_the_served_certificate(tiny_disk: Path) -> None:
+    out = tiny_disk / "tls"
+    authority.create(out, SANS)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fill(tiny_disk)
+    with pytest.raises(ServerError, match=r"server\.key: No space left on device"):
+        authority.renew(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

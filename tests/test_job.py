@@ -30,6 +30,7 @@ from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
 from tests.helpers.images import Member, build_image, build_index, layer_tar, write_oci_layout
 from tests.helpers.registry import RunningRegistry, push_index
+from tests.helpers.versions import change_file
 
 ARCH = "amd64"
 
@@ -512,3 +513,23 @@ def test_lxc_files_for_every_arch_and_the_lxc_index_lists_them(
     catalog.refresh()
     arches = [line.split(";")[2] for line in lxcindex.index_lines(catalog.snapshot.versions)]
     assert arches == ["amd64", "x86_64", "arm64", "aarch64", "armhf", "armv7l", "i386", "i686"]
+
+
+@pytest.mark.parametrize("change", ["in_place", "appended", "touched"])
+def test_a_rootfs_changed_after_publishing_is_built_again(
+    world: dict[str, Path], change: str
+) -> None:
+    """Issue 24: a rootfs overwritten in place (same size) made the next run say
+    "unchanged" and stay served under its old sha256."""
+    add_spec(world, "web")
+    run(config(world))
+    (first,) = complete_versions(world["images"], "web", ARCH)
+    rootfs = world["images"] / "web" / ARCH / first.version / first.rootfs.name
+    change_file(rootfs, change)  # "touched": the same bytes, nothing to build
+    summary = run(config(world))
+    assert [r.status for r in summary.results] == ["unchanged" if change == "touched" else "built"]
+    (now,) = complete_versions(world["images"], "web", ARCH)
+    rootfs = world["images"] / "web" / ARCH / now.version / now.rootfs.name
+    assert hashlib.sha256(rootfs.read_bytes()).hexdigest() == now.rootfs.sha256
+    assert now.rootfs.mtime_ns == rootfs.stat().st_mtime_ns
+    assert run(config(world)).results[0].status == "unchanged"

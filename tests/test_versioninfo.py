@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +21,9 @@ from lxdocker.versioninfo import (
     Runtime,
     VersionInfo,
     delta_name,
+    verified,
 )
+from tests.helpers.versions import change_file
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -86,6 +91,8 @@ def test_a_delta_round_trips_with_its_base() -> None:
         ({"base": "20261129_0800", "name": "../rootfs.squashfs"}, "not a plain file name"),
         ({"base": "20261129_0800", "size": -1}, "not a byte count"),
         ({"base": "20261129_0800", "sha256": "zz"}, "not a sha256"),
+        ({"base": "20261129_0800", "inode": -1}, "inode -1 is not a non-negative integer"),
+        ({"base": "20261129_0800", "mtime_ns": "now"}, "mtime_ns 'now' is not a non-neg"),
         ({"role": "rootfs", "base": "20261129_0800"}, "exactly one 'rootfs'"),
     ],
 )
@@ -167,3 +174,53 @@ def test_a_bad_runtime_is_refused_naming_the_file(runtime: object, message: str)
     with pytest.raises(StoreError, match=message) as e:
         VersionInfo.from_json(json.dumps(data), "/srv/x/version.json")
     assert "/srv/x/version.json" in str(e.value)
+
+
+def test_the_stat_records_round_trip_and_older_files_read_as_unrecorded() -> None:
+    info = VersionInfo.from_json(json.dumps(FORMAT_1))
+    assert not info.rootfs.recorded and (info.rootfs.inode, info.rootfs.mtime_ns) == (0, 0)
+    assert "inode" not in info.to_json()  # nothing written for what is not known
+    data = json.loads(info.to_json())
+    data["artifacts"][1] |= {"inode": 1234, "mtime_ns": 1_700_000_000_123_456_789}
+    again = VersionInfo.from_json(json.dumps(data))
+    assert (again.rootfs.inode, again.rootfs.mtime_ns) == (1234, 1_700_000_000_123_456_789)
+    assert json.loads(again.to_json())["artifacts"][1]["inode"] == 1234
+    # Records are bookkeeping: the artifact lists the same bytes.
+    assert again.rootfs == info.rootfs and again == info
+
+
+def recorded_artifact(path: Path, data: bytes) -> Artifact:
+    path.write_bytes(data)
+    st = path.stat()
+    digest = hashlib.sha256(data).hexdigest()
+    return Artifact(ROLE_ROOTFS, path.name, len(data), digest, "", st.st_mtime_ns, st.st_ino)
+
+
+def test_verified_is_one_stat_while_the_file_is_as_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "rootfs.squashfs"
+    a = recorded_artifact(path, b"published bytes")
+    assert verified(path, a) is a
+    # Only the stat is looked at: the same size and mtime after a write (what
+    # `touch -r` would hide) passes. That is the price of not hashing every time.
+    st = path.stat()
+    with path.open("r+b") as f:
+        f.write(b"P")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert verified(path, a) is a
+
+
+@pytest.mark.parametrize("change", ["touched", "in_place", "appended", "replaced", "missing"])
+def test_verified_hashes_again_when_the_stat_differs(tmp_path: Path, change: str) -> None:
+    path = tmp_path / "rootfs.squashfs"
+    data = b"published bytes"
+    a = recorded_artifact(path, data)
+    change_file(path, change)
+    checked = verified(path, a)
+    if change == "touched":  # the same bytes: kept, with the new records
+        st = path.stat()
+        assert checked == a and (checked.inode, checked.mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    else:
+        assert checked is None
+    # Without records (older version.json), always by hash.
+    unrecorded = Artifact(ROLE_ROOTFS, path.name, a.size, a.sha256)
+    assert (verified(path, unrecorded) is None) == (checked is None)

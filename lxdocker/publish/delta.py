@@ -30,11 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.publish.lxdimage import file_digest
-from lxdocker.publish.store import complete_versions, set_deltas, version_dir
-from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name
+from lxdocker.publish.store import set_deltas, version_dir
+from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name, verified
 
 log = logging.getLogger(__name__)
 
@@ -212,13 +211,6 @@ def write_deltas(
     return out
 
 
-def _intact(path: Path, a: Artifact) -> bool:
-    try:
-        return path.stat().st_size == a.size and sha256_file(path) == a.sha256
-    except OSError:
-        return False
-
-
 def check_deltas(
     root: Path,
     versions: list[VersionInfo],
@@ -230,7 +222,8 @@ def check_deltas(
     A delta whose base is no longer a complete version is unlisted and removed; a
     delta file whose bytes changed since publishing (disk error, a hand edit) is
     unlisted at once, so no client fetches it, and made again from its base when
-    xdelta3 is at hand. Delta files are small, so hashing them every run is cheap.
+    xdelta3 is at hand. Delta files are small, so hashing them every run is cheap
+    (lxdocker.publish.integrity.check_published runs this once per job run).
     Returns the versions as now listed."""
     by_key = {v.version: v for v in versions}
     out = []
@@ -240,7 +233,9 @@ def check_deltas(
         # says no other run is writing one now.
         for leftover in directory.glob("delta-*.vcdiff.part"):
             leftover.unlink(missing_ok=True)
-        good = [a for a in v.deltas if a.base in by_key and _intact(directory / a.name, a)]
+        good = [
+            a for a in v.deltas if a.base in by_key and verified(directory / a.name, a) is not None
+        ]
         if len(good) == len(v.deltas):
             out.append(v)
             continue
@@ -274,23 +269,10 @@ def check_deltas(
     return out
 
 
-def check_all_deltas(root: Path, xdelta3: str | None, threshold: float = DEFAULT_THRESHOLD) -> None:
-    """check_deltas for every image/arch under `root` (once per job run)."""
-    for arch_dir in sorted(root.glob("*/*")):
-        if (
-            arch_dir.is_dir()
-            and NAME_RE.fullmatch(arch_dir.name)
-            and NAME_RE.fullmatch(arch_dir.parent.name)
-        ):
-            versions = complete_versions(root, arch_dir.parent.name, arch_dir.name)
-            check_deltas(root, versions, xdelta3, threshold)
-
-
 __all__ = [
     "DEFAULT_BASES",
     "DEFAULT_THRESHOLD",
     "DeltaOutcome",
-    "check_all_deltas",
     "check_deltas",
     "decoded_sha256",
     "describe",

@@ -162,13 +162,15 @@ def file_digest(path: Path, *also: hashlib._Hash) -> tuple[int, str]:
 
 
 def hash_file(role: str, path: Path, *also: hashlib._Hash) -> Artifact:
-    """The Artifact (size, sha256) of one file of a version; a read error is a
-    StoreError naming it."""
+    """The Artifact (size, sha256, and the inode and mtime that let readers notice a
+    later change cheaply) of one file of a version; a read error is a StoreError
+    naming it."""
     try:
         size, digest = file_digest(path, *also)
+        st = path.stat()
     except OSError as e:
         raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
-    return Artifact(role, path.name, size, digest)
+    return Artifact(role, path.name, size, digest, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
 def hash_files(meta: Path, rootfs: Path) -> tuple[Artifact, Artifact, str]:

@@ -246,6 +246,21 @@ def set_deltas(root: Path, info: VersionInfo, deltas: Sequence[Artifact]) -> Ver
     return new
 
 
+def rewrite(root: Path, info: VersionInfo) -> None:
+    """Replace a published version's version.json with `info` (the same version, its
+    artifacts' records refreshed), atomically as publishing wrote it."""
+    directory = version_dir(root, info)
+    try:
+        _write_version_json(directory, info)
+    except OSError as e:
+        raise StoreError(f"{directory}: cannot rewrite {VERSION_FILE}: {e.strerror}") from None
+
+
+def remove_version(root: Path, info: VersionInfo) -> None:
+    """Unpublish one version: hidden from the server first, then deleted."""
+    _remove_tree(version_dir(root, info))
+
+
 def complete_versions(root: Path, name: str, arch: str) -> list[VersionInfo]:
     """The versions of an image/arch that have a valid version.json, newest last.
 
@@ -396,6 +411,8 @@ __all__ = [
     "prune",
     "publish",
     "remove_image",
+    "remove_version",
+    "rewrite",
     "set_deltas",
     "version_dir",
 ]

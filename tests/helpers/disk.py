@@ -12,6 +12,19 @@ from pathlib import Path
 import pytest
 
 
+def fill(disk: Path) -> None:
+    """Fill the disk `disk` is on with one file, `disk`/filler: the next write there
+    fails with ENOSPC ("No space left on device"); removing the file frees it."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "tiny"

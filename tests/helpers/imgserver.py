@@ -5,6 +5,7 @@ The server binds 127.0.0.1:0; its startup log says which port it got.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -45,6 +46,14 @@ def client_context(cert: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
+
+
+def reading(writer: asyncio.StreamWriter) -> asyncio.Transport:
+    """The transport of a client connection, to pause and resume reading (a client
+    that stops reading, as a stalled download does)."""
+    transport = writer.transport
+    assert isinstance(transport, asyncio.Transport)
+    return transport
 
 
 def plain_http_get(server: RunningServer) -> tuple[float, bytes]:

@@ -8,10 +8,12 @@ copy` only imports.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
 import lzma
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -141,12 +143,15 @@ def write_version(
     deltas: Mapping[str, bytes] | None = None,
     runtime: Runtime | None = None,
     bundle: bytes | None = None,
+    record_stat: bool = True,
 ) -> VersionInfo:
     """Write one version directory; version.json last (skip it for an incomplete one).
 
     `lxc`: the bytes of LXC's rootfs.tar.xz and lxc-meta.tar.xz, listed as artifacts;
     `deltas` maps a base version key to the bytes of the delta file from it; `bundle`
-    the bytes of the OCI bundle."""
+    the bytes of the OCI bundle.
+    `record_stat`: record each full file's inode and mtime as the converter does;
+    False writes what converters before those records wrote."""
     directory = root / name / arch_name / version
     directory.mkdir(parents=True, exist_ok=True)
     rootfs_name = ROOTFS_FILES[fmt]
@@ -195,8 +200,47 @@ def write_version(
         variant=variant,
         runtime=runtime,
     )
+    if record_stat:
+        info = dataclasses.replace(
+            info,
+            artifacts=tuple(
+                a if a.role == "delta" else recorded(directory / a.name, a) for a in info.artifacts
+            ),
+        )
     if with_version_json:
         tmp = directory / f".{VERSION_FILE}.tmp"
         tmp.write_text(info.to_json(), encoding="utf-8")
         tmp.rename(directory / VERSION_FILE)
     return info
+
+
+def recorded(path: Path, a: Artifact) -> Artifact:
+    """`a` with the inode and mtime of `path` recorded, as the converter records them."""
+    st = path.stat()
+    return dataclasses.replace(a, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+
+
+def change_file(path: Path, how: str) -> None:
+    """Change a published file the ways issue 24 lists: "in_place" (other bytes, same
+    size), "appended", "replaced" (other bytes of the same size and mtime renamed over
+    it: a new inode), "touched" (the same bytes, a new mtime) or "missing"."""
+    st = path.stat()
+    if how == "in_place":
+        with path.open("r+b") as f:
+            first = f.read(1)
+            f.seek(0)
+            f.write(bytes([first[0] ^ 0xFF]))
+    elif how == "appended":
+        with path.open("ab") as f:
+            f.write(b"!")
+    elif how == "replaced":
+        other = path.with_name(f".{path.name}.other")
+        other.write_bytes(b"X" * st.st_size)
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+        other.rename(path)
+    elif how == "touched":
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    elif how == "missing":
+        path.unlink()
+    else:
+        raise ValueError(how)
