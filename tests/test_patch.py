@@ -274,3 +274,23 @@ def test_patched_merged_usr_image_boots(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (root / "out/args").read_text() == "a b|$x|"
     assert (root / "out/uid").read_text() == "33\n"
+
+
+# --- the image's VOLUMEs ----------------------------------------------------------
+
+
+def test_the_volumes_file_lists_the_image_s_volumes_and_exists_only_with_some() -> None:
+    assert "lxd-volumes" not in _tree(_patched([]))
+    assert "lxd-volumes" not in _tree(_patched([], {"Cmd": ["/app"], "Volumes": {"rel": {}}}))
+    config = {"Cmd": ["/app"], "Volumes": {"/var/lib/db/": {}, "/data": {}}}
+    data = _patched([Member("lxd-volumes", data=b"/image/own\n")], config)
+    assert _init_text(_tree(data), "lxd-volumes") == "/data\n/var/lib/db\n"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        info = tar.getmember("lxd-volumes")
+    assert (info.mode, info.uid, info.gid) == (0o644, 0, 0)
+
+
+def test_an_image_s_own_contract_files_are_replaced_not_duplicated() -> None:
+    members = [Member("lxd-healthcheck", data=b"exit 1\n"), Member("lxd-volumes", data=b"/x\n")]
+    tree = _tree(_patched(members))  # _tree fails on a duplicate entry
+    assert "lxd-healthcheck" not in tree and "lxd-volumes" not in tree

@@ -42,6 +42,9 @@ UDHCPC_SCRIPT = "/lxd-udhcpc.script"
 REALINIT = "/lxd-realinit"
 # The image's HEALTHCHECK as a script, for lxdocker-update's health gate (lxdupdate/).
 HEALTHCHECK_SCRIPT = "/lxd-healthcheck"
+# The image's VOLUME paths, one absolute normalised path per line (sorted, LF-terminated,
+# UTF-8), for lxdocker-update and the plain-LXC updater; absent when it declares none.
+VOLUMES_FILE = "/lxd-volumes"
 # Docker's default when the image sets no PATH (moby oci/defaults.go).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Restart backoff in tenths of a second: 0.1 s doubling up to 30 s, reset after a

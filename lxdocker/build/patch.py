@@ -23,17 +23,19 @@ import logging
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
+from lxdocker.build.contract import render_volumes, volume_paths
 from lxdocker.build.initscript import (
     BUSYBOX,
     HEALTHCHECK_SCRIPT,
     REALINIT,
     UDHCPC_SCRIPT,
+    VOLUMES_FILE,
     RunConfig,
     RunRequest,
     render_init,
@@ -50,7 +52,9 @@ log = logging.getLogger(__name__)
 
 _ACCOUNT_FILES = ("etc/passwd", "etc/group")
 _ACCOUNT_MAX = 8 << 20
-_OURS = (BUSYBOX.lstrip("/"), UDHCPC_SCRIPT.lstrip("/"), REALINIT.lstrip("/"))
+_OURS = tuple(
+    p.lstrip("/") for p in (BUSYBOX, UDHCPC_SCRIPT, REALINIT, HEALTHCHECK_SCRIPT, VOLUMES_FILE)
+)
 _MAX_DEPTH = 3  # symlinks and held inits this close to the root: sbin, usr/sbin, ...
 
 
@@ -162,7 +166,8 @@ def patch(
     """
     check_busybox(busybox, arch)
     request = run_config(image_config, spec)
-    return _patch(entries, request, spec, busybox, healthcheck_command(image_config))
+    volumes = volume_paths(image_config, image=spec.image)
+    return _patch(entries, request, spec, busybox, healthcheck_command(image_config), volumes)
 
 
 def healthcheck_command(image_config: Mapping[str, Any]) -> str:
@@ -200,6 +205,7 @@ def _patch(
     spec: Spec,
     busybox: Path,
     healthcheck: str = "",
+    volumes: Sequence[str] = (),
 ) -> Iterator[Entry]:
     accounts: dict[str, str] = {}
     symlinks: dict[str, str] = {}
@@ -277,6 +283,9 @@ def _patch(
     if healthcheck:
         text = render_healthcheck(healthcheck, request.path)
         yield _file(HEALTHCHECK_SCRIPT.lstrip("/"), text.encode("utf-8", "surrogateescape"), mtime)
+    if volumes:
+        data = render_volumes(volumes).encode()
+        yield _file(VOLUMES_FILE.lstrip("/"), data, mtime, mode=0o644)
     script = render_init(cfg, realinit=moved)
     yield _file(init_path, script.encode("utf-8", "surrogateescape"), mtime)
 
