@@ -66,6 +66,8 @@ class Snapshot:
     entries: tuple[Entry, ...] = ()
     generation: int = 0
     files: Mapping[str, ServedFile] = field(default_factory=dict)
+    # Small files rendered from version.json, not read from disk (LXC's `.sha256`).
+    texts: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def versions(self) -> tuple[VersionInfo, ...]:
@@ -74,6 +76,10 @@ class Snapshot:
     def file(self, relpath: str) -> ServedFile | None:
         """The file served at /<relpath> (e.g. "images/nginx/amd64/…/meta.tar.xz")."""
         return self.files.get(relpath)
+
+    def text(self, relpath: str) -> bytes | None:
+        """The rendered file served at /<relpath>, e.g. "lxc/…/rootfs.tar.xz.sha256"."""
+        return self.texts.get(relpath)
 
 
 def url_path(info: VersionInfo, filename: str) -> str:
@@ -149,13 +155,15 @@ class Catalog:
         if entries == self._snapshot.entries:
             return False
         files: dict[str, ServedFile] = {}
+        texts: dict[str, bytes] = {}
         for e in entries:
             for f in (e.info.meta, e.info.rootfs, *e.info.deltas):
                 files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
             # LXC's download template asks for fixed names below its own path.
             for url, f in lxcindex.served_files(e.info).items():
                 files[url] = ServedFile(e.directory / f.name, f.size, f.sha256)
-        self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files)
+            texts.update(lxcindex.checksum_files(e.info))
+        self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files, texts)
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
         return True
 

@@ -153,10 +153,31 @@ async def lxc_get(request: web.Request) -> web.StreamResponse:
             charset="utf-8",
             headers={hdrs.CACHE_CONTROL: "no-cache"},
         )
-    served = snapshot.file("/".join(parts)) if parts[:1] == [lxcindex.LXC_PREFIX] else None
+    relpath = "/".join(parts)
+    text = snapshot.text(relpath)
+    if text is not None:
+        # A version's checksum never changes, like the file it names.
+        headers = {hdrs.CACHE_CONTROL: "public, max-age=86400, immutable"}
+        return web.Response(body=text, content_type="text/plain", charset="utf-8", headers=headers)
+    served = snapshot.file(relpath) if parts[:1] == [lxcindex.LXC_PREFIX] else None
     if served is None:
         raise web.HTTPNotFound()
     return await files.send(request, app[CONFIG].lxdimages, served)
+
+
+async def updater_script(request: web.Request) -> web.Response:
+    """lxdocker-lxc-update, for `wget -O /usr/sbin/lxdocker-lxc-update https://…/…`."""
+    return web.Response(
+        body=_updater_bytes(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={hdrs.CACHE_CONTROL: "no-cache"},
+    )
+
+
+@functools.cache
+def _updater_bytes() -> bytes:
+    return lxcindex.updater_script()
 
 
 async def server_cert(request: web.Request) -> web.Response:
@@ -187,6 +208,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", landing_page)
     app.router.add_get("/server.crt", server_cert)
     app.router.add_get("/ca.crt", ca_cert)
+    app.router.add_get(f"/{lxcindex.UPDATER_NAME}", updater_script)
     app.router.add_get(f"/{streams.INDEX_PATH}", index_json)
     app.router.add_get(f"/{streams.IMAGES_PATH}", images_json)
     app.router.add_get(f"/{IMAGES_PREFIX}/{{tail:.+}}", image_file)

@@ -101,13 +101,21 @@ def _image(layers: Sequence[Sequence[Member]], config: dict[str, Any]) -> Image:
     )
 
 
-def app_image(page: str, *updates: str, healthcheck: str = HEALTHCHECK) -> Image:
+def app_image(
+    page: str,
+    *updates: str,
+    healthcheck: str = HEALTHCHECK,
+    volumes: Sequence[str] = (),
+    seed: str = "",
+) -> Image:
     """The classic app: non-root User, Env, WorkingDir, StopSignal SIGUSR1, and a
     HEALTHCHECK (CMD-SHELL `healthcheck`).
 
     Two layers (the base is the same for every page) so an update changes one layer;
     each of `updates` is one more layer on top that replaces the page (an upstream
-    release that only adds a layer, as for delta updates).
+    release that only adds a layer, as for delta updates). `volumes`: Docker VOLUME
+    paths, each a directory of the app user in the image, holding `seed.txt` with
+    `seed` when one is given (the image's own content there).
     """
     base = [*_busybox("bin"), *_accounts(), *_tmp()]
     app = [
@@ -118,7 +126,11 @@ def app_image(page: str, *updates: str, healthcheck: str = HEALTHCHECK) -> Image
         Member("srv", "dir"),
         Member(APP_DIR.lstrip("/"), "dir", uid=APP_UID, gid=APP_GID),
     ]
-    config = {
+    for v in volumes:
+        app.append(Member(v.lstrip("/"), "dir", uid=APP_UID, gid=APP_GID))
+        if seed:
+            app.append(Member(f"{v.lstrip('/')}/seed.txt", data=seed.encode()))
+    config: dict[str, Any] = {
         "Env": ["PATH=/usr/local/bin:/bin", "GREETING=hello from the image", "APP_MODE=prod"],
         "Cmd": ["/app/run.sh"],
         "WorkingDir": APP_DIR,
@@ -126,6 +138,8 @@ def app_image(page: str, *updates: str, healthcheck: str = HEALTHCHECK) -> Image
         "StopSignal": "SIGUSR1",
         "Healthcheck": {"Test": ["CMD-SHELL", healthcheck], "Interval": 30_000_000_000},
     }
+    if volumes:
+        config["Volumes"] = {v: {} for v in volumes}
     return _image(
         [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)], config
     )
