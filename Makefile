@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the converter, the server and the tests use (the real parts, no mocks).
 DEB_PACKAGES := squashfs-tools-ng busybox-static xz-utils umoci skopeo docker-registry \
-	apache2-utils lxd lxd-client iproute2 util-linux systemd lxc wget qemu-user-static xdelta3
+	apache2-utils lxd lxd-client iproute2 util-linux systemd lxc wget qemu-user-static xdelta3 \
+	dash shellcheck
 # Incus 6.0 is in bookworm-backports (incus-base: the container-only daemon).
 BACKPORTS_DEB_PACKAGES := incus-base incus-client
 # Only `make bench` needs these (load generator, reference server, GNU time, mksquashfs).

@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
 STATE = "lxdocker-update"  # the per-container state directory beside its config
 # Every external command the script calls (the kill shims wrap these).
 COMMANDS = (
-    "mv", "cp", "rm", "mkdir", "chmod", "chown", "stat", "sed", "cat", "sort", "tail",
+    "mv", "cp", "rm", "mkdir", "chmod", "chown", "ls", "sed", "cat", "sort", "tail",
     "head", "cut", "grep", "tr", "date", "sleep", "sync", "readlink", "ln", "sha256sum",
     "tar", "wget", "lxc-info", "lxc-start", "lxc-stop", "lxc-attach", "lxc-usernsexec",
 )  # fmt: skip
