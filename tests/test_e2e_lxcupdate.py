@@ -14,6 +14,8 @@ CI=true.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,19 +57,21 @@ def broken(n: int) -> Image:
 
 
 @pytest.fixture(scope="module")
-def site(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxcSite]:
+def site(registry: RunningRegistry) -> Iterator[LxcSite]:
     need_lxc()
     need_shells()
     apps.need_busybox()
-    root = tmp_path_factory.mktemp("e2e-lxcupdate")
-    for parent in (root, *root.parents):
-        # An unprivileged container's root must be able to reach its rootfs.
-        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    # Not below pytest's base temp: any pytest starting on this machine makes
+    # /tmp/pytest-of-<user> 0700 again, and an unprivileged container's root must be
+    # able to reach its rootfs.
+    root = Path(tempfile.mkdtemp(prefix="lxdt-lxcupdate-"))
+    root.chmod(0o711)
     s = LxcSite.start(root, registry)
     try:
         yield s
     finally:
         s.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def updater(site: LxcSite, shell: str = "dash") -> Updater:
@@ -294,7 +298,9 @@ def test_mount_entry_data_is_never_touched(site: LxcSite, tmp_path: Path) -> Non
     site.host.stop(c)
 
 
-def test_dry_run_and_a_checksum_mismatch_change_nothing(site: LxcSite) -> None:
+def test_dry_run_and_a_checksum_mismatch_change_nothing_stopped_stays_stopped(
+    site: LxcSite,
+) -> None:
     site.publish("sums", good(1))
     c, _ = site.create("sum", "sums", NO_NET)
     up = updater(site, "busybox-ash")
@@ -334,4 +340,16 @@ def test_dry_run_and_a_checksum_mismatch_change_nothing(site: LxcSite) -> None:
     proc = up.run("--once", *GATE, c)
     assert proc.returncode == EXIT_OK, lines(proc)
     assert f"{c}: updated unknown -> {v2.version} (healthy)" in proc.stdout, lines(proc)
+
+    # A stopped container is updated and stays stopped (as lxdocker-update does).
+    site.host.stop(c)
+    v3 = site.publish("sums", good(3))
+    proc = up.run("--once", *GATE, c)
+    assert proc.returncode == EXIT_OK, lines(proc)
+    assert f"{c}: updated {v2.version} -> {v3.version} (stopped: not started or checked)" in (
+        proc.stdout
+    )
+    assert site.host.state(c) == "STOPPED"
+    site.host.start(c)
+    assert site.host.page(c) == page(3)
     site.host.stop(c)
