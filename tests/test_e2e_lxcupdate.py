@@ -242,7 +242,10 @@ def test_a_kill_at_any_step_leaves_a_container_that_starts(
 
 
 def test_unprivileged_container_gets_shifted_owners(site: LxcSite) -> None:
-    site.publish("user", good(1))
+    # v1 also declares a VOLUME that v2 drops, in directories v2 does not have: its
+    # data still moves (it is the app's), into parents made like the old root's.
+    dropped = "/var/lib/app"
+    site.publish("user", apps.app_image(page(1), volumes=[VOLUME, dropped], seed="seed of v1\n"))
     c, _ = site.create(
         "user", "user", NO_NET,
         f"lxc.idmap = u 0 {IDMAP_BASE} 65536", f"lxc.idmap = g 0 {IDMAP_BASE} 65536",
@@ -251,6 +254,8 @@ def test_unprivileged_container_gets_shifted_owners(site: LxcSite) -> None:
     assert up.run("enable", c).returncode == EXIT_OK
     site.host.start(c)
     write_data(site, c)
+    # An unusual mode (setgid, no read for others) that the new parent must get too.
+    site.host.sh(c, f"echo state > {dropped}/state.txt && {BB} chmod 2751 /var/lib")
     v2 = site.publish("user", good(2)).version
     proc = up.run("--once", *GATE, c)
     assert proc.returncode == EXIT_OK, lines(proc)
@@ -269,6 +274,12 @@ def test_unprivileged_container_gets_shifted_owners(site: LxcSite) -> None:
     # Inside, the app's data is still the app user's.
     inside = site.host.sh(c, f"{BB} stat -c %u:%g {VOLUME} {VOLUME}/notes.txt").stdout
     assert inside == "1000:1000\n1000:1000\n"
+    assert (rootfs / dropped.lstrip("/") / "state.txt").read_text() == "state\n"
+    old = Path(f"{rootfs}.lxdocker-old")
+    assert (rootfs / "var/lib").stat().st_mode & 0o7777 == 0o2751
+    for parent in ("var", "var/lib", dropped.lstrip("/")):
+        made, was = (rootfs / parent).stat(), (old / parent).stat()
+        assert (made.st_uid, made.st_gid, made.st_mode) == (was.st_uid, was.st_gid, was.st_mode)
     site.host.stop(c)
 
 
