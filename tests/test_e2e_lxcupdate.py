@@ -82,8 +82,11 @@ def lines(proc: object) -> str:
     return f"stdout:\n{getattr(proc, 'stdout', '')}\nstderr:\n{getattr(proc, 'stderr', '')}"
 
 
-def app_pid(site: LxcSite, c: str) -> str:
-    return site.host.wait_sh(c, f"{BB} cat {apps.APP_PIDFILE}").strip()
+def init_pid(site: LxcSite, c: str) -> str:
+    """The host PID of the container's init: another one after every start."""
+    pid = site.host.run("lxc-info", "-P", str(site.host.path), "-n", c, "-pH").stdout.strip()
+    assert pid.isdigit(), f"{c} is not running"
+    return pid
 
 
 def write_data(site: LxcSite, c: str) -> None:
@@ -132,9 +135,10 @@ def test_update_keeps_volume_data_and_rolls_back_a_broken_build(site: LxcSite, s
     old = Path(f"{site.host.rootfs(c)}.lxdocker-old")
     assert (old / "www/index.html").read_text() == page(1)
 
-    pid = app_pid(site, c)
+    init = init_pid(site, c)
     proc = up.run("--once", *GATE, c)
     assert (proc.returncode, proc.stdout) == (EXIT_OK, f"{c}: up-to-date {v2}\n"), lines(proc)
+    assert init_pid(site, c) == init  # not restarted
 
     v3 = site.publish(name, broken(3)).version
     proc = up.run("--once", *GATE, c)
@@ -146,11 +150,11 @@ def test_update_keeps_volume_data_and_rolls_back_a_broken_build(site: LxcSite, s
     assert (old / "www/index.html").read_text() == page(1)  # kept until a good update
     assert not Path(f"{site.host.rootfs(c)}.lxdocker-new").exists()
 
-    pid = app_pid(site, c)
+    init = init_pid(site, c)
     proc = up.run("--once", *GATE, c)
     assert proc.returncode == EXIT_OK, lines(proc)
     assert f"{c}: skipped {v2} -> {v3} (this build failed before" in proc.stdout
-    assert app_pid(site, c) == pid  # not restarted
+    assert init_pid(site, c) == init  # not restarted
     status = up.run("status", c)
     assert status.stdout == f"{c}: build {v2}, bad: {v3}\n", lines(status)
     site.host.stop(c)
@@ -317,7 +321,7 @@ def test_dry_run_and_a_checksum_mismatch_change_nothing_stopped_stays_stopped(
     up = updater(site, "busybox-ash")
     assert up.run("enable", c).returncode == EXIT_OK
     site.host.start(c)
-    pid = app_pid(site, c)
+    init = init_pid(site, c)
     rootfs = site.host.rootfs(c)
     inode = rootfs.stat().st_ino
     v2 = site.publish("sums", good(2))
@@ -346,7 +350,7 @@ def test_dry_run_and_a_checksum_mismatch_change_nothing_stopped_stays_stopped(
         "rootfs"
     ]
     assert sorted(p.name for p in up.state(c).iterdir()) == ["enabled"]
-    assert app_pid(site, c) == pid  # never stopped
+    assert init_pid(site, c) == init  # never stopped
     # Not held against the build: with the right bytes served, the next run updates.
     proc = up.run("--once", *GATE, c)
     assert proc.returncode == EXIT_OK, lines(proc)
@@ -363,4 +367,31 @@ def test_dry_run_and_a_checksum_mismatch_change_nothing_stopped_stays_stopped(
     assert site.host.state(c) == "STOPPED"
     site.host.start(c)
     assert site.host.page(c) == page(3)
+    site.host.stop(c)
+
+
+def test_a_volume_behind_a_symlink_is_refused_and_the_host_never_read(site: LxcSite) -> None:
+    # Inside its root a container may point a volume's parent anywhere; on the host
+    # that absolute symlink would reach the host's files. The update refuses.
+    site.publish("links", apps.app_image(page(1), volumes=[VOLUME, "/var/lib/app"]))
+    victim = site.root / "host-secrets"
+    (victim / "app").mkdir(parents=True)
+    (victim / "app" / "secret.txt").write_text("host only\n")
+    c, _ = site.create("link", "links", NO_NET)
+    up = updater(site, "dash")
+    assert up.run("enable", c).returncode == EXIT_OK
+    site.host.start(c)
+    site.host.sh(c, f"{BB} rm -rf /var/lib && {BB} ln -s {victim} /var/lib")
+    site.publish("links", apps.app_image(page(2), volumes=[VOLUME, "/var/lib/app"]))
+    proc = up.run("--once", *GATE, c)
+    assert proc.returncode == EXIT_FAILED, lines(proc)
+    assert "cannot carry the volumes over; nothing changed" in proc.stdout, lines(proc)
+    assert "volume /var/lib/app passes through a symlink in a root" in proc.stderr
+    rootfs = site.host.rootfs(c)
+    assert not Path(f"{rootfs}.lxdocker-new").exists()
+    assert (victim / "app" / "secret.txt").read_text() == "host only\n"
+    assert sorted(p.name for p in victim.rglob("*")) == ["app", "secret.txt"]
+    # Back on its old root, running again.
+    assert site.host.state(c) == "RUNNING"
+    assert site.host.page(c) == page(1)
     site.host.stop(c)
