@@ -5,7 +5,8 @@ Environment:
                   the work directory, never bench/RESULTS.md)
   BENCH_WORK=DIR  work directory (default /var/tmp/lxdocker-bench); the built image
                   layers are kept there and reused by the next run
-  BENCH_ONLY=...  comma-separated subset of: cold,double,arches,lxc,warm,delta,serving
+  BENCH_ONLY=...  comma-separated subset of:
+                  cold,double,arches,lxc,warm,delta,serving,publish
                   (written to RESULTS-<subset>.md in the work directory; only a full
                   run replaces bench/RESULTS.md)
 """
@@ -19,11 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import arches, bigimage, conversion, delta, measure, report, serving
+from bench import arches, bigimage, conversion, delta, measure, publish, report, serving
 from tests.helpers.registry import start_registry, stop_registry
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("cold", "double", "arches", "lxc", "warm", "delta", "serving")
+SECTIONS = ("cold", "double", "arches", "lxc", "warm", "delta", "serving", "publish")
 ANALYSIS = HERE / "analysis.md"
 
 
@@ -37,13 +38,14 @@ class Settings:
     serve_rounds: int
     serve_seconds: int
     big_bytes: int
+    publish_rootfs: int  # bytes of each of the publish benchmark's rootfs files
     arch_scale: float  # of the multi-arch image (5 conversions per round: keep it small)
 
     @classmethod
     def from_env(cls) -> Settings:
         if os.environ.get("BENCH_QUICK") == "1":
-            return cls(True, 0.1, 1, 1, 20, 1, 3, 10 * 10**6, 0.05)
-        return cls(False, 1.0, 3, 3, 20, 3, 10, 100 * 10**6, 0.25)
+            return cls(True, 0.1, 1, 1, 20, 1, 3, 10 * 10**6, 10**5, 0.05)
+        return cls(False, 1.0, 3, 3, 20, 3, 10, 100 * 10**6, 4 * 10**6, 0.25)
 
 
 def main() -> int:
@@ -209,6 +211,25 @@ def main() -> int:
             f"Negotiated: imgserver {sv.tls['imgserver']}, nginx {sv.tls['nginx']}.",
             "",
             *report.serving_table(sv),
+            "",
+            *report.verdict_table(v),
+            "",
+        ]
+    if "publish" in only:
+        print("publish to S3 ...", flush=True)
+        pb = publish.run(run_dir / "publish", s.publish_rootfs, 2 * s.big_bytes)
+        loads.append(measure.load_average())
+        v = report.publish_verdicts(pb)
+        verdicts += v
+        out += [
+            f"## 5. Publishing to S3 (`--publish-to`): {pb.images} images x 2 versions",
+            "",
+            f"`rclone serve s3` on 127.0.0.1 (TLS) behind a proxy that counts the "
+            f"publisher's requests and their body bytes; rootfs files of "
+            f"{pb.rootfs_bytes / 1e6:.1f} MB, each newer version with a delta. One run "
+            "each, in a subprocess under GNU time, after a first publish of everything.",
+            "",
+            *report.publish_table(pb),
             "",
             *report.verdict_table(v),
             "",

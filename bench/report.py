@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bench.conversion import Measured, WarmResult
 from bench.delta import DeltaResult, fetched_words
 from bench.measure import Sample, spread
+from bench.publish import PublishResult, listing_only
 from bench.serving import JSON_GZIP, JSON_IDENTITY, ROOTFS, ServingResults, WrkResult
 
 RSS_LIMIT_MB = 150.0
@@ -200,4 +201,45 @@ def serving_table(s: ServingResults) -> list[str]:
         )
         if m.errors:
             lines.append(f"|  | errors: {m.errors} | | | | | | |")
+    return lines
+
+
+def publish_verdicts(p: PublishResult) -> list[Verdict]:
+    u, n = p.unchanged, p.new_version
+    calls = ", ".join(f"{c} {m}" for m, c in sorted(u.requests.items()))
+    return [
+        Verdict(
+            f"publish of {p.images} unchanged images: listing calls only, 0 bytes uploaded",
+            f"{calls}; {u.file_bytes + u.page_bytes} bytes uploaded",
+            listing_only(u),
+        ),
+        Verdict(
+            "publish of one new version: file bytes uploaded = that version's new files",
+            f"{n.file_bytes} bytes uploaded for {p.new_version_files} bytes of files "
+            f"(+ {n.page_bytes / 1e3:.1f} kB of listings, landing page and manifest)",
+            n.file_bytes == p.new_version_files,
+        ),
+        Verdict(
+            f"peak RSS <= {RSS_LIMIT_MB:.0f} MB publishing a {p.big_bytes / 1e6:.0f} MB rootfs",
+            f"{p.big.sample.rss_mb:.0f} MB",
+            p.big.sample.rss_mb <= RSS_LIMIT_MB,
+        ),
+    ]
+
+
+def publish_table(p: PublishResult) -> list[str]:
+    lines = [
+        "| publish | wall | CPU | peak RSS | requests | file bytes up | other bytes up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, r in (
+        (f"{p.images} images, nothing changed", p.unchanged),
+        ("one new version", p.new_version),
+        (f"a new image of {p.big_bytes / 1e6:.0f} MB", p.big),
+    ):
+        calls = ", ".join(f"{c} {m}" for m, c in sorted(r.requests.items()))
+        lines.append(
+            f"| {label} | {r.sample.wall:.2f} s | {r.sample.cpu:.2f} s | {r.sample.rss_mb:.0f} MB "
+            f"| {calls} | {r.file_bytes} | {r.page_bytes} |"
+        )
     return lines

@@ -31,7 +31,14 @@ from pathlib import Path
 from imgserver import lxcindex
 from lxdocker import arch
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import ROLE_DELTA, VERSION_FILE, VERSION_RE, Artifact, VersionInfo
+from lxdocker.versioninfo import (
+    ROLE_BUNDLE,
+    ROLE_DELTA,
+    VERSION_FILE,
+    VERSION_RE,
+    Artifact,
+    VersionInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +73,6 @@ class Snapshot:
     entries: tuple[Entry, ...] = ()
     generation: int = 0
     files: Mapping[str, ServedFile] = field(default_factory=dict)
-    # Small files rendered from version.json, not read from disk (LXC's `.sha256`).
-    texts: Mapping[str, bytes] = field(default_factory=dict)
 
     @property
     def versions(self) -> tuple[VersionInfo, ...]:
@@ -76,10 +81,6 @@ class Snapshot:
     def file(self, relpath: str) -> ServedFile | None:
         """The file served at /<relpath> (e.g. "images/nginx/amd64/…/meta.tar.xz")."""
         return self.files.get(relpath)
-
-    def text(self, relpath: str) -> bytes | None:
-        """The rendered file served at /<relpath>, e.g. "lxc/…/rootfs.tar.xz.sha256"."""
-        return self.texts.get(relpath)
 
 
 def url_path(info: VersionInfo, filename: str) -> str:
@@ -155,15 +156,15 @@ class Catalog:
         if entries == self._snapshot.entries:
             return False
         files: dict[str, ServedFile] = {}
-        texts: dict[str, bytes] = {}
         for e in entries:
-            for f in (e.info.meta, e.info.rootfs, *e.info.deltas):
+            # The OCI bundle (bundleindex.py lists the newest ones) is an image file too.
+            bundle = e.info.artifact(ROLE_BUNDLE)
+            for f in (e.info.meta, e.info.rootfs, *e.info.deltas, *([bundle] if bundle else [])):
                 files[url_path(e.info, f.name)] = ServedFile(e.directory / f.name, f.size, f.sha256)
             # LXC's download template asks for fixed names below its own path.
             for url, f in lxcindex.served_files(e.info).items():
                 files[url] = ServedFile(e.directory / f.name, f.size, f.sha256)
-            texts.update(lxcindex.checksum_files(e.info))
-        self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files, texts)
+        self._snapshot = Snapshot(entries, self._snapshot.generation + 1, files)
         log.info("catalog: %d version(s) of %d image(s)", len(entries), _count_images(entries))
         return True
 

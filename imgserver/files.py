@@ -19,6 +19,7 @@ from typing import BinaryIO
 from aiohttp import hdrs, web
 
 from imgserver.catalog import ServedFile
+from imgserver.site import FILE_CACHE_CONTROL, FILE_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ async def send(request: web.Request, root: Path, served: ServedFile) -> web.Stre
     headers = {
         hdrs.ETAG: f'"{etag}"',
         hdrs.ACCEPT_RANGES: "bytes",
-        hdrs.CONTENT_TYPE: "application/octet-stream",
-        hdrs.CACHE_CONTROL: "public, max-age=86400, immutable",
+        hdrs.CONTENT_TYPE: FILE_CONTENT_TYPE,
+        hdrs.CACHE_CONTROL: FILE_CACHE_CONTROL,
     }
     inm = request.headers.get(hdrs.IF_NONE_MATCH)
     if inm is not None and _etag_matches(inm, etag):

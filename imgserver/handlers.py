@@ -1,16 +1,17 @@
-"""Request handlers: the two simplestreams documents, image files, landing page."""
+"""Request handlers: the site model's pages and files (imgserver.site), certificates."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from imgserver import files, landing, lxcindex, streams
-from imgserver.catalog import IMAGES_PREFIX, Catalog, Snapshot
+from imgserver import files, site
+from imgserver.catalog import Catalog, Snapshot
 from imgserver.config import ServerConfig
 from imgserver.tls import Certificates
 
@@ -40,14 +41,13 @@ class Document:
 @dataclass(frozen=True)
 class Rendered:
     generation: int
-    index: Document
-    images: Document
-    lxc_index: bytes  # every index-system/index-user file of LXC's download template
+    pages: Mapping[str, site.Page]  # site.catalog_pages
+    documents: Mapping[str, Document]  # the pages sent gzipped to clients that ask
 
 
 class Documents:
-    """index.json and images.json rendered (and compressed, and hashed) once per
-    catalog change, not per request: a request only picks the bytes to send."""
+    """The catalog's pages rendered (and compressed, and hashed) once per catalog
+    change, not per request: a request only picks the bytes to send."""
 
     def __init__(self) -> None:
         self._rendered: Rendered | None = None
@@ -55,13 +55,9 @@ class Documents:
     def get(self, snapshot: Snapshot) -> Rendered:
         r = self._rendered
         if r is None or r.generation != snapshot.generation:
-            versions = snapshot.versions
-            r = Rendered(
-                snapshot.generation,
-                Document.of(streams.encode(streams.index_doc(versions))),
-                Document.of(streams.encode(streams.images_doc(versions))),
-                lxcindex.render(versions),
-            )
+            pages = site.catalog_pages(snapshot.versions)
+            documents = {path: Document.of(p.body) for path, p in pages.items() if p.compress}
+            r = Rendered(snapshot.generation, pages, documents)
             self._rendered = r
         return r
 
@@ -110,74 +106,35 @@ def _json(request: web.Request, doc: Document) -> web.Response:
     )
 
 
-async def index_json(request: web.Request) -> web.Response:
-    app = request.app
-    return _json(request, app[DOCUMENTS].get(app[CATALOG].snapshot).index)
+def _page(page: site.Page) -> web.Response:
+    headers = {hdrs.CONTENT_TYPE: page.content_type}
+    if page.cache_control:
+        headers[hdrs.CACHE_CONTROL] = page.cache_control
+    return web.Response(body=page.body, headers=headers)
 
 
-async def images_json(request: web.Request) -> web.Response:
-    app = request.app
-    return _json(request, app[DOCUMENTS].get(app[CATALOG].snapshot).images)
+async def site_resource(request: web.Request) -> web.StreamResponse:
+    """Any path of the site model (imgserver.site): a catalog page or a listed file.
 
-
-async def image_file(request: web.Request) -> web.StreamResponse:
-    # Only the exact paths the catalog lists exist: "..", "%2e%2e", "//" or any other
-    # spelling simply is not a key, so nothing outside the listed files is reachable.
-    served = request.app[CATALOG].snapshot.file(f"{IMAGES_PREFIX}/{request.match_info['tail']}")
-    if served is None:
-        raise web.HTTPNotFound()
-    return await files.send(request, request.app[CONFIG].lxdimages, served)
-
-
-def _lxc_index_name(parts: list[str]) -> str | None:
-    head, _, name = "/".join(parts).rpartition("/")
-    return name if head == lxcindex.INDEX_DIR and name in lxcindex.INDEX_NAMES else None
-
-
-async def lxc_get(request: web.Request) -> web.StreamResponse:
-    """LXC's download template: its index files and the files an index line names.
-
-    Its requests start with `//` and have `//` before the file name (DESIGN section
-    12), so empty path segments are folded first. The files are looked up in the
-    catalog like image_file's, so only listed files are reachable; anything else,
-    an unknown image or arch included, is a 404 (the template's "no match").
+    Only the exact keys exist: "..", "%2e%2e", "//" or any other spelling simply is
+    not a key, so nothing outside the listed files is reachable. LXC's template
+    puts `//` into its paths: below its roots, empty segments are folded
+    (site.candidates). An unknown image or arch is a 404 (the template's "no match").
     """
-    parts = [p for p in request.match_info["path"].split("/") if p]
     app = request.app
     snapshot = app[CATALOG].snapshot
-    if _lxc_index_name(parts) is not None:
-        body = app[DOCUMENTS].get(snapshot).lxc_index
-        return web.Response(
-            body=body,
-            content_type="text/plain",
-            charset="utf-8",
-            headers={hdrs.CACHE_CONTROL: "no-cache"},
-        )
-    relpath = "/".join(parts)
-    text = snapshot.text(relpath)
-    if text is not None:
-        # A version's checksum never changes, like the file it names.
-        headers = {hdrs.CACHE_CONTROL: "public, max-age=86400, immutable"}
-        return web.Response(body=text, content_type="text/plain", charset="utf-8", headers=headers)
-    served = snapshot.file(relpath) if parts[:1] == [lxcindex.LXC_PREFIX] else None
-    if served is None:
-        raise web.HTTPNotFound()
-    return await files.send(request, app[CONFIG].lxdimages, served)
-
-
-async def updater_script(request: web.Request) -> web.Response:
-    """lxdocker-lxc-update, for `wget -O /usr/sbin/lxdocker-lxc-update https://…/…`."""
-    return web.Response(
-        body=_updater_bytes(),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={hdrs.CACHE_CONTROL: "no-cache"},
-    )
-
-
-@functools.cache
-def _updater_bytes() -> bytes:
-    return lxcindex.updater_script()
+    rendered = app[DOCUMENTS].get(snapshot)
+    for path in site.candidates(request.match_info["path"]):
+        doc = rendered.documents.get(path)
+        if doc is not None:
+            return _json(request, doc)
+        page = rendered.pages.get(path)
+        if page is not None:
+            return _page(page)
+        served = snapshot.file(path)
+        if served is not None:
+            return await files.send(request, app[CONFIG].lxdimages, served)
+    raise web.HTTPNotFound()
 
 
 async def server_cert(request: web.Request) -> web.Response:
@@ -186,31 +143,21 @@ async def server_cert(request: web.Request) -> web.Response:
 
 async def ca_cert(request: web.Request) -> web.Response:
     """The certificate hosts pin: the CA (404 on an install without one)."""
-    certs = request.app[CERTS]
-    if not certs.has_ca:
+    page = site.ca_page(request.app[CERTS])
+    if page is None:
         raise web.HTTPNotFound()
-    return web.Response(body=certs.pin.pem, content_type="application/x-pem-file")
+    return _page(page)
 
 
 async def landing_page(request: web.Request) -> web.Response:
     app = request.app
     url = f"https://{request.host}"
-    html = landing.render(
-        app[CATALOG].snapshot.versions,
-        url,
-        app[CONFIG].remote_name,
-        app[CERTS],
-    )
-    return web.Response(text=html, content_type="text/html")
+    versions = app[CATALOG].snapshot.versions
+    return _page(site.landing_page(versions, url, app[CONFIG].remote_name, app[CERTS]))
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", landing_page)
-    app.router.add_get("/server.crt", server_cert)
-    app.router.add_get("/ca.crt", ca_cert)
-    app.router.add_get(f"/{lxcindex.UPDATER_NAME}", updater_script)
-    app.router.add_get(f"/{streams.INDEX_PATH}", index_json)
-    app.router.add_get(f"/{streams.IMAGES_PATH}", images_json)
-    app.router.add_get(f"/{IMAGES_PREFIX}/{{tail:.+}}", image_file)
-    # `//meta/1.0/...` and `//lxc/...` as LXC's template sends them, and single-slash.
-    app.router.add_get(rf"/{{path:/*(?:meta|{lxcindex.LXC_PREFIX})/.*}}", lxc_get)
+    app.router.add_get(f"/{site.SERVER_CERT_PATH}", server_cert)
+    app.router.add_get(f"/{site.CA_PATH}", ca_cert)
+    app.router.add_get("/{path:.+}", site_resource)

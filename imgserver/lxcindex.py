@@ -19,12 +19,13 @@ Beside each of those files, `<name>.sha256` holds its sha256 in sha256sum's form
 (`<hex>  <name>`): the template itself checks nothing since LXC 4.0.12 dropped GPG,
 but lxdocker-lxc-update (the router's updater, served at /lxdocker-lxc-update)
 refuses a download whose hash differs. The hashes are version.json's, so every
-target that publishes the LXC paths (imgserver here, a static tree) renders the same
-bytes from checksum_files().
+target that publishes the LXC paths (imgserver, a static copy: imgserver/site.py)
+renders the same bytes from checksum_files().
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from importlib import resources
 
@@ -66,6 +67,7 @@ def checksum_files(info: VersionInfo) -> dict[str, bytes]:
     return out
 
 
+@functools.cache
 def updater_script() -> bytes:
     """The bytes of lxdocker-lxc-update, served as they are in the package."""
     return resources.files("imgserver").joinpath("scripts", UPDATER_NAME).read_bytes()

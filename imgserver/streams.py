@@ -10,7 +10,11 @@ Clients read `streams/v1/index.json`, then every index entry of datatype
   fingerprint of the pair in `combined_squashfs_sha256` (rootfs ftype squashfs) or
   `combined_rootxz_sha256` / `combined_sha256` (rootfs ftype root.tar.xz; LXD finds
   the real compression from the bytes, so gzip and plain tar are fine);
-* the description LXD shows is "<os> <release_title> <arch> (<version>)";
+* the description LXD shows is "<os> <release_title> <arch> (<label>) (<version>)";
+  the image's properties are only os, release, version, architecture, label,
+  serial, description, variant, type and requirements.* (none of the product's or
+  version's other fields, nor metadata.yaml's properties), so the image's run-time
+  contract travels as the version's `label` (see `label`);
 * LXD itself adds `<alias>/<arch>` for every alias of a product, so the product
   lists only `name` and `name/<tag>`; the alias list is comma separated, no spaces;
 * a delta is an item `ftype: squashfs.vcdiff` with `delta_base` = the older version
@@ -32,9 +36,10 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from itertools import groupby
 from typing import Any
+from urllib.parse import quote
 
 from imgserver.catalog import url_path
-from lxdocker.versioninfo import Artifact, VersionInfo
+from lxdocker.versioninfo import Artifact, Runtime, VersionInfo
 
 INDEX_PATH = "streams/v1/index.json"
 IMAGES_PATH = "streams/v1/images.json"
@@ -105,8 +110,53 @@ def listed_delta(info: VersionInfo, listed: frozenset[str] | None = None) -> Art
     return max(usable, key=lambda d: d.base, default=None)
 
 
+def label(runtime: Runtime | None) -> str:
+    """The run-time contract as Dockerfile-like words, e.g. "VOLUME /data /var/lib/db;
+    EXPOSE 80/tcp; HEALTHCHECK" ("" for none or unknown). LXD and Incus keep it as
+    the image's `label` property and in its description (`lxc image info`, `lxc
+    image list`); lxdocker-update reads the VOLUME paths back from it
+    (lxdupdate/contract.py), so a path is percent-encoded where it has a space, a
+    ";" or a "%" (and anything not printable)."""
+    if runtime is None:
+        return ""
+    parts = []
+    if runtime.volumes:
+        parts.append(
+            "VOLUME " + " ".join(quote(v, safe="/:@!$&'()*+,=-._~") for v in runtime.volumes)
+        )
+    if runtime.ports:
+        parts.append("EXPOSE " + " ".join(runtime.ports))
+    if runtime.healthcheck:
+        parts.append("HEALTHCHECK")
+    return "; ".join(parts)
+
+
+def version_doc(info: VersionInfo, listed: frozenset[str]) -> Doc:
+    doc: Doc = {"items": items(info, listed)}
+    text = label(info.runtime)
+    if text:
+        doc["label"] = text
+    return doc
+
+
+def distinct(versions: Sequence[VersionInfo]) -> list[VersionInfo]:
+    """One version per fingerprint, the newest. An upstream tag that moves back to a
+    digest already published (a withdrawn release: v1, v2, v1) makes the converter
+    build v1 again, byte for byte, as a new version; listing both makes LXD 5.0 and
+    Incus 6.0 refuse the image ("More than one match for the provided partial
+    fingerprint"), for launches and auto-updates alike. The newest key keeps it the
+    newest version, so hosts on v2 go back to it."""
+    newest: dict[str, VersionInfo] = {}
+    for v in sorted(versions, key=lambda v: v.version):
+        newest.pop(v.fingerprint, None)
+        newest[v.fingerprint] = v
+    return list(newest.values())
+
+
 def product(versions: Sequence[VersionInfo]) -> Doc:
-    """One product from all versions of one image and arch; fields from the newest."""
+    """One product from all versions of one image and arch (one per fingerprint:
+    `distinct`); fields from the newest."""
+    versions = distinct(versions)
     newest = max(versions, key=lambda v: v.version)
     # Empty os/release/variant sort wrongly in LXD's image lists: always set them.
     release = newest.release or newest.tag or "latest"
@@ -119,8 +169,14 @@ def product(versions: Sequence[VersionInfo]) -> Doc:
         "release_title": release,
         "variant": newest.variant or "default",
         "description": newest.description,
-        "versions": {v.version: {"items": items(v, listed)} for v in versions},
+        "versions": {v.version: version_doc(v, listed) for v in versions},
     }
+
+
+def listed(versions: Iterable[VersionInfo]) -> list[VersionInfo]:
+    """The versions the index lists: per image and arch, one per fingerprint."""
+    return [v for _, group in groupby(sorted(versions, key=product_id), product_id)
+            for v in distinct(list(group))]  # fmt: skip
 
 
 def products(versions: Iterable[VersionInfo]) -> Doc:

@@ -1,8 +1,8 @@
 """Command line of the batch job: argv -> JobConfig -> job.run(); errors -> exit codes.
 
-Exit codes: 0 every spec is fine, 1 some spec failed (the others were still
-published), 2 usage or configuration error, 75 (EX_TEMPFAIL) another run holds the
-lock: cron simply tries again next time.
+Exit codes: 0 every spec and publish target is fine, 1 some spec or target failed
+(the others were still published), 2 usage or configuration error, 75 (EX_TEMPFAIL)
+another run holds the lock: cron simply tries again next time.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from lxdocker.config import IMAGE_FORMATS
 from lxdocker.errors import LxdockerError
 from lxdocker.job import JobConfig, LockedError, run
 from lxdocker.publish.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
+from lxdocker.publish.store import GRACE
+from lxdocker.publish.targets import parse_target
 from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.summary import format_summary
 
@@ -87,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also publish every image for LXC's download template (rootfs.tar.xz; "
         "the spec key `lxc: true` does it for one image)",
     )
+    p.add_argument(
+        "--bundle",
+        action="store_true",
+        help="also publish every image as an OCI runtime bundle for uxc, crun and runc "
+        "(oci-bundle.tar.gz; the spec key `bundle: true` does it for one image)",
+    )
     p.add_argument("--keep", type=int, default=3, help="versions kept per image (default 3)")
     p.add_argument(
         "--busybox",
@@ -137,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="keep a delta only if smaller than this fraction of the full rootfs "
         f"(default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument(
+        "--publish-to",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="after each run, copy what imgserver serves to s3://BUCKET/PREFIX[?OPTIONS] or "
+        "a directory (repeatable; README 'Publishing to S3 or a static web server')",
+    )
+    p.add_argument(
+        "--publish-grace",
+        type=float,
+        default=GRACE.total_seconds(),
+        metavar="SECONDS",
+        help="keep a file in a target this long after no listing names it "
+        f"(default {GRACE.total_seconds():.0f}: LXD caches the index for an hour)",
     )
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -203,9 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs and --keep must be at least 1")
     if args.delta_bases < 0 or not 0 < args.delta_threshold <= 1:
         parser.error("--delta-bases must be >= 0 and --delta-threshold in (0, 1]")
+    if args.publish_grace < 0:
+        parser.error("--publish-grace must be >= 0")
     try:
         arches = tuple(dict.fromkeys(archmod.by_debian(a) for a in args.arch))
         busybox, busyboxes = busybox_paths(args.busybox)
+        targets = tuple(parse_target(t) for t in args.publish_to)
+    except LxdockerError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
     except KeyError as e:
         log.error("unknown architecture %s (one of %s)", e, ", ".join(archmod.NAMES))
         return EXIT_USAGE
@@ -222,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         only=tuple(args.only),
         force=args.force,
         lxc=args.lxc,
+        bundle=args.bundle,
         keep=args.keep,
         busybox=busybox,
         arches=arches or (archmod.host(),),
@@ -231,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         deltas=args.deltas and args.delta_bases > 0,
         delta_bases=args.delta_bases,
         delta_threshold=args.delta_threshold,
+        publish_to=targets,
+        publish_grace=args.publish_grace,
     )
     try:
         summary = run(cfg)
@@ -242,4 +275,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     for line in format_summary(summary):
         log.info("%s", line)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_FAILED if summary.failed or summary.failed_targets else EXIT_OK

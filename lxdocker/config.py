@@ -47,16 +47,17 @@ class Spec:
     # Debian arch names; None means the run's --arch list (DESIGN section 11).
     architectures: tuple[str, ...] | None = None
     lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (DESIGN section 12)
+    bundle: bool = False  # also publish an OCI runtime bundle (build/bundle.py)
 
     def digest(self) -> str:
         """sha256 of everything that shapes one arch's LXD output.
 
         Not the file's path, not `architectures` (adding an arch to a spec must not
-        rebuild the arches it already had) and not `lxc` (it adds files but changes
-        none; job.is_current checks it).
+        rebuild the arches it already had) and not `lxc` or `bundle` (they add files
+        but change none; job.is_current checks them).
         """
         data = asdict(self)
-        del data["path"], data["architectures"], data["lxc"]
+        del data["path"], data["architectures"], data["lxc"], data["bundle"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -125,7 +126,7 @@ def parse_spec(path: Path, text: str) -> Spec:
     for key, value in doc.items():
         if key == "image":
             kw["image"] = _str(path, key, value)
-        elif key in ("disable_supervisor", "lxc"):
+        elif key in ("disable_supervisor", "lxc", "bundle"):
             if not isinstance(value, bool):
                 raise SpecError(f"{path}: key {key!r} must be true or false")
             kw[key] = value

@@ -37,6 +37,10 @@ class StoreError(LxdockerError):
     """Writing, reading or publishing an image version failed."""
 
 
+class PublishError(LxdockerError):
+    """A publish target (S3 bucket, directory) refused or failed; names the target."""
+
+
 class ServerError(LxdockerError):
     """imgserver cannot start: certificate, key or listen address (names the file/flag)."""
 

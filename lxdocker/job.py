@@ -5,7 +5,8 @@ section 11), then per arch skip when nothing that shapes that arch's output chan
 (manifest, spec, recipe, format, busybox), otherwise pull, flatten, patch, write and
 publish a new version of <name>/<arch> (with verified deltas from the previous ones,
 DESIGN section 13). A failing arch fails alone. Then prune, remove images whose spec
-is gone, check the deltas still listed, clean leftovers of killed runs and GC the cache.
+is gone, check the deltas still listed, clean leftovers of killed runs, GC the cache
+and copy the image directory's site to the publish targets (--publish-to).
 A failing spec never stops the others and never touches its published versions.
 """
 
@@ -21,7 +22,10 @@ from pathlib import Path
 
 from lxdocker import RECIPE_VERSION
 from lxdocker import arch as archmod
+from lxdocker.build import bundle, lxcrootfs
+from lxdocker.build.contract import runtime
 from lxdocker.build.flatten import flatten
+from lxdocker.build.initscript import RunConfig
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
 from lxdocker.config import ImageFormat, Spec, load_specs
@@ -39,6 +43,7 @@ from lxdocker.publish.lxcimage import lxc_meta
 from lxdocker.publish.lxcimage import write_meta as write_lxc_meta
 from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, write_meta
 from lxdocker.publish.store import (
+    GRACE,
     VersionSource,
     clean_stale_temp,
     complete_versions,
@@ -46,6 +51,7 @@ from lxdocker.publish.store import (
     publish,
     remove_image,
 )
+from lxdocker.publish.targets import TargetSpec, publish_all
 from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.sources.busybox import Busybox, BusyboxSet
 from lxdocker.sources.cache import BlobCache, gc
@@ -60,9 +66,11 @@ from lxdocker.sources.pull import (
 from lxdocker.sources.reference import Reference, parse
 from lxdocker.summary import SpecResult, Summary
 from lxdocker.versioninfo import (
+    BUNDLE_FILE,
     LXC_META_FILE,
     LXC_ROOTFS_FILE,
     META_FILE,
+    ROLE_BUNDLE,
     ROOTFS_FILES,
     Artifact,
     VersionInfo,
@@ -82,6 +90,7 @@ class JobConfig:
     only: tuple[str, ...] = ()
     force: bool = False
     lxc: bool = False  # publish LXC files for every spec (else per spec key `lxc`)
+    bundle: bool = False  # publish OCI bundles for every spec (else per spec key `bundle`)
     keep: int = 3
     busybox: Path = Path("/bin/busybox")  # the host arch's
     # The arches of specs without an `architectures` key (CLI --arch, repeatable).
@@ -94,6 +103,10 @@ class JobConfig:
     deltas: bool = True  # write squashfs.vcdiff deltas (needs xdelta3)
     delta_bases: int = DEFAULT_BASES  # deltas from up to this many previous versions
     delta_threshold: float = DEFAULT_THRESHOLD  # keep a delta only below this share of the full
+    # Copies of what imgserver serves (lxdocker.publish.targets), made after each run.
+    publish_to: tuple[TargetSpec, ...] = ()
+    # Seconds a file stays in a target after no listing names it (LXD caches for 1 h).
+    publish_grace: float = GRACE.total_seconds()
 
 
 def is_current(
@@ -116,11 +129,16 @@ def is_current(
         and newest.rootfs_format == cfg.imageformat
         and (newest.busybox is None or newest.busybox.get("sha256") == busybox.sha256)
         and newest.has_lxc == wants_lxc(spec, cfg)
+        and (newest.artifact(ROLE_BUNDLE) is not None) == wants_bundle(spec, cfg)
     )
 
 
 def wants_lxc(spec: Spec, cfg: JobConfig) -> bool:
     return cfg.lxc or spec.lxc
+
+
+def wants_bundle(spec: Spec, cfg: JobConfig) -> bool:
+    return cfg.bundle or spec.bundle
 
 
 def image_meta(pulled: PulledImage, spec: Spec) -> ImageMeta:
@@ -146,27 +164,42 @@ def build_version(
     tmpdir: Path,
     busybox: Path,
 ) -> None:
-    """Write meta.tar.xz and the rootfs (and LXC's files) into `tmpdir`, streaming
-    layers end to end: the LXC rootfs comes from the same pass."""
+    """Write meta.tar.xz and the rootfs (and LXC's files, the OCI bundle) into
+    `tmpdir`, streaming layers end to end: LXC's rootfs and the bundle come from
+    the same pass."""
     write_meta(tmpdir / META_FILE, meta)
     image_config = json.loads(pulled.config.raw).get("config") or {}
-    lxc = wants_lxc(spec, cfg)
-    if lxc:
+    mtime = creation_epoch(meta.created)
+    variants = []
+    if wants_lxc(spec, cfg):
         write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
+        variants.append(lxcrootfs.variant(tmpdir / LXC_ROOTFS_FILE, mtime))
+    runs: list[RunConfig] = []
+    if wants_bundle(spec, cfg):
+        variants.append(
+            bundle.variant(
+                tmpdir / BUNDLE_FILE,
+                name=spec.name,
+                arch=meta.arch,
+                created=meta.created,
+                mtime=mtime,
+                run=lambda: runs[0],
+            )
+        )
     entries = patch(
         flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
         image_config,
         spec,
         busybox=busybox,
         arch=pulled.resolved.arch,
+        on_resolved=runs.append,
     )
     write_rootfs(
         entries,
         tmpdir / ROOTFS_FILES[cfg.imageformat],
         cfg.imageformat,
         compressor=cfg.compressor,
-        lxc_out=tmpdir / LXC_ROOTFS_FILE if lxc else None,
-        lxc_mtime=creation_epoch(meta.created),
+        variants=variants,
     )
 
 
@@ -253,6 +286,8 @@ def convert_arch(
             meta=meta,
             busybox=busybox.provenance(),
             lxc=wants_lxc(spec, cfg),
+            runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
+            bundle=wants_bundle(spec, cfg),
         )
 
         def build(tmpdir: Path) -> None:
@@ -270,6 +305,11 @@ def convert_arch(
 
         info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
         log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
+        same = [v.version for v in versions if v.fingerprint == info.fingerprint]
+        if same:
+            # The upstream tag went back to a digest built before: same bytes, and
+            # imgserver lists only the newest version of a fingerprint (streams.distinct).
+            log.info("%s: %s is the same image as %s again", label, info.version, same[-1])
         return SpecResult(
             spec.name,
             "built",
@@ -348,8 +388,13 @@ def run(cfg: JobConfig) -> Summary:
         freed = gc(BlobCache(cfg.cache), roots)
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)
+        # The image directory is final for this run: copy it. A failing target
+        # fails alone and never changes the image directory.
+        published = publish_all(cfg.lxdimages, cfg.publish_to, cfg.publish_grace)
     return Summary(
-        tuple(sorted(results, key=lambda r: (r.name, r.arch))), time.monotonic() - started
+        tuple(sorted(results, key=lambda r: (r.name, r.arch))),
+        time.monotonic() - started,
+        tuple(published),
     )
 
 

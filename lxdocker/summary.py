@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lxdocker.publish.delta import DeltaOutcome, describe
+from lxdocker.publish.mirror import Outcome
 
 Status = Literal["built", "unchanged", "failed"]
 
@@ -33,6 +34,7 @@ class SpecResult:
 class Summary:
     results: tuple[SpecResult, ...]
     seconds: float
+    published: tuple[Outcome, ...] = ()  # one per --publish-to target
 
     @property
     def bytes_pulled(self) -> int:
@@ -41,6 +43,10 @@ class Summary:
     @property
     def failed(self) -> tuple[SpecResult, ...]:
         return tuple(r for r in self.results if r.status == "failed")
+
+    @property
+    def failed_targets(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.published if o.failed)
 
 
 def _mb(n: int) -> str:
@@ -57,6 +63,14 @@ def format_summary(summary: Summary) -> list[str]:
             lines.append(f"{r.label}: unchanged ({r.version})")
         else:
             lines.append(f"{r.label}: FAILED: {r.reason}")
+    for o in summary.published:
+        if o.failed:
+            lines.append(f"publish {o.target}: FAILED: {o.error}")
+        else:
+            lines.append(
+                f"publish {o.target}: {o.uploaded} uploaded ({_mb(o.uploaded_bytes)}), "
+                f"{o.unchanged} unchanged, {o.deleted} deleted, {o.waiting} unlisted"
+            )
     counts = {
         s: sum(r.status == s for r in summary.results) for s in ("built", "unchanged", "failed")
     }

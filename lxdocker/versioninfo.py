@@ -12,6 +12,10 @@ roles they do not know, so an older imgserver keeps serving what it understands.
 
 Format 1 (until deltas) had one `meta` and one `rootfs` object instead of the list;
 such files are still read (existing installs), and written back only as format 2.
+
+`runtime` is the image's run-time contract (Docker's VOLUME, EXPOSE, HEALTHCHECK), so
+imgserver can show it without opening the rootfs; versions written before it was
+recorded have none (null or absent: unknown, not "nothing declared").
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ OLD_FORMATS = (1,)
 # LXD drops version keys that do not start with 8 digits (DESIGN section 7).
 VERSION_RE = re.compile(r"\d{8}_\d{4}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# An exposed port as the image config writes it, protocol included (image-spec config.md).
+PORT_RE = re.compile(r"([1-9][0-9]{0,4})/(tcp|udp|sctp)")
 # A plain file name inside the version directory: no "/", no leading dot.
 FILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 ROOTFS_FILES = {"squashfs": "rootfs.squashfs", "gzip": "rootfs.tar.gz", "tar": "rootfs.tar"}
@@ -46,8 +52,16 @@ ROLE_LXC_ROOTFS = "lxc-rootfs"
 ROLE_LXC_META = "lxc-meta"
 LXC_ROOTFS_FILE = "rootfs.tar.xz"
 LXC_META_FILE = "lxc-meta.tar.xz"
+# An OCI runtime bundle (config.json + rootfs/) as one gzip tar, for uxc, crun and runc
+# (lxdocker/build/bundle.py); imgserver lists it in bundles.json / bundles.txt.
+ROLE_BUNDLE = "oci-bundle"
+BUNDLE_FILE = "oci-bundle.tar.gz"
 # Optional roles with a fixed file name: at most one of each per version.
-OPTIONAL_ROLES = {ROLE_LXC_ROOTFS: LXC_ROOTFS_FILE, ROLE_LXC_META: LXC_META_FILE}
+OPTIONAL_ROLES = {
+    ROLE_LXC_ROOTFS: LXC_ROOTFS_FILE,
+    ROLE_LXC_META: LXC_META_FILE,
+    ROLE_BUNDLE: BUNDLE_FILE,
+}
 # Roles that appear exactly once in every version.
 SINGLE_ROLES = (ROLE_META, ROLE_ROOTFS)
 
@@ -70,6 +84,39 @@ class Artifact:
         if not self.base:
             del data["base"]
         return data
+
+
+def is_port(text: str) -> bool:
+    """ "80/tcp": a port number 1..65535 and its protocol."""
+    m = PORT_RE.fullmatch(text)
+    return m is not None and int(m.group(1)) <= 65535
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the image expects from whoever runs it: its VOLUME paths (absolute,
+    normalised, sorted: the lines of /lxd-volumes), its EXPOSEd ports ("80/tcp"),
+    and whether it has a HEALTHCHECK (/lxd-healthcheck)."""
+
+    volumes: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
+    healthcheck: bool = False
+
+    @classmethod
+    def from_dict(cls, data: object) -> Runtime:
+        if not isinstance(data, dict) or set(data) - {"volumes", "ports", "healthcheck"}:
+            raise ValueError("'runtime' must be an object of volumes, ports, healthcheck")
+        volumes, ports = data.get("volumes", []), data.get("ports", [])
+        healthcheck = data.get("healthcheck", False)
+        if not isinstance(volumes, list) or not all(
+            isinstance(v, str) and v.startswith("/") and v != "/" and "\n" not in v for v in volumes
+        ):
+            raise ValueError("'runtime.volumes' must be a list of absolute paths")
+        if not isinstance(ports, list) or not all(isinstance(p, str) and is_port(p) for p in ports):
+            raise ValueError("'runtime.ports' must be a list like [\"80/tcp\"]")
+        if not isinstance(healthcheck, bool):
+            raise ValueError("'runtime.healthcheck' must be true or false")
+        return cls(tuple(volumes), tuple(ports), healthcheck)
 
 
 @dataclass(frozen=True)
@@ -95,6 +142,7 @@ class VersionInfo:
     # lxdocker.sources.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
     # and path or image + digest. None in versions written before it was recorded.
     busybox: dict[str, str] | None = field(default=None, hash=False)
+    runtime: Runtime | None = None  # None: written before the contract was recorded
 
     def _single(self, role: str) -> Artifact:
         found = [a for a in self.artifacts if a.role == role]
@@ -159,6 +207,8 @@ class VersionInfo:
                 isinstance(bb, dict) and all(isinstance(v, str) for v in bb.values())
             ):
                 raise ValueError("'busybox' must be an object of strings")
+            if data.get("runtime") is not None:
+                data["runtime"] = Runtime.from_dict(data["runtime"])
             info = cls(**data)
         except (ValueError, TypeError, KeyError) as e:
             raise StoreError(f"{where}: invalid version.json: {e}") from None

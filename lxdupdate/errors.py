@@ -25,3 +25,8 @@ class JournalError(UpdateError):
 
 class BusyError(UpdateError):
     """Another lxdocker-update holds the state directory's lock."""
+
+
+class MoveError(UpdateError):
+    """An instance's VOLUME data could not be moved into a custom volume (names the
+    instance, the path and why); the move is undone and the instance skipped."""

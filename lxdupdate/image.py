@@ -36,7 +36,7 @@ async def source_of(client: Client, inst: Instance) -> dict[str, str]:
     return {source_key(f): str(src.get(f) or "") for f in SOURCE_KEYS}
 
 
-def _pull(source: dict[str, str], image_type: str, **ref: str) -> dict[str, Any]:
+def _pull(source: dict[str, str], image_type: str, auto_update: bool, **ref: str) -> dict[str, Any]:
     return {
         "source": {
             "type": "image",
@@ -47,18 +47,22 @@ def _pull(source: dict[str, str], image_type: str, **ref: str) -> dict[str, Any]
             "image_type": image_type,
             **ref,
         },
-        # LXD keeps the image current itself; the updater only follows it.
-        "auto_update": True,
+        "auto_update": auto_update,
     }
 
 
-async def pull(client: Client, source: dict[str, str], image_type: str, **ref: str) -> str:
+async def pull(
+    client: Client, source: dict[str, str], image_type: str, auto_update: bool = True, **ref: str
+) -> str:
     """Download (or find in the store) the image an alias or fingerprint names on the
     remote; its fingerprint. The daemon caches the remote's index for up to an hour
-    (DESIGN section 8), so a just-published version may show up that much later."""
+    (DESIGN section 8), so a just-published version may show up that much later.
+    `auto_update`: the daemon keeps a new download current itself (an image already
+    in the store keeps its setting when this is False)."""
     what = ref.get("alias") or ref.get("fingerprint", "")
+    body = _pull(source, image_type, auto_update, **ref)
     try:
-        meta = await client.call("POST", "/1.0/images", _pull(source, image_type, **ref))
+        meta = await client.call("POST", "/1.0/images", body)
     except ApiError as e:
         raise ApiError(f"{source['server']} {what}: {e}", e.status) from e
     fingerprint = str((meta or {}).get("fingerprint") or "")
@@ -69,8 +73,14 @@ async def pull(client: Client, source: dict[str, str], image_type: str, **ref: s
 
 
 async def resolve(client: Client, inst: Instance) -> str:
-    """The fingerprint the instance's recorded alias points at now."""
-    return await pull(client, inst.source, inst.type, alias=inst.source["alias"])
+    """The fingerprint the instance's recorded alias points at now.
+
+    Pulled without auto-update: LXD and Incus launch `remote:alias` from a cached,
+    auto-updating image of that alias when there is one (the newest creation date
+    first; lxd/daemon_images.go, GetCachedImageSourceFingerprint), so a candidate
+    that fails its health gate, or one that upstream has withdrawn since, must not
+    be one. The image follows its remote once an instance runs on it (release)."""
+    return await pull(client, inst.source, inst.type, False, alias=inst.source["alias"])
 
 
 async def ensure_present(client: Client, inst: Instance, fingerprint: str) -> None:

@@ -13,6 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
+
+import aiohttp
 
 from lxdupdate.client import Client, q
 from lxdupdate.errors import ApiError
@@ -271,3 +274,65 @@ async def stays_running(client: Client, name: str, grace: float, start_timeout: 
         elif now > deadline:
             return f"not running after {start_timeout:.0f}s (status {status})"
         await asyncio.sleep(0.25)
+
+
+async def read_file(client: Client, name: str, path: str) -> tuple[str, bytes] | None:
+    """(type, content) of a path in the instance ("file", "directory" with its
+    listing, "symlink"); None when it does not exist. Works on stopped containers."""
+    url = f"http://unix.socket/1.0/instances/{q(name)}/files"
+    try:
+        async with client.session.get(url, params={"path": path}) as resp:
+            if resp.status == 404:
+                return None
+            body = await resp.read()
+            if resp.status != 200:
+                raise ApiError(f"GET {name}:{path}: {body[:200]!r} ({resp.status})", resp.status)
+            kind = resp.headers.get("X-LXD-type") or resp.headers.get("X-Incus-type") or "file"
+            return kind, body
+    except aiohttp.ClientError as e:
+        raise ApiError(f"GET {name}:{path}: {e}") from e
+
+
+async def delete_file(client: Client, name: str, path: str) -> None:
+    """Remove an (empty) directory or a file; absent is fine."""
+    try:
+        await client.call("DELETE", f"/1.0/instances/{q(name)}/files?path={quote(path)}")
+    except ApiError as e:
+        if e.status != 404:
+            raise
+
+
+async def edit(
+    client: Client,
+    name: str,
+    config: dict[str, str | None] | None = None,
+    devices: dict[str, dict[str, str] | None] | None = None,
+) -> None:
+    """Change local config keys and devices (None removes one) with a PUT of the
+    whole instance: PATCH merges, it cannot remove a device."""
+    doc = await client.get(f"/1.0/instances/{q(name)}")
+    new_config = dict(doc.get("config") or {})
+    new_devices = dict(doc.get("devices") or {})
+    for target, changes in ((new_config, config or {}), (new_devices, devices or {})):
+        for key, value in changes.items():
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+    body = {k: doc.get(k) for k in ("architecture", "ephemeral", "profiles", "stateful")}
+    body |= {"description": doc.get("description") or "", "config": new_config}
+    body["devices"] = new_devices
+    await _unbusy(lambda: client.call("PUT", f"/1.0/instances/{q(name)}", body))
+
+
+async def init_pid(client: Client, name: str) -> int:
+    """The host pid of the running instance's init (0 when it is not running)."""
+    state = await client.get(f"/1.0/instances/{q(name)}/state") or {}
+    return int(state.get("pid") or 0)
+
+
+async def force_stop(client: Client, name: str) -> None:
+    inst = await get(client, name)
+    if inst is not None and inst.status.lower() not in ("stopped", ""):
+        body = {"action": "stop", "timeout": 30, "force": True}
+        await _unbusy(lambda: client.call("PUT", f"/1.0/instances/{q(name)}/state", body))

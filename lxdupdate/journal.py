@@ -4,7 +4,10 @@ Watchtower lost containers when it died between removing the old one and startin
 the new one (containrrr/watchtower#831, #1043). Here every step is written first
 (atomically: a temporary file, fsync, rename, fsync of the directory), so a run
 after a SIGKILL finds the update half done and finishes or rolls it back. One
-instance is updated at a time, so the journal is one JSON document.
+instance is updated at a time, so the journal is one JSON document. Moving an
+instance's VOLUME data into custom volumes (lxdupdate/volumes.py) keeps its own
+document, move.json, in the same state directory: the move ends before an update
+starts, and a run recovers the move first.
 """
 
 from __future__ import annotations
@@ -44,28 +47,39 @@ class Entry:
 
 
 class Journal:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, name: str = NAME) -> None:
         self.dir = state_dir
-        self.path = state_dir / NAME
+        self.path = state_dir / name
 
     def read(self) -> Entry | None:
-        try:
-            doc = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        doc = self.read_doc()
+        if doc is None:
             return None
-        except (OSError, ValueError) as e:
-            raise JournalError(f"{self.path}: unreadable journal: {e}") from e
         try:
             return Entry(**doc)
         except TypeError as e:
             raise JournalError(f"{self.path}: not a journal entry: {e}") from e
 
     def write(self, entry: Entry) -> None:
+        self.write_doc(asdict(entry))
+
+    def read_doc(self) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise JournalError(f"{self.path}: unreadable journal: {e}") from e
+        if not isinstance(doc, dict):
+            raise JournalError(f"{self.path}: not a journal entry: {doc!r}")
+        return doc
+
+    def write_doc(self, doc: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             with tmp.open("w") as f:
-                json.dump(asdict(entry), f, indent=2, sort_keys=True)
+                json.dump(doc, f, indent=2, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

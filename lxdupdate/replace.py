@@ -172,6 +172,8 @@ class Replacer:
         if entry.old_auto_update is not None:
             await image.set_auto_update(self.client, entry.old, entry.old_auto_update)
         if entry.phase == "forward":
+            # The instance runs on it: the daemon keeps it current, as a launched one.
+            await image.set_auto_update(self.client, entry.new, True)
             inst = await instance.get(self.client, entry.instance)
             if inst is not None and inst.config.get(INTERRUPTED):
                 await instance.set_config(self.client, entry.instance, {INTERRUPTED: ""})

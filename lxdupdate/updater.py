@@ -1,4 +1,5 @@
-"""One pass over the opted-in instances: record sources, resolve, replace.
+"""One pass over the opted-in instances: record sources, resolve, keep the VOLUME
+data (lxdupdate/volumes.py), replace.
 
 Instances opt in with `user.lxdocker.update=true` (directly or from a profile). The
 pass goes one instance at a time and stops early, between instances, when asked to
@@ -13,12 +14,14 @@ import dataclasses
 import logging
 from collections.abc import Collection
 
-from lxdupdate import image, instance
+from lxdupdate import contract, image, instance
 from lxdupdate.client import Client
 from lxdupdate.errors import ApiError, UpdateError
 from lxdupdate.instance import BAD, Instance
 from lxdupdate.journal import Journal
 from lxdupdate.replace import Health, Outcome, Replacer
+from lxdupdate.volumes import JOURNAL as MOVE_JOURNAL
+from lxdupdate.volumes import Mover
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +37,17 @@ class Updater:
     ) -> None:
         self.client = client
         self.replacer = Replacer(client, journal, health)
+        self.mover = Mover(client, Journal(journal.dir, MOVE_JOURNAL))
         self.dry_run = dry_run
         self.only = set(only)
 
     async def run_pass(self, stop: asyncio.Event | None = None) -> list[Outcome]:
         outcomes: list[Outcome] = []
         if not self.dry_run:
+            # A move ends before its update starts: finish or undo it first.
+            moved = await self.mover.recover()
+            if moved:
+                log.info("%s: the interrupted volume move is resolved", moved)
             recovered = await self.replacer.recover()
             if recovered is not None:
                 outcomes.append(recovered)
@@ -69,11 +77,14 @@ class Updater:
                     " from a remote; set user.lxdocker.source.server and .alias"
                 )
                 return Outcome(name, "skipped", old, message=msg)
+            # The server and alias only: the source also holds the remote's whole PEM
+            # certificate, which has no place in a one-line log.
+            where = f"{found[instance.source_key('server')]} {found[instance.source_key('alias')]}"
             if self.dry_run:
-                log.info("%s: would record the source %s", name, found)
+                log.info("%s: would record the source %s", name, where)
                 inst = _with_config(inst, found)
             else:
-                log.info("%s: recording the source %s", name, found)
+                log.info("%s: recording the source %s", name, where)
                 await instance.set_config(self.client, name, found)
                 fresh = await instance.get(self.client, name)
                 if fresh is None:
@@ -93,12 +104,37 @@ class Updater:
                 " lose; delete them or set user.lxdocker.update=force"
             )
             return Outcome(name, "skipped", old, new, msg)
+        decision = await self.mover.decide(inst, new)
+        if decision.skip:
+            log.warning("%s: VOLUME data cannot be moved; skipped", name)
+            return Outcome(name, "skipped", old, new, decision.skip)
+        discarded = " ".join(decision.discarded)
         if self.dry_run:
-            lost = f"; its snapshots {', '.join(snaps)} would be lost" if snaps else ""
-            return Outcome(name, "would-update", old, new, self.replacer.method + lost)
+            lost = [f"its snapshots {', '.join(snaps)}"] if snaps else []
+            if discarded:
+                lost.append(f"the data in {discarded} ({contract.VOLUMES_KEY}=discard)")
+            first = f"first moves {decision.plan.describe()}; " if decision.plan else ""
+            tail = f"; {' and '.join(lost)} would be lost" if lost else ""
+            return Outcome(name, "would-update", old, new, first + self.replacer.method + tail)
         if snaps:
             log.warning("%s: user.lxdocker.update=force: deleting snapshots %s", name, snaps)
-        return await self.replacer.update(inst, new, force)
+        if discarded:
+            log.warning(
+                "%s: %s=discard: the data in %s is not kept", name, contract.VOLUMES_KEY, discarded
+            )
+        moved = ""
+        if decision.plan is not None:
+            problem = await self.mover.move(decision.plan)
+            if problem:
+                msg = self.mover.skip_message(decision.plan, problem)
+                return Outcome(name, "skipped", old, new, msg)
+            moved = f"; moved {decision.plan.describe()}"
+            fresh = await instance.get(self.client, name)
+            if fresh is None:
+                raise ApiError(f"{name}: the instance vanished")
+            inst = fresh
+        outcome = await self.replacer.update(inst, new, force)
+        return dataclasses.replace(outcome, message=outcome.message + moved)
 
 
 def _with_config(inst: Instance, extra: dict[str, str]) -> Instance:

@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.helpers.lxd",
     "tests.helpers.incus",
     "tests.helpers.registry",
+    "tests.helpers.s3",
 ]

@@ -18,6 +18,7 @@ import pytest
 from bench import bigimage, report, serving
 from bench.delta import DeltaResult, Refresh, fetched
 from bench.measure import Sample, median, parse_time_v
+from bench.publish import PublishResult, Run
 from bench.serving import parse_wrk
 
 TIME_V = """\
@@ -152,3 +153,28 @@ def test_delta_figures_from_the_access_log_and_the_verdicts() -> None:
     assert "0.086%" in report.delta_verdicts(d)[0].figure
     d = dataclasses.replace(d, delta_bytes=40_000, delta_seconds=5.0, with_delta=full)
     assert [v.met for v in report.delta_verdicts(d)] == [False, False, False]
+
+
+def _publish_run(requests: dict[str, int], files: int, pages: int, rss: float = 60) -> Run:
+    return Run(Sample(1.0, 0.5, rss), requests, files, pages)
+
+
+def test_publish_verdicts() -> None:
+    good = PublishResult(
+        images=20,
+        rootfs_bytes=100,
+        unchanged=_publish_run({"GET": 3}, 0, 0),
+        new_version=_publish_run({"GET": 3, "PUT": 7}, 250, 900),
+        new_version_files=250,
+        big=_publish_run({"PUT": 20, "POST": 2}, 10**8, 900, rss=80),
+        big_bytes=10**8,
+    )
+    assert [v.met for v in report.publish_verdicts(good)] == [True, True, True]
+    bad = dataclasses.replace(
+        good,
+        unchanged=_publish_run({"GET": 3, "PUT": 1}, 0, 500),
+        new_version_files=200,
+        big=_publish_run({"PUT": 1}, 10**8, 0, rss=400),
+    )
+    assert [v.met for v in report.publish_verdicts(bad)] == [False, False, False]
+    assert "3 GET, 1 PUT" in report.publish_verdicts(bad)[0].figure

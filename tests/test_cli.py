@@ -67,6 +67,9 @@ def test_text_summary_after_fixing_the_spec(
         ["--busybox", "vax=/bin/busybox"],
         ["--busybox", "/bin/busybox", "--busybox", f"{HOST}=/other"],
         ["--imageformat", "zip"],
+        ["--publish-to", "ftp://host/dir"],
+        ["--publish-to", "s3://bucket?endpiont=https://x"],
+        ["--publish-grace", "-1"],
     ],
 )
 def test_usage_errors(tmp_path: Path, extra: list[str]) -> None:
@@ -84,3 +87,24 @@ def test_busybox_values_name_the_host_arch_or_another() -> None:
     assert own == Path("/opt/bb=odd")  # a plain path may hold '='
     assert others == ((other, Path(f"/bb/{other}")),)
     assert busybox_paths([]) == (Path("/bin/busybox"), ())
+
+
+def test_a_failing_publish_target_fails_the_run_not_the_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = make_world(tmp_path)
+    (tmp_path / "specs" / "broken.yaml").unlink()
+    blocker = tmp_path / "www-is-a-file"
+    blocker.write_text("")
+    good = tmp_path / "www"
+    code = main([*argv, "--publish-to", str(blocker / "www"), "--publish-to", str(good)])
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED
+    assert f"publish {blocker / 'www'}: FAILED: " in err
+    assert f"publish {good}: " in err and f"ok/{HOST}: built" in err
+    assert (good / "streams/v1/index.json").exists()
+    assert list((tmp_path / "images" / "ok" / HOST).iterdir())
+    # Next run, the target fixed: all fine, nothing uploaded again to the good one.
+    blocker.unlink()
+    assert main([*argv, "--publish-to", str(blocker / "www"), "--publish-to", str(good)]) == EXIT_OK
+    assert f"publish {good}: 0 uploaded (0.0 MB)" in capsys.readouterr().err

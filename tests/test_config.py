@@ -127,11 +127,12 @@ def test_adding_an_arch_keeps_the_spec_digest(tmp_path: Path) -> None:
     assert a.digest() == b.digest() == parse_spec(tmp_path / "x.yaml", "image: a\n").digest()
 
 
-def test_lxc_key_is_a_boolean_outside_the_digest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["lxc", "bundle"])
+def test_lxc_and_bundle_keys_are_booleans_outside_the_digest(tmp_path: Path, key: str) -> None:
     plain = parse_spec(tmp_path / "web.yaml", "image: nginx\n")
-    lxc = parse_spec(tmp_path / "web.yaml", "image: nginx\nlxc: true\n")
-    assert (plain.lxc, lxc.lxc) == (False, True)
-    # Turning LXC output on adds files and changes none of the LXD image's.
-    assert lxc.digest() == plain.digest()
-    with pytest.raises(SpecError, match=r"web\.yaml: key 'lxc' must be true or false"):
-        parse_spec(tmp_path / "web.yaml", "image: nginx\nlxc: 'yes'\n")
+    more = parse_spec(tmp_path / "web.yaml", f"image: nginx\n{key}: true\n")
+    assert (getattr(plain, key), getattr(more, key)) == (False, True)
+    # Turning LXC output or the OCI bundle on adds files and changes none of the LXD image's.
+    assert more.digest() == plain.digest()
+    with pytest.raises(SpecError, match=rf"web\.yaml: key '{key}' must be true or false"):
+        parse_spec(tmp_path / "web.yaml", f"image: nginx\n{key}: 'yes'\n")

@@ -1,6 +1,6 @@
-"""The image's run-time contract files: /lxd-volumes from the image config's
-`Volumes`, in the fixed format the updaters read, and what is left out (with a
-warning naming the image)."""
+"""The image's run-time contract: /lxd-volumes from the image config's `Volumes`, in
+the fixed format the updaters read, and what is left out (with a warning naming the
+image); EXPOSEd ports; the HEALTHCHECK command; version.json's `runtime`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from lxdocker.build.contract import render_volumes, volume_paths
+from lxdocker.build.contract import (
+    exposed_ports,
+    healthcheck_command,
+    render_volumes,
+    runtime,
+    volume_paths,
+)
+from lxdocker.versioninfo import Runtime
 
 
 @pytest.mark.parametrize(
@@ -55,3 +62,51 @@ def test_unusable_volume_paths_are_left_out_with_a_warning_naming_the_image(
 def test_rendered_file_is_one_lf_terminated_path_a_line() -> None:
     assert render_volumes(["/a b", "/data"]) == "/a b\n/data\n"
     assert render_volumes([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("healthcheck", "command"),
+    [
+        ({"Test": ["CMD", "/bin/wget", "-qO-", "http://127.0.0.1/a b"]},
+         "'/bin/wget' '-qO-' 'http://127.0.0.1/a b'"),
+        ({"Test": ["CMD-SHELL", "wget -qO- http://127.0.0.1/ | grep -q ok"]},
+         "wget -qO- http://127.0.0.1/ | grep -q ok"),
+        ({"Test": ["CMD-SHELL", "curl -f x"], "Interval": 30_000_000_000}, "curl -f x"),
+        ({"Test": ["NONE"]}, ""),  # turns off one inherited from a base image
+        ({"Test": []}, ""),
+        ({"Test": ["CMD"]}, ""),
+        ({"Test": ["CMD-SHELL", "a", "b"]}, ""),  # no form Docker writes
+        ({"Test": "CMD-SHELL true"}, ""),
+        ({"Test": ["CMD", "a\0b"]}, ""),  # no program takes a NUL in its argv
+        (None, ""),
+    ],
+)  # fmt: skip
+def test_healthcheck_command(healthcheck: dict[str, Any] | None, command: str) -> None:
+    config = {} if healthcheck is None else {"Healthcheck": healthcheck}
+    assert healthcheck_command(config) == command
+
+
+@pytest.mark.parametrize(
+    ("exposed", "ports"),
+    [
+        ({"80/tcp": {}, "53/udp": {}, "443/tcp": {}, "53/tcp": {}},
+         ["53/tcp", "53/udp", "80/tcp", "443/tcp"]),
+        ({"8080": {}}, ["8080/tcp"]),  # Docker reads a bare port as tcp
+        ({"80/TCP": {}, "80/tcp": {}}, ["80/tcp"]),
+        ({"0/tcp": {}, "70000/tcp": {}, "80/icmp": {}, "http": {}, "9/sctp": {}}, ["9/sctp"]),
+        (None, []),
+    ],
+)  # fmt: skip
+def test_exposed_ports(exposed: Any, ports: list[str]) -> None:
+    config = {} if exposed is None else {"ExposedPorts": exposed}
+    assert exposed_ports(config, image="example/app:1") == ports
+
+
+def test_runtime_is_volumes_ports_and_healthcheck() -> None:
+    config = {
+        "Volumes": {"/data/": {}, "relative": {}},
+        "ExposedPorts": {"80/tcp": {}},
+        "Healthcheck": {"Test": ["CMD", "/bin/check"]},
+    }
+    assert runtime(config, image="x") == Runtime(("/data",), ("80/tcp",), True)
+    assert runtime({"Healthcheck": {"Test": ["NONE"]}}, image="x") == Runtime()

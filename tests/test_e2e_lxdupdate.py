@@ -15,110 +15,27 @@ Needs the real docker-registry, LXD and Incus: skipped without them, failed with
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lxdupdate.replace import KILL_ENV
 from tests.helpers import apps
-from tests.helpers.imgserver import raw_get_json
 from tests.helpers.incus import Incus
 from tests.helpers.lxd import Scratch, wait_for
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.site import Site
+from tests.helpers.updater import World
 
 pytestmark = [pytest.mark.lxd, pytest.mark.registry]
 
-SOCKETS = {"lxc": Path("/var/lib/lxd/unix.socket"), "incus": Path("/var/lib/incus/unix.socket")}
-IMAGES_JSON = "/streams/v1/images.json"
-GRACE = "2"
 STEPS = {
     "recreate": ["protect", "stop", "delete", "create", "start", "health", "release"],
     "rebuild": ["protect", "stop", "rebuild", "start", "health", "release"],
 }
-
-
-class World:
-    """The site plus what the updater needs: its socket, state dir, and helpers."""
-
-    def __init__(self, site: Site, state: Path) -> None:
-        self.site = site
-        self.lxd = site.scratch.lxd
-        self.socket = SOCKETS[self.lxd.command]
-        self.state = state
-
-    def publish(
-        self, spec: str, page: str, healthcheck: str = apps.HEALTHCHECK, **keys: object
-    ) -> str:
-        image = apps.app_image(page, healthcheck=healthcheck)
-        ref = self.site.push(f"e2e/upd-{spec}", image, "stable")
-        self.site.write_spec(spec, ref, **keys)
-        # squashfs with deltas, the default. With two older versions in the store (here
-        # c2 keeps v1 while c1 is on v2) LXD 5.0.2 and Incus 6.0.4 apply EVERY listed
-        # delta whose base they hold, so imgserver lists one delta per version
-        # (imgserver/streams.py); this story is also the test that it is enough.
-        log = self.site.convert(spec)
-        arch = self.site.newest(spec).arch
-        assert f"{spec}/{arch}: built" in log, log
-        fp = self.site.newest(spec).fingerprint
-        server = self.site.server
-        if server is not None:
-            assert wait_for(lambda: fp in str(raw_get_json(server, IMAGES_JSON)), 10)
-        # The daemon answers from its cached index for an hour (DESIGN section 8).
-        self.lxd.clear_remote_cache()
-        return fp
-
-    def argv(self, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "lxdupdate",
-            "--socket",
-            str(self.socket),
-            "--state-dir",
-            str(self.state),
-            "--grace",
-            GRACE,
-            *args,
-        ]
-
-    def update(
-        self, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv("--once", "--format", "json", *args),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            env={**os.environ, **(env or {})},
-        )
-
-    def outcomes(self, proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
-        assert proc.stdout.strip(), proc.stderr
-        return {o["instance"]: o for o in json.loads(proc.stdout)}
-
-    def get(self, name: str, key: str) -> str:
-        return self.site.lxc("config", "get", name, key).strip()
-
-    def base_image(self, name: str) -> str:
-        """volatile.base_image, or "" while the instance is missing (mid-recreate)."""
-        proc = self.lxd.lxc("config", "get", name, "volatile.base_image", check=False)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    def exists(self, name: str) -> bool:
-        out = self.site.lxc("list", "--format", "csv", "-c", "n")
-        return name in out.split()
-
-    def status(self, name: str) -> str:
-        return self.site.lxc("list", name, "--format", "csv", "-c", "s").strip()
 
 
 def _check_kept(w: World, c1: str, mac: str, page: str) -> None:

@@ -18,7 +18,7 @@ from imgserver import files, tls
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.handlers import accepts_gzip
-from lxdocker.versioninfo import VersionInfo
+from lxdocker.versioninfo import Runtime, VersionInfo
 from tests.helpers.imgserver import make_cert
 from tests.helpers.versions import write_version
 
@@ -294,6 +294,23 @@ async def test_landing_page(client: Client, cert: tuple[Path, Path]) -> None:
         "lxc launch lxdocker:app",
     ):
         assert needle in html, needle
+
+
+async def test_landing_page_shows_each_version_s_volumes_and_ports(
+    aiohttp_client: MakeClient, tmp_path: Path, cert: tuple[Path, Path]
+) -> None:
+    root = tmp_path / "lxdimages"
+    contract = Runtime(("/data",), ("80/tcp",), True)
+    for version, runtime in (("20260101_0000", None), ("20260102_0000", contract)):
+        rootfs = ROOTFS + version.encode()  # two images, two fingerprints
+        write_version(root, "notes", "amd64", version, meta=META, rootfs=rootfs, runtime=runtime)
+    config = ServerConfig(lxdimages=root, cert=cert[0], key=cert[1])
+    client = await aiohttp_client(create_app(config))
+    html = await (await client.get("/")).text()
+    assert "<th>Volumes, ports</th>" in html
+    rows = {r.split("</td>")[2]: r for r in html.split("<tr>") if "<td>notes</td>" in r}
+    assert "<td>VOLUME /data; EXPOSE 80/tcp; HEALTHCHECK</td>" in rows["<td>20260102_0000"]
+    assert "VOLUME" not in rows["<td>20260101_0000"]
 
 
 async def test_server_cert_is_served(client: Client, cert: tuple[Path, Path]) -> None:

@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from imgserver import streams
-from lxdocker.versioninfo import ROOTFS_FILES, Artifact, VersionInfo, delta_name
+from lxdocker.versioninfo import ROOTFS_FILES, Artifact, Runtime, VersionInfo, delta_name
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -266,3 +267,46 @@ def test_encoding_is_compact_json_on_one_line() -> None:
     # No whitespace between tokens: only what the strings themselves hold.
     assert data == json.dumps(doc, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     assert len(data) < 0.85 * len(json.dumps(doc, indent=1, sort_keys=True))
+
+
+@pytest.mark.parametrize(
+    ("runtime", "text"),
+    [
+        (Runtime(("/data", "/var/lib/db"), ("80/tcp", "53/udp"), True),
+         "VOLUME /data /var/lib/db; EXPOSE 80/tcp 53/udp; HEALTHCHECK"),
+        (Runtime(("/my data", "/50%;x"),), "VOLUME /my%20data /50%25%3Bx"),
+        (Runtime(ports=("8080/tcp",)), "EXPOSE 8080/tcp"),
+        (Runtime(), ""),
+        (None, ""),  # a version from before the contract was recorded
+    ],
+)  # fmt: skip
+def test_the_label_states_volumes_ports_and_healthcheck(runtime: Runtime | None, text: str) -> None:
+    assert streams.label(runtime) == text
+
+
+def test_the_contract_is_the_version_s_label_which_lxd_shows_as_a_property() -> None:
+    with_runtime = dataclasses.replace(CATALOG[1], runtime=Runtime(("/data",), ("80/tcp",), False))
+    versions = streams.images_doc([CATALOG[0], with_runtime])["products"]["lxdocker:nginx:amd64"][
+        "versions"
+    ]
+    assert versions["20260102_0800"]["label"] == "VOLUME /data; EXPOSE 80/tcp"
+    assert "label" not in versions["20260101_1200"]
+
+
+def test_a_fingerprint_is_listed_once_in_its_newest_version() -> None:
+    """A tag moved back to a digest already published (v1, v2, v1): the rebuild is
+    byte-identical, and LXD and Incus refuse an image listed twice."""
+    v1, v2 = CATALOG[0], CATALOG[1]
+    again = dataclasses.replace(
+        v1,
+        version="20260103_0000",
+        artifacts=(*v1.artifacts, Artifact("delta", delta_name(v2.version), 9, h("d"), v2.version)),
+    )
+    versions = streams.images_doc([v1, v2, again])["products"]["lxdocker:nginx:amd64"]["versions"]
+    assert sorted(versions) == [v2.version, again.version]
+    fingerprints = [v["items"]["lxd.tar.xz"]["combined_squashfs_sha256"] for v in versions.values()]
+    assert sorted(fingerprints) == sorted([v1.fingerprint, v2.fingerprint])
+    # v2's delta from the hidden v1 is not listed; the new one's from v2 is.
+    assert not any(i["ftype"] == "squashfs.vcdiff" for i in versions[v2.version]["items"].values())
+    assert versions[again.version]["items"][f"delta-{v2.version}"]["delta_base"] == v2.version
+    assert streams.listed([again, v2, v1, CATALOG[2]]) == [v2, again, CATALOG[2]]

@@ -25,7 +25,7 @@ from lxdocker.publish.lxcimage import lxc_arch
 from lxdocker.publish.store import complete_versions
 from lxdocker.sources.cache import BlobCache
 from lxdocker.summary import format_summary
-from lxdocker.versioninfo import VERSION_FILE
+from lxdocker.versioninfo import ROLE_BUNDLE, VERSION_FILE, Runtime
 from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
 from tests.helpers.images import Member, build_image, build_index, layer_tar, write_oci_layout
@@ -300,6 +300,52 @@ def test_lxc_cli_flag(world: dict[str, Path]) -> None:
     assert main(argv(world, "--lxc")) == EXIT_OK
     (v,) = complete_versions(world["images"], "web", ARCH)
     assert v.has_lxc
+
+
+def test_the_image_s_volumes_ports_and_healthcheck_are_recorded(world: dict[str, Path]) -> None:
+    """version.json's `runtime` (for imgserver) and /lxd-volumes in the rootfs (for
+    the updaters) say the same; an image without VOLUMEs gets no file."""
+    layer = layer_tar([Member("bin", "dir"), Member("data", "dir")])
+    contract = {
+        "Cmd": ["/bin/app"],
+        "Volumes": {"/data": {}, "/var/lib/db/": {}},
+        "ExposedPorts": {"443/tcp": {}, "80/tcp": {}},
+        "Healthcheck": {"Test": ["CMD-SHELL", "true"]},
+    }
+    for name, cfg in (("stateful", contract), ("plain", {"Cmd": ["/bin/app"]})):
+        layout = write_oci_layout(world["src"] / name, [build_image([layer], config=cfg)], tag="1")
+        (world["specs"] / f"{name}.yaml").write_text(f"image: oci:{layout}:1\n")
+    run(config(world))
+    (stateful,) = complete_versions(world["images"], "stateful", ARCH)
+    assert stateful.runtime == Runtime(("/data", "/var/lib/db"), ("80/tcp", "443/tcp"), True)
+    assert (
+        _rootfs_files(world["images"], "stateful", ARCH)["lxd-volumes"] == b"/data\n/var/lib/db\n"
+    )
+    (plain,) = complete_versions(world["images"], "plain", ARCH)
+    assert plain.runtime == Runtime()
+    assert "lxd-volumes" not in _rootfs_files(world["images"], "plain", ARCH)
+
+
+def test_bundle_key_and_flag_add_the_bundle_without_changing_the_lxd_image(
+    world: dict[str, Path],
+) -> None:
+    layout = add_spec(world, "plain")
+    (world["specs"] / "oci.yaml").write_text(f"image: oci:{layout}:v1\nbundle: true\n")
+    run(config(world))
+    (plain,) = complete_versions(world["images"], "plain", ARCH)
+    (oci,) = complete_versions(world["images"], "oci", ARCH)
+    assert plain.artifact(ROLE_BUNDLE) is None and oci.artifact(ROLE_BUNDLE) is not None
+    assert oci.rootfs == plain.rootfs  # the same LXD rootfs, byte for byte
+    # --bundle for all (the CLI flag): plain is rebuilt once with a bundle, then unchanged.
+    assert main(argv(world, "--bundle")) == EXIT_OK
+    rebuilt = complete_versions(world["images"], "plain", ARCH)[-1]
+    assert rebuilt.artifact(ROLE_BUNDLE) is not None
+    assert rebuilt.fingerprint == plain.fingerprint
+    summary = run(config(world, bundle=True))
+    assert {r.name: r.status for r in summary.results} == {"oci": "unchanged", "plain": "unchanged"}
+    # Off again: a version without a bundle (the server then lists none for it).
+    assert run(config(world)).results[1].status == "built"
+    assert complete_versions(world["images"], "plain", ARCH)[-1].artifact(ROLE_BUNDLE) is None
 
 
 # --- several architectures from one multi-arch image (the real registry) -------------

@@ -1,4 +1,5 @@
-"""lxcrootfs: the LXC rootfs.tar.xz teed from the LXD rootfs pass, checked with GNU tar."""
+"""lxcrootfs: the LXC rootfs.tar.xz teed from the LXD rootfs pass (a variant.py
+variant), checked with GNU tar."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from lxdocker.build import lxcrootfs
 from lxdocker.build.rootfs import write_rootfs
 from lxdocker.build.tarstream import Entry, write_tar
+from lxdocker.build.variant import write_tars
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.publish.lxcimage import HOSTS_FILE
 from tests.helpers.entries import edge_entries, edge_members, entries_of
@@ -26,7 +28,7 @@ MTIME = 1_700_000_123
 def pair(tar_bytes: bytes | None = None) -> tuple[bytes, bytes]:
     main, lxc = io.BytesIO(), io.BytesIO()
     entries = entries_of(tar_bytes) if tar_bytes is not None else edge_entries()
-    lxcrootfs.write_pair(entries, main, lxc, MTIME)
+    write_tars(entries, main, [(lxcrootfs.variant(Path("unused"), MTIME), lxc)])
     return main.getvalue(), lxc.getvalue()
 
 
@@ -97,7 +99,7 @@ def test_write_rootfs_writes_both_and_is_reproducible(tmp_path: Path, fmt: str) 
         d = tmp_path / run
         d.mkdir()
         write_rootfs(edge_entries(), d / "rootfs", fmt,  # type: ignore[arg-type]
-                     lxc_out=d / "rootfs.tar.xz", lxc_mtime=MTIME)  # fmt: skip
+                     variants=[lxcrootfs.variant(d / "rootfs.tar.xz", MTIME)])  # fmt: skip
         outs.append(((d / "rootfs").read_bytes(), (d / "rootfs.tar.xz").read_bytes()))
     assert outs[0] == outs[1]
     # The xz container is real xz (what `tar -J` needs); GNU tar lists the content.
@@ -120,10 +122,9 @@ def test_missing_xz_is_a_tool_error_naming_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    # Before anything is read or written.
     with pytest.raises(ToolError, match="xz-utils"):
-        write_rootfs(edge_entries(), tmp_path / "rootfs.tar", "tar", lxc_out=tmp_path / "r.tar.xz")
-    assert not (tmp_path / "rootfs.tar").exists()
-    assert not (tmp_path / "r.tar.xz").exists()
+        lxcrootfs.variant(tmp_path / "r.tar.xz", MTIME)
 
 
 def test_a_failing_stream_removes_both_outputs(tmp_path: Path) -> None:
@@ -131,8 +132,9 @@ def test_a_failing_stream_removes_both_outputs(tmp_path: Path) -> None:
         yield from edge_entries()
         raise EOFError("layer went away")
 
+    lxc = lxcrootfs.variant(tmp_path / "r.tar.xz", MTIME)
     with pytest.raises(EOFError, match="layer went away"):
-        write_rootfs(broken(), tmp_path / "rootfs.tar", "tar", lxc_out=tmp_path / "r.tar.xz")
+        write_rootfs(broken(), tmp_path / "rootfs.tar", "tar", variants=[lxc])
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -151,6 +153,6 @@ def test_full_disk_under_xz_is_a_clear_error_and_removes_both(
     entries = entries_of(layer_tar([Member("data", data=noise)]))
     main, lxc = tmp_path / "rootfs", tiny_disk / "rootfs.tar.xz"
     with pytest.raises(StoreError, match="No space left on device") as e:
-        write_rootfs(entries, main, fmt, lxc_out=lxc)  # type: ignore[arg-type]
+        write_rootfs(entries, main, fmt, variants=[lxcrootfs.variant(lxc, 0)])  # type: ignore[arg-type]
     assert "rootfs.tar.xz" in str(e.value) and "xz" in str(e.value)
     assert not main.exists() and not lxc.exists()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from lxdupdate.cli import render
+from lxdupdate.cli import OneLine, render
 from lxdupdate.journal import Journal
 from lxdupdate.replace import Outcome
 
@@ -68,3 +69,12 @@ def test_the_updater_does_not_load_the_converter() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == ""
+
+
+def test_a_log_record_is_one_line() -> None:
+    """A daemon error with LXC's multi-line output stays one event per line."""
+    formatter = OneLine("%(levelname)s %(name)s: %(message)s")
+    record = logging.LogRecord(
+        "lxdupdate", logging.ERROR, __file__, 1, "%s: %s", ("n1", "Failed:\nline 2\n\nline 3"), None
+    )
+    assert formatter.format(record) == "ERROR lxdupdate: n1: Failed: | line 2 | line 3"

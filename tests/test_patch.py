@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, cast
 import pytest
 
 from lxdocker.arch import Arch, host
-from lxdocker.build.patch import healthcheck_command, patch, resolve_user
+from lxdocker.build.patch import patch, resolve_user
 from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
@@ -195,28 +195,6 @@ def test_output_is_byte_identical_for_the_same_input() -> None:
 
 
 # --- the image's HEALTHCHECK ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("healthcheck", "command"),
-    [
-        ({"Test": ["CMD", "/bin/wget", "-qO-", "http://127.0.0.1/a b"]},
-         "'/bin/wget' '-qO-' 'http://127.0.0.1/a b'"),
-        ({"Test": ["CMD-SHELL", "wget -qO- http://127.0.0.1/ | grep -q ok"]},
-         "wget -qO- http://127.0.0.1/ | grep -q ok"),
-        ({"Test": ["CMD-SHELL", "curl -f x"], "Interval": 30_000_000_000}, "curl -f x"),
-        ({"Test": ["NONE"]}, ""),  # turns off one inherited from a base image
-        ({"Test": []}, ""),
-        ({"Test": ["CMD"]}, ""),
-        ({"Test": ["CMD-SHELL", "a", "b"]}, ""),  # no form Docker writes
-        ({"Test": "CMD-SHELL true"}, ""),
-        ({"Test": ["CMD", "a\0b"]}, ""),  # no program takes a NUL in its argv
-        (None, ""),
-    ],
-)  # fmt: skip
-def test_healthcheck_command(healthcheck: dict[str, Any] | None, command: str) -> None:
-    config = {} if healthcheck is None else {"Healthcheck": healthcheck}
-    assert healthcheck_command(config) == command
 
 
 def test_the_healthcheck_script_is_added_only_when_the_image_has_one() -> None:

@@ -8,11 +8,14 @@ import pytest
 
 from lxdocker.errors import StoreError
 from lxdocker.versioninfo import (
+    BUNDLE_FILE,
     FORMAT,
+    ROLE_BUNDLE,
     ROLE_DELTA,
     ROLE_META,
     ROLE_ROOTFS,
     Artifact,
+    Runtime,
     VersionInfo,
     delta_name,
 )
@@ -108,9 +111,59 @@ def test_a_role_from_a_newer_writer_is_kept_and_ignored() -> None:
     assert info.deltas == ()
 
 
+def test_the_oci_bundle_is_one_optional_artifact_with_a_fixed_name() -> None:
+    data = json.loads(with_delta(role=ROLE_BUNDLE, name=BUNDLE_FILE))
+    info = VersionInfo.from_json(json.dumps(data))
+    assert info.artifact(ROLE_BUNDLE) == Artifact(ROLE_BUNDLE, "oci-bundle.tar.gz", 99, C)
+    data["artifacts"][2]["name"] = "bundle.tar.xz"
+    with pytest.raises(StoreError, match=r"the oci-bundle file must be oci-bundle\.tar\.gz"):
+        VersionInfo.from_json(json.dumps(data))
+    data["artifacts"][2]["name"] = BUNDLE_FILE
+    data["artifacts"].append({**data["artifacts"][2], "name": "x.tar.gz"})
+    with pytest.raises(StoreError, match="more than one 'oci-bundle' file"):
+        VersionInfo.from_json(json.dumps(data))
+
+
 @pytest.mark.parametrize("fmt", [None, 0, 3, "2"])
 def test_unknown_formats_are_refused(fmt: object) -> None:
     data = json.loads(with_delta(base="20261129_0800"))
     data["format"] = fmt
     with pytest.raises(StoreError, match=r"invalid version\.json: format"):
         VersionInfo.from_json(json.dumps(data))
+
+
+def test_the_runtime_contract_round_trips_and_older_files_have_none() -> None:
+    info = VersionInfo.from_json(json.dumps(FORMAT_1))
+    assert info.runtime is None  # unknown, not "nothing declared"
+    data = json.loads(info.to_json())
+    data["runtime"] = {
+        "volumes": ["/data", "/var/lib/db"],
+        "ports": ["80/tcp"],
+        "healthcheck": True,
+    }
+    again = VersionInfo.from_json(json.dumps(data))
+    assert again.runtime == Runtime(("/data", "/var/lib/db"), ("80/tcp",), True)
+    assert VersionInfo.from_json(again.to_json()) == again
+    data["runtime"] = {}
+    assert VersionInfo.from_json(json.dumps(data)).runtime == Runtime()
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ({"volumes": ["data"]}, "absolute paths"),
+        ({"volumes": ["/"]}, "absolute paths"),
+        ({"volumes": "/data"}, "absolute paths"),
+        ({"ports": ["80"]}, "80/tcp"),
+        ({"ports": ["70000/tcp"]}, "80/tcp"),
+        ({"healthcheck": "yes"}, "true or false"),
+        ({"mounts": []}, "volumes, ports, healthcheck"),
+        ([], "volumes, ports, healthcheck"),
+    ],
+)
+def test_a_bad_runtime_is_refused_naming_the_file(runtime: object, message: str) -> None:
+    data = json.loads(VersionInfo.from_json(json.dumps(FORMAT_1)).to_json())
+    data["runtime"] = runtime
+    with pytest.raises(StoreError, match=message) as e:
+        VersionInfo.from_json(json.dumps(data), "/srv/x/version.json")
+    assert "/srv/x/version.json" in str(e.value)

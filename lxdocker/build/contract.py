@@ -1,4 +1,5 @@
-"""The image's run-time contract as files in its rootfs, for whoever runs it later.
+"""The image's run-time contract: its VOLUMEs, EXPOSEd ports and HEALTHCHECK, read
+from the image config, as files in its rootfs and as version.json's `runtime`.
 
 `/lxd-volumes` lists the image's Docker VOLUME paths so that an updater (lxdocker-update
 on LXD/Incus, the POSIX-sh one for plain LXC) knows which directories hold data that
@@ -6,7 +7,8 @@ must outlive a new root filesystem: Docker keeps them in volumes, a rebuilt cont
 would otherwise start from the image's copy. Its format is a fixed contract other
 readers code against: UTF-8, one absolute normalised path a line (posixpath.normpath,
 no trailing slash), each line LF-terminated, sorted, no duplicates; no file when the
-image declares no usable VOLUME.
+image declares no usable VOLUME. version.json's `runtime` (versioninfo.Runtime) says
+the same for imgserver, which shows it in `lxc image info` and on its landing page.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lxdocker.build.initscript import VOLUMES_FILE
+from lxdocker.build.initscript import VOLUMES_FILE, sh_quote
+from lxdocker.versioninfo import Runtime, is_port
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +32,62 @@ def volume_paths(image_config: Mapping[str, Any], *, image: str) -> list[str]:
     a relative one (Docker resolves it against nothing we know), "/" (the whole
     root cannot be a volume), one with a newline or NUL (the file is one path a
     line) or one that is not valid UTF-8."""
+    paths, rejected = _volumes(image_config)
+    for path, why in rejected:
+        log.warning("image %s: VOLUME %r %s; leaving it out of %s", image, path, why, VOLUMES_FILE)
+    return paths
+
+
+def _volumes(image_config: Mapping[str, Any]) -> tuple[list[str], list[tuple[object, str]]]:
+    """(usable paths, [(rejected path, why)]): volume_paths without the logging."""
     raw = image_config.get("Volumes")
     if not isinstance(raw, dict):
-        return []
+        return [], []
     out: set[str] = set()
+    rejected: list[tuple[object, str]] = []
     for path in raw:
-        why = ""
         if not isinstance(path, str) or not path.startswith("/"):
-            why = "is not an absolute path"
+            rejected.append((path, "is not an absolute path"))
         elif "\n" in path or "\0" in path:
-            why = "contains a newline or NUL"
+            rejected.append((path, "contains a newline or NUL"))
         else:
             # normpath keeps a leading "//" (POSIX leaves it implementation-defined).
             norm = posixpath.normpath("/" + path.lstrip("/"))
             if norm == "/":
-                why = "is the root directory"
+                rejected.append((path, "is the root directory"))
             elif not _utf8(norm):
-                why = "is not valid UTF-8"
+                rejected.append((path, "is not valid UTF-8"))
             else:
                 out.add(norm)
-        if why:
-            log.warning(
-                "image %s: VOLUME %r %s; leaving it out of %s", image, path, why, VOLUMES_FILE
-            )
-    return sorted(out)
+    return sorted(out), rejected
+
+
+def exposed_ports(image_config: Mapping[str, Any], *, image: str) -> list[str]:
+    """The image config's `ExposedPorts` ("80/tcp", "53/udp"; a bare "80" is tcp, as
+    Docker reads it), sorted by number then protocol; anything else is left out
+    with a warning naming the image."""
+    raw = image_config.get("ExposedPorts")
+    if not isinstance(raw, dict):
+        return []
+    out: set[str] = set()
+    for key in raw:
+        text = key.strip().lower() if isinstance(key, str) else ""
+        port = text if "/" in text else f"{text}/tcp"
+        if is_port(port):
+            out.add(port)
+        else:
+            log.warning("image %s: EXPOSE %r is not a port/protocol; not recorded", image, key)
+    return sorted(out, key=lambda p: (int(p.split("/")[0]), p))
+
+
+def runtime(image_config: Mapping[str, Any], *, image: str) -> Runtime:
+    """version.json's `runtime` for an image config (volume warnings come from
+    volume_paths, once, when the rootfs is patched)."""
+    return Runtime(
+        volumes=tuple(_volumes(image_config)[0]),
+        ports=tuple(exposed_ports(image_config, image=image)),
+        healthcheck=bool(healthcheck_command(image_config)),
+    )
 
 
 def _utf8(text: str) -> bool:
@@ -67,3 +102,25 @@ def render_volumes(paths: Iterable[str]) -> str:
     """/lxd-volumes: one path a line, each line LF-terminated (a POSIX-sh reader
     loops with `while IFS= read -r p`)."""
     return "".join(f"{p}\n" for p in paths)
+
+
+def healthcheck_command(image_config: Mapping[str, Any]) -> str:
+    """The image config's `Healthcheck.Test` as one command for `sh -c` ("" for none).
+
+    Docker's forms (Dockerfile reference, HEALTHCHECK): ["CMD", arg, ...] runs the
+    argv as is (quoted here, so the shell gives the same argv), ["CMD-SHELL", cmd]
+    runs cmd with the shell, ["NONE"] or no Test disables the check (also one
+    inherited from a base image). Anything else is no check rather than a guess."""
+    check = image_config.get("Healthcheck")
+    test = check.get("Test") if isinstance(check, dict) else None
+    if not isinstance(test, list) or not test or not all(isinstance(t, str) for t in test):
+        return ""
+    if any("\0" in t for t in test):
+        return ""
+    words: list[str] = test
+    kind, args = words[0], words[1:]
+    if kind == "CMD" and args:
+        return " ".join(sh_quote(a) for a in args)
+    if kind == "CMD-SHELL" and len(args) == 1 and args[0].strip():
+        return args[0]
+    return ""

@@ -23,13 +23,13 @@ import logging
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
-from lxdocker.build.contract import render_volumes, volume_paths
+from lxdocker.build.contract import healthcheck_command, render_volumes, volume_paths
 from lxdocker.build.initscript import (
     BUSYBOX,
     HEALTHCHECK_SCRIPT,
@@ -158,38 +158,20 @@ def patch(
     *,
     busybox: Path,
     arch: Arch,
+    on_resolved: Callable[[RunConfig], None] | None = None,
 ) -> Iterator[Entry]:
     """Pass `entries` through and add what makes the image boot under LXD.
 
     Checks that fail without reading the stream (busybox, command, StopSignal) fail
     here, before any entry is consumed; user resolution fails at the stream's end.
+    `on_resolved` gets what the init runs once the user is resolved, before the
+    entries the patch adds (the OCI bundle's config.json is made from it).
     """
     check_busybox(busybox, arch)
     request = run_config(image_config, spec)
     volumes = volume_paths(image_config, image=spec.image)
-    return _patch(entries, request, spec, busybox, healthcheck_command(image_config), volumes)
-
-
-def healthcheck_command(image_config: Mapping[str, Any]) -> str:
-    """The image config's `Healthcheck.Test` as one command for `sh -c` ("" for none).
-
-    Docker's forms (Dockerfile reference, HEALTHCHECK): ["CMD", arg, ...] runs the
-    argv as is (quoted here, so the shell gives the same argv), ["CMD-SHELL", cmd]
-    runs cmd with the shell, ["NONE"] or no Test disables the check (also one
-    inherited from a base image). Anything else is no check rather than a guess."""
-    check = image_config.get("Healthcheck")
-    test = check.get("Test") if isinstance(check, dict) else None
-    if not isinstance(test, list) or not test or not all(isinstance(t, str) for t in test):
-        return ""
-    if any("\0" in t for t in test):
-        return ""
-    words: list[str] = test
-    kind, args = words[0], words[1:]
-    if kind == "CMD" and args:
-        return " ".join(sh_quote(a) for a in args)
-    if kind == "CMD-SHELL" and len(args) == 1 and args[0].strip():
-        return args[0]
-    return ""
+    hc = healthcheck_command(image_config)
+    return _patch(entries, request, spec, busybox, hc, volumes, on_resolved)
 
 
 def render_healthcheck(command: str, path: str) -> str:
@@ -206,6 +188,7 @@ def _patch(
     busybox: Path,
     healthcheck: str = "",
     volumes: Sequence[str] = (),
+    on_resolved: Callable[[RunConfig], None] | None = None,
 ) -> Iterator[Entry]:
     accounts: dict[str, str] = {}
     symlinks: dict[str, str] = {}
@@ -250,6 +233,8 @@ def _patch(
         image=f"{spec.image} ({spec.path})",
     )
     cfg: RunConfig = request.resolve(account.uid, account.gid, account.home)
+    if on_resolved is not None:
+        on_resolved(cfg)
     init_path = _resolve("sbin/init", symlinks)
     if init_path in dirs:
         raise PatchError(f"image {spec.image}: /{init_path} is a directory")

@@ -30,12 +30,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from lxdocker.build import lxcrootfs
 from lxdocker.build.tarstream import Entry, write_tar
+from lxdocker.build.variant import Variant, compress_to, write_tars
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError, ToolError
 
@@ -145,29 +145,26 @@ def write_rootfs(
     *,
     compressor: str = "xz",
     jobs: int | None = None,
-    lxc_out: Path | None = None,
-    lxc_mtime: int = 0,
+    variants: Sequence[Variant] = (),
 ) -> None:
     """Write `entries` as the rootfs file `out` in format `fmt`.
 
     `compressor` (xz | zstd | gzip) and `jobs` (default: all cores) apply to
-    squashfs only. With `lxc_out`, the same pass also writes LXC's rootfs.tar.xz
-    there (lxcrootfs.py; `lxc_mtime` for the files it adds). On any error both
-    outputs are removed; a missing or failing tool is a ToolError, a write error
-    (disk full) a StoreError, both naming the file.
+    squashfs only. The same pass also writes each of `variants` (variant.py: LXC's
+    rootfs.tar.xz, the OCI bundle). On any error every output is removed; a missing
+    or failing tool is a ToolError, a write error (disk full) a StoreError, both
+    naming the file.
     """
-    log.info("writing %s rootfs %s%s", fmt, out, f" and {lxc_out}" if lxc_out else "")
+    log.info("writing %s rootfs %s%s", fmt, out, "".join(f" and {v.out}" for v in variants))
     try:
         with contextlib.ExitStack() as stack:
-            if lxc_out is None:
+            sinks = [(v, stack.enter_context(compress_to(v.argv, v.out))) for v in variants]
 
-                def serialise(sink: BinaryIO) -> None:
+            def serialise(sink: BinaryIO) -> None:
+                if sinks:
+                    write_tars(entries, sink, sinks)
+                else:
                     write_tar(entries, sink)
-            else:
-                lxc_sink = stack.enter_context(lxcrootfs.xz_writer(lxc_out))
-
-                def serialise(sink: BinaryIO) -> None:
-                    lxcrootfs.write_pair(entries, sink, lxc_sink, lxc_mtime)
 
             if fmt == "squashfs":
                 tool = find_squashfs_tool()
@@ -179,8 +176,8 @@ def write_rootfs(
                 raise ToolError(f"{out}: unknown rootfs format {fmt!r}")
     except BaseException:
         out.unlink(missing_ok=True)
-        if lxc_out is not None:
-            lxc_out.unlink(missing_ok=True)
+        for v in variants:
+            v.out.unlink(missing_ok=True)
         raise
 
 

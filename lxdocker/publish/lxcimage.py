@@ -9,7 +9,7 @@
   init, which handles SIGPWR, LXC's default halt signal, like LXD's.
 * `templates`: files of the rootfs in which LXC_NAME is replaced; only files that
   exist are rewritten, so the LXC rootfs carries /etc/hostname and /etc/hosts with
-  LXC_NAME in them (lxcrootfs.tail_entries), the counterpart of LXD's templates.
+  LXC_NAME in them (lxcrootfs.variant), the counterpart of LXD's templates.
 * `excludes-user`: tar patterns skipped when unpacking unprivileged (mknod is not
   possible there). The LXC rootfs has no device nodes at all (OpenWrt's template
   drops exclude handling), and LXC mounts its own /dev, so this excludes /dev's

@@ -28,15 +28,18 @@ from lxdocker.config import NAME_RE, ImageFormat
 from lxdocker.errors import StoreError
 from lxdocker.publish.lxdimage import ImageMeta, hash_file, hash_files
 from lxdocker.versioninfo import (
+    BUNDLE_FILE,
     LXC_META_FILE,
     LXC_ROOTFS_FILE,
     META_FILE,
+    ROLE_BUNDLE,
     ROLE_LXC_META,
     ROLE_LXC_ROOTFS,
     ROOTFS_FILES,
     VERSION_FILE,
     VERSION_RE,
     Artifact,
+    Runtime,
     VersionInfo,
 )
 
@@ -63,7 +66,9 @@ class VersionSource:
     meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
     recipe: int = RECIPE_VERSION
     lxc: bool = False  # the build also wrote LXC's rootfs.tar.xz and lxc-meta.tar.xz
+    bundle: bool = False  # the build also wrote the OCI runtime bundle
     busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
+    runtime: Runtime | None = None  # version.json `runtime`: VOLUME, EXPOSE, HEALTHCHECK
 
 
 def _rfc3339(t: datetime) -> str:
@@ -162,7 +167,7 @@ def _finish(
         ((ROLE_LXC_ROOTFS, tmp / LXC_ROOTFS_FILE), (ROLE_LXC_META, tmp / LXC_META_FILE))
         if source.lxc
         else ()
-    )
+    ) + (((ROLE_BUNDLE, tmp / BUNDLE_FILE),) if source.bundle else ())
     for p in (meta_path, rootfs_path, *(path for _, path in extra)):
         if not p.is_file():
             raise StoreError(f"{p}: the build did not write this file")
@@ -170,7 +175,7 @@ def _finish(
         for p in (meta_path, rootfs_path, *(path for _, path in extra)):
             _fsync(p)
         meta, rootfs, fingerprint = hash_files(meta_path, rootfs_path)
-        lxc_files = tuple(hash_file(role, path) for role, path in extra)
+        optional = tuple(hash_file(role, path) for role, path in extra)
         more = tuple(extras(tmp, rootfs)) if extras else ()
         for a in more:
             _fsync(tmp / a.name)
@@ -187,13 +192,14 @@ def _finish(
             rootfs_format=source.rootfs_format,
             created=m.created,
             built=_rfc3339(now),
-            artifacts=(meta, rootfs, *lxc_files, *more),
+            artifacts=(meta, rootfs, *optional, *more),
             fingerprint=fingerprint,
             description=m.description,
             os=m.os,
             release=m.release,
             variant=m.variant,
             busybox=source.busybox,
+            runtime=source.runtime,
         )
         _write_version_json(tmp, info)
         # One rename makes the complete version visible; a name that exists

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from lxdocker import arch
+from tests.helpers.busyboxes import static_busybox
 from tests.helpers.images import Image, Member, build_image, layer_tar
 
 HOST_BUSYBOX = Path("/bin/busybox")
@@ -67,9 +68,9 @@ def need_busybox() -> None:
         pytest.skip(msg)
 
 
-def _busybox(bindir: str) -> list[Member]:
+def _busybox(bindir: str, binary: Path = HOST_BUSYBOX) -> list[Member]:
     """busybox in `bindir` plus relative applet symlinks next to it."""
-    data = HOST_BUSYBOX.read_bytes()
+    data = binary.read_bytes()
     out = [Member(bindir, "dir"), Member(f"{bindir}/busybox", data=data, mode=0o755)]
     out += [Member(f"{bindir}/{a}", "symlink", linkname="busybox") for a in APPLETS]
     return out
@@ -95,16 +96,23 @@ def _tmp() -> list[Member]:
     return [Member("tmp", "dir", mode=0o1777)]
 
 
-def _image(layers: Sequence[Sequence[Member]], config: dict[str, Any]) -> Image:
-    return build_image(
-        [layer_tar(list(m)) for m in layers], architecture=arch.host().debian, config=config
-    )
+def _image(
+    layers: Sequence[Sequence[Member]], config: dict[str, Any], debian: str | None = None
+) -> Image:
+    if debian is None:
+        return build_image(
+            [layer_tar(list(m)) for m in layers], architecture=arch.host().debian, config=config
+        )
+    a = arch.by_debian(debian)
+    return build_image([layer_tar(list(m)) for m in layers], architecture=a.oci,
+                       variant=a.variant, config=config)  # fmt: skip
 
 
 def app_image(
     page: str,
     *updates: str,
     healthcheck: str = HEALTHCHECK,
+    debian: str | None = None,
     volumes: Sequence[str] = (),
     seed: str = "",
 ) -> Image:
@@ -113,11 +121,13 @@ def app_image(
 
     Two layers (the base is the same for every page) so an update changes one layer;
     each of `updates` is one more layer on top that replaces the page (an upstream
-    release that only adds a layer, as for delta updates). `volumes`: Docker VOLUME
-    paths, each a directory of the app user in the image, holding `seed.txt` with
-    `seed` when one is given (the image's own content there).
+    release that only adds a layer, as for delta updates). `debian`: an arch other
+    than the host's (its busybox from tests/helpers/busyboxes.py). `volumes`: Docker
+    VOLUME paths, each a directory of the app user in the image, holding `seed.txt`
+    with `seed` when one is given (the image's own content there).
     """
-    base = [*_busybox("bin"), *_accounts(), *_tmp()]
+    binary = HOST_BUSYBOX if debian is None else static_busybox(debian)
+    base = [*_busybox("bin", binary), *_accounts(), *_tmp()]
     app = [
         *_page(page),
         Member("app", "dir"),
@@ -141,7 +151,9 @@ def app_image(
     if volumes:
         config["Volumes"] = {v: {} for v in volumes}
     return _image(
-        [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)], config
+        [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)],
+        config,
+        debian,
     )
 
 
@@ -185,5 +197,78 @@ def distroless_image(page: str) -> Image:
     config = {
         "Entrypoint": ["/opt/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
         "User": f"{DISTROLESS_UID}:{DISTROLESS_UID}",
+    }
+    return _image([members], config)
+
+
+# The stateful app (issue 20): at every start it appends a line to /data/boots, its
+# VOLUME, which the image seeds with /data/seed (as postgres, mariadb or mosquitto
+# images declare theirs), then serves its page.
+BOOTS = "/data/boots"
+STATEFUL_SH = f"""#!/bin/sh
+echo "boot $(cat /www/index.html)" >> {BOOTS}
+exec httpd -f -p 80 -h /www
+"""
+# The same as PID 1 (`disable_supervisor: true`): a trap, so that `lxc stop` (with
+# raw.lxc lxc.signal.halt=SIGTERM, README) reaches it; PID 1 ignores other signals.
+STATEFUL_PID1_SH = f"""#!/bin/sh
+echo "boot $(cat /www/index.html)" >> {BOOTS}
+httpd -f -p 80 -h /www &
+child=$!
+trap 'kill $child; exit 0' TERM
+wait $child
+"""
+
+
+def _seeded_data(uid: int) -> list[Member]:
+    return [
+        Member("data", "dir", uid=uid, gid=uid, mode=0o750),
+        Member("data/seed", data=b"seeded by the image\n", uid=uid, gid=uid),
+    ]
+
+
+def stateful_image(page: str, *, pid1: bool = False, healthcheck: str = HEALTHCHECK) -> Image:
+    """The classic layout, user `app`, VOLUME /data (seeded), EXPOSE 80/tcp and a
+    HEALTHCHECK; `pid1`: its entrypoint is meant to run as PID 1."""
+    script = STATEFUL_PID1_SH if pid1 else STATEFUL_SH
+    members = [
+        *_busybox("bin"),
+        *_accounts(),
+        *_tmp(),
+        *_page(page),
+        Member("app", "dir"),
+        Member("app/run.sh", data=script.encode(), mode=0o755),
+        Member("app/crash.sh", data=CRASH_SH.encode(), mode=0o755),
+        Member("srv", "dir"),
+        Member(APP_DIR.lstrip("/"), "dir", uid=APP_UID, gid=APP_GID),
+        *_seeded_data(APP_UID),
+    ]
+    config = {
+        "Env": ["PATH=/bin"],
+        "Cmd": ["/app/run.sh"],
+        "User": "app",
+        "Volumes": {"/data": {}},
+        "ExposedPorts": {"80/tcp": {}},
+        "Healthcheck": {"Test": ["CMD-SHELL", healthcheck]},
+    }
+    return _image([members], config)
+
+
+def stateful_distroless_image(page: str) -> Image:
+    """Distroless: no shell, no /etc; one static binary (busybox as /opt/busybox, its
+    own program) run as a numeric user, which keeps its boot history in VOLUME /data."""
+    members = [
+        Member("opt", "dir"),
+        Member("opt/busybox", data=HOST_BUSYBOX.read_bytes(), mode=0o755),
+        *_page(page),
+        *_seeded_data(DISTROLESS_UID),
+    ]
+    script = f'echo "boot $(cat /www/index.html)" >> {BOOTS}; exec httpd -f -p 80 -h /www'
+    config = {
+        "Entrypoint": ["/opt/busybox", "sh", "-c", script],
+        "Env": ["PATH=/opt"],
+        "User": f"{DISTROLESS_UID}:{DISTROLESS_UID}",
+        "Volumes": {"/data/": {}},
+        "ExposedPorts": {"8080/tcp": {}},
     }
     return _image([members], config)

@@ -22,10 +22,13 @@ import yaml
 
 from lxdocker import arch
 from lxdocker.versioninfo import (
+    BUNDLE_FILE,
     META_FILE,
+    ROLE_BUNDLE,
     ROOTFS_FILES,
     VERSION_FILE,
     Artifact,
+    Runtime,
     VersionInfo,
     delta_name,
 )
@@ -136,11 +139,14 @@ def write_version(
     with_version_json: bool = True,
     lxc: tuple[bytes, bytes] | None = None,
     deltas: Mapping[str, bytes] | None = None,
+    runtime: Runtime | None = None,
+    bundle: bytes | None = None,
 ) -> VersionInfo:
     """Write one version directory; version.json last (skip it for an incomplete one).
 
     `lxc`: the bytes of LXC's rootfs.tar.xz and lxc-meta.tar.xz, listed as artifacts;
-    `deltas` maps a base version key to the bytes of the delta file from it."""
+    `deltas` maps a base version key to the bytes of the delta file from it; `bundle`
+    the bytes of the OCI bundle."""
     directory = root / name / arch_name / version
     directory.mkdir(parents=True, exist_ok=True)
     rootfs_name = ROOTFS_FILES[fmt]
@@ -154,6 +160,11 @@ def write_version(
         ):
             (directory / fname).write_bytes(data)
             extra.append(Artifact(role, fname, len(data), hashlib.sha256(data).hexdigest()))
+    if bundle is not None:
+        (directory / BUNDLE_FILE).write_bytes(bundle)
+        extra.append(
+            Artifact(ROLE_BUNDLE, BUNDLE_FILE, len(bundle), hashlib.sha256(bundle).hexdigest())
+        )
     for b, d in (deltas or {}).items():
         (directory / delta_name(b)).write_bytes(d)
     info = VersionInfo(
@@ -182,6 +193,7 @@ def write_version(
         os=os,
         release=release,
         variant=variant,
+        runtime=runtime,
     )
     if with_version_json:
         tmp = directory / f".{VERSION_FILE}.tmp"
