@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the converter, the server and the tests use (the real parts, no mocks).
-# nginx serves the --publish-to directory target in tests; crun, runc and the build tools of OpenWrt's uxc (tests/uxc/build.sh) run the OCI bundles.
+# nginx serves the --publish-to directory target in tests; crun, runc and the build tools of OpenWrt's uxc (tests/uxc/build.sh) run the OCI bundles; dash and shellcheck run and check lxdocker-lxc-update.
 DEB_PACKAGES := squashfs-tools-ng busybox-static xz-utils umoci skopeo docker-registry \
 	apache2-utils lxd lxd-client iproute2 util-linux systemd lxc wget qemu-user-static xdelta3 \
-	crun runc build-essential cmake pkg-config libjson-c-dev nginx
+	crun runc build-essential cmake pkg-config libjson-c-dev nginx dash shellcheck
 # Incus 6.0 is in bookworm-backports (incus-base: the container-only daemon).
 BACKPORTS_DEB_PACKAGES := incus-base incus-client
 # Only `make bench` needs these (load generator, reference server, GNU time, mksquashfs).

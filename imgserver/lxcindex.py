@@ -14,11 +14,20 @@ line `dist;release;arch;variant;build_id;path` that matches its options, then fe
 * path `/lxc/<name>/<arch>/<version>/` (the template puts `/` before and after it, so
   requests arrive as `//lxc/...//rootfs.tar.xz`; the handler folds the slashes).
 System and user indexes are the same: the metadata has config and config-user.
+
+Beside each of those files, `<name>.sha256` holds its sha256 in sha256sum's format
+(`<hex>  <name>`): the template itself checks nothing since LXC 4.0.12 dropped GPG,
+but lxdocker-lxc-update (the router's updater, served at /lxdocker-lxc-update)
+refuses a download whose hash differs. The hashes are version.json's, so every
+target that publishes the LXC paths (imgserver, a static copy: imgserver/site.py)
+renders the same bytes from checksum_files().
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
+from importlib import resources
 
 from lxdocker import arch
 from lxdocker.versioninfo import ROLE_LXC_META, ROLE_LXC_ROOTFS, Artifact, VersionInfo
@@ -29,6 +38,9 @@ INDEX_NAMES = ("index-system", "index-system.7", "index-user", "index-user.7")
 VARIANT = "default"
 # The names the template asks for below an index path -> the role of the file served.
 SERVED_NAMES: Mapping[str, str] = {"rootfs.tar.xz": ROLE_LXC_ROOTFS, "meta.tar.xz": ROLE_LXC_META}
+CHECKSUM_SUFFIX = ".sha256"
+# The router's updater (POSIX sh, shipped in this package), at /<UPDATER_NAME>.
+UPDATER_NAME = "lxdocker-lxc-update"
 
 
 def lxc_dir(info: VersionInfo) -> str:
@@ -44,6 +56,21 @@ def served_files(info: VersionInfo) -> dict[str, Artifact]:
         if a is not None:
             out[f"{lxc_dir(info)}/{name}"] = a
     return out if len(out) == len(SERVED_NAMES) else {}
+
+
+def checksum_files(info: VersionInfo) -> dict[str, bytes]:
+    """URL path -> body of `<file>.sha256` for each file served_files() lists."""
+    out = {}
+    for url, a in served_files(info).items():
+        name = url.rpartition("/")[2]
+        out[url + CHECKSUM_SUFFIX] = f"{a.sha256}  {name}\n".encode()
+    return out
+
+
+@functools.cache
+def updater_script() -> bytes:
+    """The bytes of lxdocker-lxc-update, served as they are in the package."""
+    return resources.files("imgserver").joinpath("scripts", UPDATER_NAME).read_bytes()
 
 
 def arch_names(debian: str) -> tuple[str, ...]:
@@ -89,16 +116,20 @@ def create_command(server: str, v: VersionInfo) -> str:
 
 
 __all__ = [
+    "CHECKSUM_SUFFIX",
     "INDEX_DIR",
     "INDEX_NAMES",
     "LXC_PREFIX",
     "SERVED_NAMES",
+    "UPDATER_NAME",
     "VARIANT",
     "arch_names",
+    "checksum_files",
     "create_command",
     "index_lines",
     "lxc_dir",
     "newest",
     "render",
     "served_files",
+    "updater_script",
 ]

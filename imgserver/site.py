@@ -6,7 +6,9 @@ A new served document is one renderer added to RENDERERS; nothing else changes.
 
 Three kinds of resources:
 * catalog pages: documents rendered from the listed versions (`streams/v1/*.json`,
-  LXC's `meta/1.0/index-*`, the OCI bundle lists `bundles.json` and `bundles.txt`).
+  LXC's `meta/1.0/index-*` and a `.sha256` beside each LXC file, the OCI bundle
+  lists `bundles.json` and `bundles.txt`), and the router updater
+  `lxdocker-lxc-update`, which is the same for every catalog.
   RENDERERS order is publishing order: a page comes after every page it refers to
   (images.json before index.json, which names it), so a copier that writes in this
   order never exposes a listing of missing pages;
@@ -56,6 +58,21 @@ class Page:
 Renderer = Callable[[Sequence[VersionInfo]], Mapping[str, Page]]
 
 
+def _lxc_checksums(versions: Sequence[VersionInfo]) -> dict[str, Page]:
+    # Checked by lxdocker-lxc-update before it unpacks (lxcindex docstring); like the
+    # files they name they never change under their name.
+    return {
+        path: Page(body, TEXT, cache_control=FILE_CACHE_CONTROL)
+        for v in versions
+        for path, body in lxcindex.checksum_files(v).items()
+    }
+
+
+def _lxc_updater(versions: Sequence[VersionInfo]) -> dict[str, Page]:
+    # The POSIX-sh updater routers install with one wget; not from the catalog.
+    return {lxcindex.UPDATER_NAME: Page(lxcindex.updater_script(), TEXT)}
+
+
 def _lxc_indexes(versions: Sequence[VersionInfo]) -> dict[str, Page]:
     # Every index name the template may ask for has the same body (lxcindex docstring).
     body = lxcindex.render(versions)
@@ -80,7 +97,9 @@ def _bundles(versions: Sequence[VersionInfo]) -> dict[str, Page]:
     }
 
 
-RENDERERS: tuple[Renderer, ...] = (_lxc_indexes, _bundles, _streams)
+# The checksums before the LXC indexes: an index line names a build whose `.sha256`
+# the updater fetches.
+RENDERERS: tuple[Renderer, ...] = (_lxc_updater, _lxc_checksums, _lxc_indexes, _bundles, _streams)
 
 
 def catalog_pages(versions: Sequence[VersionInfo]) -> dict[str, Page]:

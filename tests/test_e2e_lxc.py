@@ -12,27 +12,22 @@ LXC (root): skipped without them, failed with CI=true.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from lxdocker import arch
-from lxdocker.publish.store import complete_versions
-from lxdocker.versioninfo import VersionInfo
 from tests.helpers import apps
-from tests.helpers.imgserver import RunningServer
 from tests.helpers.initrun import udhcpd_config
-from tests.helpers.lxchost import BB, LxcHost, need_lxc
+from tests.helpers.lxchost import BB, need_lxc
+from tests.helpers.lxcsite import LxcSite
 from tests.helpers.registry import RunningRegistry, push_image
 
 pytestmark = [pytest.mark.lxc, pytest.mark.registry]
@@ -47,59 +42,6 @@ NO_NET = "lxc.net.0.type = empty"
 IDMAP_BASE = 6_000_000
 
 
-@dataclass
-class LxcSite:
-    root: Path
-    registry: RunningRegistry
-    server: RunningServer
-    host: LxcHost
-
-    @property
-    def lxdimages(self) -> Path:
-        return self.root / "lxdimages"
-
-    @property
-    def specs(self) -> Path:
-        return self.root / "specs"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    def convert(self, *only: str) -> None:
-        argv = [
-            sys.executable, "-m", "lxdocker", "--lxc",
-            "--cache", str(self.root / "cache"), "--lxdimages", str(self.lxdimages),
-            "--specs", str(self.specs), *(f"--only={n}" for n in only),
-        ]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-        assert proc.returncode == 0, f"lxdocker exited {proc.returncode}:\n{proc.stderr}"
-
-    def write_spec(self, name: str, image: str, **keys: object) -> None:
-        self.specs.mkdir(parents=True, exist_ok=True)
-        (self.specs / f"{name}.yaml").write_text(json.dumps({"image": image, **keys}))
-
-    def newest(self, name: str) -> VersionInfo:
-        return complete_versions(self.lxdimages, name, HOST.debian)[-1]
-
-    def create(self, base: str, dist: str, *config: str, release: str = "1.0") -> tuple[str, str]:
-        return self.host.create(base, self.address, dist, release, HOST.debian, *config)
-
-    def index(self, which: str = "index-system") -> str:
-        url = f"https://{self.address}//meta/1.0/{which}"
-        return self.host.run("wget", "-qO-", url).stdout
-
-    def wait_listed(self, name: str, version: str, timeout: float = 10) -> None:
-        """Until the server's catalog (refreshed every 0.2 s) lists the version."""
-        deadline = time.monotonic() + timeout
-        while not any(
-            line.startswith(f"{name};") and f";{version};" in line
-            for line in self.index().splitlines()
-        ):
-            assert time.monotonic() < deadline, f"{name} {version} not in the index"
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def site(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxcSite]:
     need_lxc()
@@ -107,8 +49,7 @@ def site(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("e2e-lxc")
     repo = f"e2e/lxc-{uuid.uuid4().hex[:6]}"
     push_image(registry, repo, apps.app_image(PAGE_V1), "1.0")
-    server = RunningServer(root / "lxdimages", root)
-    s = LxcSite(root, registry, server, LxcHost(root, server.ca))  # what hosts trust
+    s = LxcSite.start(root, registry)
     try:
         image = f"{registry.host}/{repo}:1.0"
         s.write_spec("app", image)
@@ -120,8 +61,7 @@ def site(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) ->
             s.wait_listed(name, s.newest(name).version)
         yield s
     finally:
-        s.host.close()
-        server.stop()
+        s.close()
 
 
 def app_pid(site: LxcSite, c: str) -> str:

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from tests.helpers.imgserver import make_cert
+from tests.helpers.lxcupdate import SCRIPT
 from tests.helpers.versions import write_version
 
 Client = TestClient[web.Request, web.Application]
@@ -127,6 +128,9 @@ async def test_lxc_file_headers_match_version_json(client: Client) -> None:
         "//lxc/app/amd64/20260102_0000//version.json",
         "//lxc/app/amd64/20260102_0000/../../../../etc/passwd",
         "//lxc/app/amd64/20260102_0000//rootfs.squashfs",
+        "//lxc/plain/amd64/20260102_0000//rootfs.tar.xz.sha256",  # no checksum without a file
+        "//lxc/app/amd64/20260102_0000//version.json.sha256",
+        "/images/app/amd64/20260102_0000/meta.tar.xz.sha256",  # LXD checks its own hashes
         "//meta/1.0/index-nosuch",
         "//meta/2.0/index-system",
         "//meta/",
@@ -162,3 +166,30 @@ async def test_version_with_a_missing_lxc_file_is_not_listed(
     assert await raw_get(client, "//meta/1.0/index-system") == (200, b"")
     status, _ = await raw_get(client, "//lxc/app/amd64/20260102_0000//meta.tar.xz")
     assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("//lxc/app/amd64/20260102_0000//rootfs.tar.xz.sha256", LXC_ROOTFS),
+        ("//lxc/app/amd64/20260102_0000//meta.tar.xz.sha256", LXC_META),
+        ("/lxc/app/arm64/20260102_0000/meta.tar.xz.sha256", LXC_META),
+    ],
+)
+async def test_each_lxc_file_has_its_sha256_beside_it(
+    client: Client, path: str, body: bytes
+) -> None:
+    name = path.rpartition("/")[2].removesuffix(".sha256")
+    expected = f"{hashlib.sha256(body).hexdigest()}  {name}\n".encode()
+    assert await raw_get(client, path) == (200, expected)
+    # It is the hash of the bytes the file itself is served as.
+    status, served = await raw_get(client, path.removesuffix(".sha256"))
+    assert status == 200
+    assert hashlib.sha256(served).hexdigest() == expected.split()[0].decode()
+
+
+async def test_updater_script_is_served_as_shipped(client: Client) -> None:
+    resp = await client.get("/lxdocker-lxc-update")
+    assert resp.status == 200
+    assert await resp.read() == SCRIPT.read_bytes()
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"

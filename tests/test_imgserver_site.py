@@ -3,11 +3,12 @@ lxdocker's publish targets copy it)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from imgserver import site
+from imgserver import lxcindex, site
 from imgserver.catalog import Catalog
 from tests.helpers.imgserver import make_cert
 from tests.helpers.versions import write_version
@@ -74,3 +75,26 @@ def test_server_pages_with_a_ca_and_with_a_public_certificate(tmp_path: Path) ->
     html = public[site.LANDING_PATH].body.decode()
     assert "public CA" in html and "servercerts" not in html
     assert "lxc remote add mine https://img.example --protocol simplestreams --public" in html
+
+
+def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Path) -> None:
+    write_version(
+        tmp_path, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y")
+    )
+    catalog = Catalog(tmp_path)
+    catalog.refresh()
+    pages = site.catalog_pages(catalog.snapshot.versions)
+    order = list(pages)
+    sums = {
+        "lxc/app/amd64/20260101_0000/rootfs.tar.xz.sha256": b"x",
+        "lxc/app/amd64/20260101_0000/meta.tar.xz.sha256": b"y",
+    }
+    for path, data in sums.items():
+        name = path.rpartition("/")[2].removesuffix(".sha256")
+        assert pages[path].body == f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
+        assert pages[path].cache_control == site.FILE_CACHE_CONTROL
+        # An index line names a build: its checksums are published first.
+        assert order.index(path) < order.index("meta/1.0/index-system")
+    updater = pages[lxcindex.UPDATER_NAME]
+    assert updater.body == lxcindex.updater_script()
+    assert updater.content_type == site.TEXT

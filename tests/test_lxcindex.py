@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 from imgserver import lxcindex
 from lxdocker.versioninfo import Artifact, VersionInfo
@@ -79,3 +80,28 @@ def test_create_command() -> None:
         "lxc-create -n web -t download -- --server images.example:8443 "
         "--dist web --release 1.27 --arch amd64"
     )
+
+
+def test_checksum_files_name_each_served_file_in_sha256sum_format() -> None:
+    v = version("app", "amd64", "20260102_0000")
+    rootfs, meta = hashlib.sha256(b"r").hexdigest(), hashlib.sha256(b"m").hexdigest()
+    v = dataclasses.replace(
+        v,
+        artifacts=(
+            *v.artifacts[:2],
+            Artifact("lxc-rootfs", "rootfs.tar.xz", 2, rootfs),
+            Artifact("lxc-meta", "lxc-meta.tar.xz", 3, meta),
+        ),
+    )
+    base = "lxc/app/amd64/20260102_0000"
+    assert lxcindex.checksum_files(v) == {
+        f"{base}/rootfs.tar.xz.sha256": f"{rootfs}  rootfs.tar.xz\n".encode(),
+        f"{base}/meta.tar.xz.sha256": f"{meta}  meta.tar.xz\n".encode(),  # the served name
+    }
+    assert lxcindex.checksum_files(version("plain", "amd64", "20260102_0000", lxc=False)) == {}
+
+
+def test_updater_script_is_the_shipped_file() -> None:
+    script = lxcindex.updater_script()
+    assert script.startswith(b"#!/bin/sh\n")
+    assert b"lxdocker-lxc-update" in script

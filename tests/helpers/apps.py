@@ -109,7 +109,12 @@ def _image(
 
 
 def app_image(
-    page: str, *updates: str, healthcheck: str = HEALTHCHECK, debian: str | None = None
+    page: str,
+    *updates: str,
+    healthcheck: str = HEALTHCHECK,
+    debian: str | None = None,
+    volumes: Sequence[str] = (),
+    seed: str = "",
 ) -> Image:
     """The classic app: non-root User, Env, WorkingDir, StopSignal SIGUSR1, and a
     HEALTHCHECK (CMD-SHELL `healthcheck`).
@@ -117,7 +122,9 @@ def app_image(
     Two layers (the base is the same for every page) so an update changes one layer;
     each of `updates` is one more layer on top that replaces the page (an upstream
     release that only adds a layer, as for delta updates). `debian`: an arch other
-    than the host's (its busybox from tests/helpers/busyboxes.py).
+    than the host's (its busybox from tests/helpers/busyboxes.py). `volumes`: Docker
+    VOLUME paths, each a directory of the app user in the image, holding `seed.txt`
+    with `seed` when one is given (the image's own content there).
     """
     binary = HOST_BUSYBOX if debian is None else static_busybox(debian)
     base = [*_busybox("bin", binary), *_accounts(), *_tmp()]
@@ -129,7 +136,11 @@ def app_image(
         Member("srv", "dir"),
         Member(APP_DIR.lstrip("/"), "dir", uid=APP_UID, gid=APP_GID),
     ]
-    config = {
+    for v in volumes:
+        app.append(Member(v.lstrip("/"), "dir", uid=APP_UID, gid=APP_GID))
+        if seed:
+            app.append(Member(f"{v.lstrip('/')}/seed.txt", data=seed.encode()))
+    config: dict[str, Any] = {
         "Env": ["PATH=/usr/local/bin:/bin", "GREETING=hello from the image", "APP_MODE=prod"],
         "Cmd": ["/app/run.sh"],
         "WorkingDir": APP_DIR,
@@ -137,6 +148,8 @@ def app_image(
         "StopSignal": "SIGUSR1",
         "Healthcheck": {"Test": ["CMD-SHELL", healthcheck], "Interval": 30_000_000_000},
     }
+    if volumes:
+        config["Volumes"] = {v: {} for v in volumes}
     return _image(
         [base, app, *([Member("www/index.html", data=u.encode())] for u in updates)],
         config,
