@@ -3,6 +3,11 @@
 Validation is pure and strict: an unknown key, a wrong type or a bad image name is
 a SpecError naming the file and the key, and one bad spec never stops the others
 (DESIGN section 3).
+
+A spec counts as removed (its image is unpublished) only when no file of its name
+is left in the directory: one that cannot be read (a dangling symlink, a
+directory, a FIFO, no permission, over MAX_SPEC bytes, YAML nested too deep) is a
+failed spec, and its published image stays.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from lxdocker.arch import NAMES as ARCH_NAMES
-from lxdocker.errors import SpecError
+from lxdocker.errors import SpecError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,8 @@ RestartPolicy = Literal["no", "on-failure", "always"]
 RESTART_POLICIES: tuple[str, ...] = ("no", "on-failure", "always")
 ImageFormat = Literal["squashfs", "gzip", "tar"]
 IMAGE_FORMATS: tuple[str, ...] = ("squashfs", "gzip", "tar")
+# A spec is a few lines; anything near this is not one.
+MAX_SPEC = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ def _env(path: Path, value: object) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for k, v in value.items():
         if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-            raise SpecError(f"{path}: key 'env': invalid variable name {k!r}")
+            raise SpecError(f"{path}: key 'env': invalid variable name {quoted(k, 80)}")
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise SpecError(f"{path}: key 'env.{k}' must be a string")
         out.append((k, str(v)))
@@ -102,7 +110,7 @@ def _arches(path: Path, value: object) -> tuple[str, ...]:
     unknown = [n for n in names if n not in ARCH_NAMES]
     if unknown:
         raise SpecError(
-            f"{path}: key 'architectures': unknown architecture {unknown[0]!r} "
+            f"{path}: key 'architectures': unknown architecture {quoted(unknown[0], 40)} "
             f"(Debian names: {', '.join(ARCH_NAMES)})"
         )
     return tuple(dict.fromkeys(names))  # in the spec's order, duplicates dropped
@@ -118,7 +126,13 @@ def parse_spec(path: Path, text: str) -> Spec:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: invalid YAML: {e}") from None
+        raise SpecError(f"{path}: invalid YAML: {quoted(str(e), 500)[1:-1]}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        # PyYAML's constructors let these through for values such as the date
+        # 2024-13-45 or an integer of 5000 digits.
+        raise SpecError(f"{path}: invalid YAML value: {quoted(str(e), 200)[1:-1]}") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: a spec must be a mapping with at least the key 'image'")
     kw: dict[str, Any] = {}
@@ -151,30 +165,59 @@ def parse_spec(path: Path, text: str) -> Spec:
                 )
             kw[key] = value
         else:
-            raise SpecError(f"{path}: unknown key {key!r}")
+            raise SpecError(f"{path}: unknown key {quoted(key, 80)}")
     if "image" not in kw:
         raise SpecError(f"{path}: missing required key 'image'")
     return Spec(name=name, path=path, **kw)
 
 
+def read_spec(path: Path) -> Spec:
+    """Read and validate one spec file; SpecError when it is not a readable regular
+    file (a dangling symlink, a directory, a FIFO: never opened) or not a spec."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: cannot read: a symlink to nothing") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise SpecError(f"{path}: cannot read: {kind}")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC + 1)
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_SPEC:
+        raise SpecError(f"{path}: larger than {MAX_SPEC} bytes; a spec is a few lines")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: cannot read: not UTF-8 ({e.reason} at byte {e.start})") from None
+    return parse_spec(path, text)
+
+
 def load_specs(directory: Path) -> SpecSet:
-    """Load every *.yaml / *.yml at the top of `directory`; collect errors per file."""
+    """Load every *.yaml / *.yml at the top of `directory`; collect errors per file.
+
+    Every directory entry with such a name counts: one that cannot be read is an
+    error (its image stays published), only a name no longer there is a removal."""
     if not directory.is_dir():
         raise SpecError(f"{directory}: specs directory does not exist")
     specs: list[Spec] = []
     errors: list[SpecError] = []
     failed: list[str] = []
     seen: dict[str, Path] = {}
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    except OSError as e:
+        raise SpecError(f"{directory}: cannot list the specs directory: {e.strerror}") from None
     for path in files:
-        if not path.is_file():
-            continue
         try:
-            spec = parse_spec(path, path.read_text(encoding="utf-8"))
-        except (SpecError, OSError, UnicodeDecodeError) as e:
-            err = e if isinstance(e, SpecError) else SpecError(f"{path}: cannot read: {e}")
-            log.error("%s", err)
-            errors.append(err)
+            spec = read_spec(path)
+        except SpecError as e:
+            log.error("%s", e)
+            errors.append(e)
             failed.append(path.stem)
             continue
         if spec.name in seen:

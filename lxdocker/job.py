@@ -7,25 +7,37 @@ publish a new version of <name>/<arch> (with verified deltas from the previous o
 DESIGN section 13). A failing arch fails alone. Then prune, remove images whose spec
 is gone, check the deltas still listed, clean leftovers of killed runs and GC the cache.
 A failing spec never stops the others and never touches its published versions.
+
+Every failure is caught where it happens and reported in the summary: an
+LxdockerError as the spec's reason, anything else (a bug) as an internal error
+logged once with its traceback, naming the spec and arch; the run still does its
+work for the others (unpublishing removed specs, pruning, GC), each step failing
+alone. Each spec (resolving) and each arch (converting) runs under a deadline
+(`spec_timeout`, lxdocker.deadline), each registry request under its own
+(`request_timeout`), so no upstream can hold the run, and its lock, for longer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from lxdocker import RECIPE_VERSION
+from lxdocker import RECIPE_VERSION, deadline
 from lxdocker import arch as archmod
 from lxdocker.build.flatten import flatten
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
 from lxdocker.config import ImageFormat, Spec, load_specs
-from lxdocker.errors import LxdockerError, SpecError
+from lxdocker.errors import LxdockerError, SpecError, quoted
+from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.lock import LockedError, job_lock
 from lxdocker.publish.delta import (
     DEFAULT_BASES,
@@ -69,6 +81,11 @@ from lxdocker.versioninfo import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# The `extra` of the one log record an unexpected exception makes (tests fail on it).
+INTERNAL_ERROR = "lxdocker_internal_error"
+# A reason in the summary is one line of a log; the error logged before it is whole.
+REASON_LIMIT = 2000
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,9 @@ class JobConfig:
     deltas: bool = True  # write squashfs.vcdiff deltas (needs xdelta3)
     delta_bases: int = DEFAULT_BASES  # deltas from up to this many previous versions
     delta_threshold: float = DEFAULT_THRESHOLD  # keep a delta only below this share of the full
+    limits: Limits = DEFAULT_LIMITS  # entries and uncompressed bytes of an image's layers
+    spec_timeout: float = deadline.DEFAULT_SPEC_TIMEOUT  # resolving a spec; converting an arch
+    request_timeout: float = deadline.DEFAULT_REQUEST_TIMEOUT  # one registry request
 
 
 def is_current(
@@ -154,7 +174,11 @@ def build_version(
     if lxc:
         write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
     entries = patch(
-        flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
+        flatten(
+            layer_openers(pulled, cache),
+            indexes=layer_indexes(pulled, cache, cfg.limits),
+            limits=cfg.limits,
+        ),
         image_config,
         spec,
         busybox=busybox,
@@ -199,20 +223,43 @@ def convert(
     xdelta3: str | None = None,
 ) -> list[SpecResult]:
     """Convert one spec for each of its arches: one fetch of the index, then one
-    version per arch. A failing arch fails alone; every LxdockerError becomes a
-    failed result naming the spec and the arch.
+    version per arch. A failing arch fails alone; every error becomes a failed
+    result naming the spec and the arch (never raised).
 
     With `xdelta3` (its path), a new squashfs version also gets verified deltas from
     the previous ones of its arch (cfg.delta_bases)."""
-    busyboxes = busyboxes or job_busyboxes(cfg)
-    arches = spec_arches(spec, cfg)
     try:
-        resolved = resolve_arches(spec_reference(spec), arches, auth_file=cfg.auth_file)
-    except LxdockerError as e:
-        for a in arches:
-            log.error("%s/%s: %s", spec.name, a.debian, e)
-        return [SpecResult(spec.name, "failed", reason=str(e), arch=a.debian) for a in arches]
+        arches = spec_arches(spec, cfg)
+    except KeyError as e:  # validated in config.py; a bug if it happens
+        return [failed(spec.name, "", e)]
+    try:
+        busyboxes = busyboxes or job_busyboxes(cfg)
+        with deadline.within(cfg.spec_timeout, spec.name, cfg.request_timeout):
+            resolved = resolve_arches(spec_reference(spec), arches, auth_file=cfg.auth_file)
+    except Exception as e:
+        return [failed(spec.name, a.debian, e) for a in arches]
     return [convert_arch(spec, cfg, resolved[a.debian], a, busyboxes, xdelta3) for a in arches]
+
+
+def failed(name: str, arch: str, e: Exception) -> SpecResult:
+    """The failed result of `name`/`arch` for `e`, logged: an LxdockerError as its
+    message, anything else as an internal error with its traceback, once."""
+    label = f"{name}/{arch}" if arch else name
+    if isinstance(e, LxdockerError):
+        log.error("%s: %s", label, e)
+        reason = str(e)
+    else:
+        reason = internal_error(label, e)
+    if len(reason) > REASON_LIMIT:
+        reason = reason[:REASON_LIMIT] + f"... ({len(reason)} characters)"
+    return SpecResult(name, "failed", reason=reason, arch=arch)
+
+
+def internal_error(what: str, e: Exception) -> str:
+    """Log an unexpected exception once, with its traceback; the summary's reason."""
+    reason = f"internal error (a bug: please report it): {type(e).__name__}: {quoted(str(e))}"
+    log.error("%s: %s", what, reason, exc_info=e, extra={INTERNAL_ERROR: True})
+    return reason
 
 
 def convert_arch(
@@ -223,66 +270,78 @@ def convert_arch(
     busyboxes: BusyboxSet,
     xdelta3: str | None = None,
 ) -> SpecResult:
-    started = time.monotonic()
     label = f"{spec.name}/{arch.debian}"
     try:
         if isinstance(resolved, LxdockerError):
             raise resolved
-        busybox = busyboxes.get(arch)
-        versions = complete_versions(cfg.lxdimages, spec.name, arch.debian)
-        newest = versions[-1] if versions else None
-        if not cfg.force and is_current(newest, resolved, spec, cfg, busybox):
-            assert newest is not None
-            log.info("%s: unchanged, newest version %s", label, newest.version)
-            return SpecResult(
-                spec.name,
-                "unchanged",
-                version=newest.version,
-                manifest_digest=resolved.manifest_digest,
-                arch=arch.debian,
-            )
-        cache = BlobCache(cfg.cache)
-        pulled = pull(resolved, cache, jobs=cfg.pull_jobs)
-        meta = image_meta(pulled, spec)
-        source = VersionSource(
-            image=spec.image,
-            tag=resolved.reference.tag or "",
-            manifest_digest=resolved.manifest_digest,
-            spec_digest=spec.digest(),
-            rootfs_format=cfg.imageformat,
-            meta=meta,
-            busybox=busybox.provenance(),
-            lxc=wants_lxc(spec, cfg),
-        )
+        with deadline.within(cfg.spec_timeout, label, cfg.request_timeout):
+            return _convert_arch(spec, cfg, resolved, arch, busyboxes, xdelta3)
+    except Exception as e:
+        return failed(spec.name, arch.debian, e)
 
-        def build(tmpdir: Path) -> None:
-            build_version(pulled, cache, spec, cfg, meta, tmpdir, busybox.path)
 
-        outcomes: list[DeltaOutcome] = []
-        bases = delta_bases(versions, cfg) if xdelta3 else []
-
-        def deltas(tmpdir: Path, rootfs: Artifact) -> list[Artifact]:
-            assert xdelta3 is not None
-            outcomes[:] = write_deltas(
-                xdelta3, cfg.lxdimages, bases, rootfs, tmpdir, cfg.delta_threshold
-            )
-            return [o.artifact for o in outcomes if o.artifact is not None]
-
-        info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
-        log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
+def _convert_arch(
+    spec: Spec,
+    cfg: JobConfig,
+    resolved: ResolvedImage,
+    arch: archmod.Arch,
+    busyboxes: BusyboxSet,
+    xdelta3: str | None,
+) -> SpecResult:
+    started = time.monotonic()
+    label = f"{spec.name}/{arch.debian}"
+    busybox = busyboxes.get(arch)
+    versions = complete_versions(cfg.lxdimages, spec.name, arch.debian)
+    newest = versions[-1] if versions else None
+    if not cfg.force and is_current(newest, resolved, spec, cfg, busybox):
+        assert newest is not None
+        log.info("%s: unchanged, newest version %s", label, newest.version)
         return SpecResult(
             spec.name,
-            "built",
-            version=info.version,
-            bytes_pulled=pulled.bytes_downloaded,
+            "unchanged",
+            version=newest.version,
             manifest_digest=resolved.manifest_digest,
-            deltas=tuple(outcomes),
-            seconds=time.monotonic() - started,
             arch=arch.debian,
         )
-    except LxdockerError as e:
-        log.error("%s: %s", label, e)
-        return SpecResult(spec.name, "failed", reason=str(e), arch=arch.debian)
+    cache = BlobCache(cfg.cache)
+    pulled = pull(resolved, cache, jobs=cfg.pull_jobs, limits=cfg.limits)
+    meta = image_meta(pulled, spec)
+    source = VersionSource(
+        image=spec.image,
+        tag=resolved.reference.tag or "",
+        manifest_digest=resolved.manifest_digest,
+        spec_digest=spec.digest(),
+        rootfs_format=cfg.imageformat,
+        meta=meta,
+        busybox=busybox.provenance(),
+        lxc=wants_lxc(spec, cfg),
+    )
+
+    def build(tmpdir: Path) -> None:
+        build_version(pulled, cache, spec, cfg, meta, tmpdir, busybox.path)
+
+    outcomes: list[DeltaOutcome] = []
+    bases = delta_bases(versions, cfg) if xdelta3 else []
+
+    def deltas(tmpdir: Path, rootfs: Artifact) -> list[Artifact]:
+        assert xdelta3 is not None
+        outcomes[:] = write_deltas(
+            xdelta3, cfg.lxdimages, bases, rootfs, tmpdir, cfg.delta_threshold
+        )
+        return [o.artifact for o in outcomes if o.artifact is not None]
+
+    info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
+    log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
+    return SpecResult(
+        spec.name,
+        "built",
+        version=info.version,
+        bytes_pulled=pulled.bytes_downloaded,
+        manifest_digest=resolved.manifest_digest,
+        deltas=tuple(outcomes),
+        seconds=time.monotonic() - started,
+        arch=arch.debian,
+    )
 
 
 def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
@@ -308,10 +367,26 @@ def kept_manifests(lxdimages: Path) -> set[str]:
 
 
 def run(cfg: JobConfig) -> Summary:
-    """The whole job under the lock. Raises SpecError for usage problems (exit 2)."""
+    """The whole job under the lock. Raises SpecError for usage problems (exit 2).
+
+    Every step after the conversions (prune, delta checks, unpublishing removed
+    specs, cache GC) runs whatever happened before it; one that fails is reported
+    in the summary's problems and the others still run."""
     started = time.monotonic()
+    problems: list[str] = []
+
+    def step(what: str, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except LxdockerError as e:
+            log.error("%s: %s", what, e)
+            problems.append(f"{what}: {e}")
+        except Exception as e:
+            problems.append(f"{what}: {internal_error(what, e)}")
+        return None
+
     with job_lock(cfg.lxdimages):
-        for leftover in clean_stale_temp(cfg.lxdimages):
+        for leftover in step("cleaning leftovers", lambda: clean_stale_temp(cfg.lxdimages)) or ():
             log.info("removed leftover of an interrupted run: %s", leftover)
         specset = load_specs(cfg.specs)
         specs = specset.specs
@@ -331,25 +406,32 @@ def run(cfg: JobConfig) -> Summary:
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
             for per_arch in pool.map(lambda s: convert(s, cfg, busyboxes, xdelta3), specs):
                 results.extend(per_arch)
-        for path in prune(cfg.lxdimages, keep=cfg.keep):
+        for path in step("pruning", lambda: prune(cfg.lxdimages, keep=cfg.keep)) or ():
             log.info("pruned %s", path)
-        check_all_deltas(cfg.lxdimages, xdelta3, cfg.delta_threshold)
+        step(
+            "checking deltas", lambda: check_all_deltas(cfg.lxdimages, xdelta3, cfg.delta_threshold)
+        )
         if not cfg.only:
-            for name in published_names(cfg.lxdimages):
+            for name in step("listing images", lambda: published_names(cfg.lxdimages)) or ():
                 if name not in known:
                     log.info("%s: spec removed, unpublishing the image", name)
-                    remove_image(cfg.lxdimages, name)
-        roots = kept_manifests(cfg.lxdimages) | {
-            r.manifest_digest for r in results if r.manifest_digest
-        }
+                    step(
+                        f"{name}: unpublishing",
+                        functools.partial(remove_image, cfg.lxdimages, name),
+                    )
+        kept = step("listing kept manifests", lambda: kept_manifests(cfg.lxdimages))
+        roots = (kept or set()) | {r.manifest_digest for r in results if r.manifest_digest}
         if not cfg.only:  # with --only, other specs' arches may still need theirs
-            for d in busyboxes.prune_cache():
+            for d in step("busybox cache", busyboxes.prune_cache) or ():
                 log.info("cache: removed busybox %s no arch uses any more", d.name)
-        freed = gc(BlobCache(cfg.cache), roots)
+        # Without the list of kept versions, GC could delete what they need.
+        freed = step("cache GC", lambda: gc(BlobCache(cfg.cache), roots)) if kept is not None else 0
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)
     return Summary(
-        tuple(sorted(results, key=lambda r: (r.name, r.arch))), time.monotonic() - started
+        tuple(sorted(results, key=lambda r: (r.name, r.arch))),
+        time.monotonic() - started,
+        tuple(problems),
     )
 
 

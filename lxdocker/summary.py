@@ -33,6 +33,8 @@ class SpecResult:
 class Summary:
     results: tuple[SpecResult, ...]
     seconds: float
+    # Steps after the conversions that failed (pruning, cache GC, ...): "step: why".
+    problems: tuple[str, ...] = ()
 
     @property
     def bytes_pulled(self) -> int:
@@ -41,6 +43,10 @@ class Summary:
     @property
     def failed(self) -> tuple[SpecResult, ...]:
         return tuple(r for r in self.results if r.status == "failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.problems
 
 
 def _mb(n: int) -> str:
@@ -57,6 +63,7 @@ def format_summary(summary: Summary) -> list[str]:
             lines.append(f"{r.label}: unchanged ({r.version})")
         else:
             lines.append(f"{r.label}: FAILED: {r.reason}")
+    lines.extend(f"FAILED: {p}" for p in summary.problems)
     counts = {
         s: sum(r.status == s for r in summary.results) for s in ("built", "unchanged", "failed")
     }

@@ -1,6 +1,7 @@
 """Shared fixtures live in tests/helpers/*; this file only registers them."""
 
 pytest_plugins: list[str] = [
+    "tests.helpers.bugs",
     "tests.helpers.disk",
     "tests.helpers.lxd",
     "tests.helpers.incus",

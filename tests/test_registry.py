@@ -221,13 +221,19 @@ def test_localhost_http_fallback_is_safe_for_concurrent_requests(
             self.nested = False
 
         def _send(
-            self, method: str, url: str, headers: dict[str, str], stream: bool
+            self,
+            method: str,
+            url: str,
+            headers: dict[str, str],
+            stream: bool,
+            params: dict[str, str] | None = None,
         ) -> requests.Response:
             if not self.nested:
                 self.nested = True
-                self.request("GET", "/tags/list").close()  # switches to HTTP
-            return super()._send(method, url, headers, stream)
+                with self.request("GET", "/tags/list"):  # switches to HTTP
+                    pass
+            return super()._send(method, url, headers, stream, params)
 
     client = Interleaved()
-    resp = client.request("GET", f"/blobs/{img.layers[0].digest}")
-    assert resp.status_code == 200 and resp.content == img.layers[0].data
+    with client.request("GET", f"/blobs/{img.layers[0].digest}") as (resp, _):
+        assert resp.status_code == 200 and resp.content == img.layers[0].data

@@ -40,7 +40,8 @@ from collections.abc import Callable, Iterator, Sequence
 from lxdocker.build.plan import Plan, make_plan
 from lxdocker.build.tarreader import REGULAR_TYPES, TarReader
 from lxdocker.build.tarstream import Entry
-from lxdocker.errors import LayerError
+from lxdocker.errors import LayerError, quoted
+from lxdocker.limits import DEFAULT_LIMITS, Limits, SizeBudget
 from lxdocker.sources.layerindex import LayerIndex, LayerOpener, build
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,21 @@ def _link_info(origin: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
 
 
 def _layer(
-    index: int, opener: LayerOpener, label: str, plan: Plan, expected: Sequence[str]
+    index: int,
+    opener: LayerOpener,
+    label: str,
+    plan: Plan,
+    expected: Sequence[str],
+    limits: Limits,
+    budget: SizeBudget,
 ) -> Iterator[Entry]:
     with opener() as stream:
-        reader = TarReader(stream, label)
+        reader = TarReader(stream, label, limits, budget)
         for ordinal, info in enumerate(reader):
             if ordinal >= len(expected) or expected[ordinal] != info.name:
-                raise LayerError(f"{label}: entry {info.name!r} differs from the layer's index")
+                raise LayerError(
+                    f"{label}: entry {quoted(info.name)} differs from the layer's index"
+                )
             ref = (index, ordinal)
             path = plan.dirs.get(ref)
             if path is not None:
@@ -96,7 +105,9 @@ def _layer(
                 continue
             head, links = kept
             if info.type == tarfile.LNKTYPE:
-                raise LayerError(f"{label}: entry {info.name!r} differs from the layer's index")
+                raise LayerError(
+                    f"{label}: entry {quoted(info.name)} differs from the layer's index"
+                )
             out = _out_info(info, head)
             yield Entry(out, reader.data() if out.isreg() and out.size > 0 else None)
             for link in links:
@@ -108,6 +119,7 @@ def flatten(
     *,
     labels: Sequence[str] | None = None,
     indexes: Sequence[LayerIndexer] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Iterator[Entry]:
     """The final tree of `layers` (OLDEST FIRST) as a deterministic entry stream.
 
@@ -116,6 +128,8 @@ def flatten(
     once for its index before the stream starts. `labels` name the layers in
     errors (default "layer N", 0 = base layer). Raises LayerError naming the layer
     and the entry; nothing is emitted before the whole plan is known to be valid.
+    `limits` bound the entries and the uncompressed bytes of the layers streamed
+    (together) and the plan (lxdocker.limits).
     """
     names = list(labels) if labels is not None else [f"layer {i}" for i in range(len(layers))]
     if len(names) != len(layers) or (indexes is not None and len(indexes) != len(layers)):
@@ -123,7 +137,7 @@ def flatten(
     getters: Sequence[LayerIndexer] = (
         indexes
         if indexes is not None
-        else [functools.partial(build, o, n) for o, n in zip(layers, names, strict=True)]
+        else [functools.partial(build, o, n, limits) for o, n in zip(layers, names, strict=True)]
     )
     # Only the entry names stay for the stream's check, one list per layer (the
     # strings are the plan's own, lxdocker.build.paths.clean_name keeps clean names): the
@@ -137,16 +151,23 @@ def flatten(
             expected.append([h.name for h in index])
             yield index
 
-    plan = make_plan(planned(), names)
-    return _stream(layers, names, plan, expected)
+    plan = make_plan(planned(), names, limits)
+    return _stream(layers, names, plan, expected, limits)
 
 
 def _stream(
-    layers: Sequence[LayerOpener], names: Sequence[str], plan: Plan, expected: list[list[str]]
+    layers: Sequence[LayerOpener],
+    names: Sequence[str],
+    plan: Plan,
+    expected: list[list[str]],
+    limits: Limits,
 ) -> Iterator[Entry]:
+    budget = SizeBudget(limits.size)
     for index in range(len(layers)):
         if plan.wanted(index):
-            yield from _layer(index, layers[index], names[index], plan, expected[index])
+            yield from _layer(
+                index, layers[index], names[index], plan, expected[index], limits, budget
+            )
         else:
             log.debug("%s: nothing of it survives, not read", names[index])
         expected[index] = []  # streamed: its names are not needed any more

@@ -21,6 +21,7 @@ from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
+from lxdocker import deadline
 from lxdocker.errors import DigestError, LayerError
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.oci import LAYER_GZIP, LAYER_TYPES, LAYER_ZSTD, Descriptor, check_digest
@@ -122,6 +123,8 @@ class _DiffIdReader(io.RawIOBase):
         return True
 
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        # Once per buffer (1 MiB): a layer bomb cannot outlast the image's deadline.
+        deadline.check(f"reading {self._what}")
         try:
             data = self._src.read(len(b))
         except (OSError, EOFError, zstandard.ZstdError) as e:
