@@ -84,14 +84,16 @@ def check(doing: str) -> None:
         d.check(doing)
 
 
-def request_budget(default: float) -> tuple[float, bool]:
-    """Seconds one request may take from now, and whether the image's deadline (not
-    the request's own budget) is what limits it."""
+def request_budget(own: float | None = None) -> tuple[float, bool]:
+    """Seconds one request may take from now: its `own` budget (if any) and the
+    image's request timeout (default DEFAULT_REQUEST_TIMEOUT), never past the image's
+    deadline; and whether the image's deadline is what limits it."""
     d = _current.get()
     if d is None:
-        return default, False
+        return (DEFAULT_REQUEST_TIMEOUT if own is None else own), False
+    budget = d.request if own is None else min(own, d.request)
     left = d.remaining()
-    return (left, True) if left < d.request else (d.request, False)
+    return (left, True) if left < budget else (budget, False)
 
 
 def in_context(fn: Callable[P, R]) -> Callable[P, R]:

@@ -68,10 +68,12 @@ def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
         return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} digits)"
     if not isinstance(value, str | bytes):
         return f"a JSON {_json_kind(value)}"
-    if len(value) <= limit:
-        return repr(value)
+    if len(value) <= limit and len(text := repr(value)) <= limit + 3:
+        return text
+    # Cut the repr, not only the value: escapes make "\udcff" six characters of one.
+    head = repr(value[:limit])[: limit + 1]
     unit = "characters" if isinstance(value, str) else "bytes"
-    return f"{value[:limit]!r}... ({len(value)} {unit})"
+    return f"{head}... ({len(value)} {unit})"
 
 
 def _json_kind(value: object) -> str:

@@ -3,6 +3,7 @@
 pytest_plugins: list[str] = [
     "tests.helpers.bugs",
     "tests.helpers.disk",
+    "tests.helpers.hostile",
     "tests.helpers.lxd",
     "tests.helpers.incus",
     "tests.helpers.registry",

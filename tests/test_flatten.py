@@ -24,6 +24,7 @@ from lxdocker.build import paths
 from lxdocker.build.flatten import LayerOpener, flatten
 from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS, write_tar
 from lxdocker.errors import LayerError
+from lxdocker.limits import Limits
 from lxdocker.sources import layerindex
 from tests.helpers.images import Member, layer_tar
 
@@ -538,3 +539,15 @@ def test_memory_stays_bounded_with_a_1gib_file() -> None:
     )
     peak_kib = int(proc.stdout.strip())
     assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_layers_together_are_bounded_by_max_size() -> None:
+    """Each layer is within --max-size, the image is not: refused while streaming,
+    naming the layer and the entry that goes over."""
+    one = layer_tar([M("a", data=b"a" * 3000)])
+    two = layer_tar([M("b", data=b"b" * 3000)])
+    layers = Layers([one, two])
+    limits = Limits(size=7000)  # a layer is about 4 kB of stream
+    with pytest.raises(LayerError, match=r"layer 1: entry 'b' \(3000 bytes\): the image's"):
+        write_tar(flatten(layers.openers(), limits=limits), io.BytesIO())
+    assert len(stream(one, two)) > 6000  # the default limit takes them

@@ -78,8 +78,9 @@ class RetryPolicy:
     max_retry_after: float = 60.0
     timeout: float = 60.0  # connect timeout, and the longest wait for any one read
     # One HTTP exchange, from sending the request to its body's last byte (a blob
-    # download cut by it resumes where it stopped).
-    deadline: float = deadline.DEFAULT_REQUEST_TIMEOUT
+    # download cut by it resumes where it stopped); None: the job's --request-timeout
+    # (lxdocker.deadline), else DEFAULT_REQUEST_TIMEOUT.
+    deadline: float | None = None
 
 
 _WATCH = threading.local()  # .dog: the _Watchdog of this thread's exchange
@@ -324,7 +325,8 @@ class RegistryClient:
 
         Errors of `requests` other than the transient ones (a redirect loop, a
         redirect to ftp://, an invalid URL) become a RegistryError; any error after
-        the watchdog fired becomes a DeadlineError."""
+        the watchdog fired becomes a DeadlineError, and so does an exchange that seemed
+        to end well after it fired."""
         deadline.check(f"{method} {_path_of(url)} at {self.registry}")
         seconds, whose = deadline.request_budget(self._retry.deadline)
         with _Watchdog(seconds) as dog:
@@ -343,6 +345,8 @@ class RegistryClient:
                         f"{quoted(str(e), 300)}"
                     ) from None
                 raise
+            if dog.fired:  # what came may look complete: a shut socket reads as EOF
+                raise self._late(method, url, dog, whose)
 
     def _late(self, method: str, url: str, dog: _Watchdog, spec: bool) -> DeadlineError:
         d = deadline.current()
