@@ -81,12 +81,21 @@ class SpecSet:
 def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SpecError(f"{path}: key '{key}' must be a list of strings")
+    for v in value:
+        _no_nul(path, key, v)
     return tuple(value)
 
 
 def _str(path: Path, key: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise SpecError(f"{path}: key '{key}' must be a non-empty string")
+    return _no_nul(path, key, value)
+
+
+def _no_nul(path: Path, key: str, value: str) -> str:
+    # No argument, variable, name or path a program gets can hold one (execve(2)).
+    if "\0" in value:
+        raise SpecError(f"{path}: key '{key}' contains a NUL byte")
     return value
 
 
@@ -99,7 +108,7 @@ def _env(path: Path, value: object) -> tuple[tuple[str, str], ...]:
             raise SpecError(f"{path}: key 'env': invalid variable name {quoted(k, 80)}")
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise SpecError(f"{path}: key 'env.{k}' must be a string")
-        out.append((k, str(v)))
+        out.append((k, _no_nul(path, f"env.{k}", str(v))))
     return tuple(sorted(out))
 
 

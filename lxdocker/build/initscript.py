@@ -152,7 +152,11 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
             log.warning("%s: skipping environment variable %r: not a shell name", ctx, key)
             del env[key]
 
+    if "\0" in path:
+        raise PatchError(f"{ctx}: image config Env: PATH contains a NUL byte")
     workdir = spec.workdir or str(image_config.get("WorkingDir") or "") or "/"
+    if "\0" in workdir:
+        raise PatchError(f"{ctx}: the working directory contains a NUL byte")
     workdir = posixpath.normpath("/" + workdir)
     workdir = "/" + workdir.lstrip("/")  # normpath keeps a leading "//"
     user = spec.user if spec.user is not None else str(image_config.get("User") or "")
