@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import posixpath
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lxdocker.build import paths
 from lxdocker.errors import LayerError
@@ -160,3 +164,20 @@ def test_symlink_targets_are_bounded_by_bytes() -> None:
         paths.check_link("t" * 4096, "l")
     with pytest.raises(LayerError, match="its target is 4098 bytes long"):
         paths.check_link("\u20ac" * 1366, "l")
+
+
+_NAME_PARTS = st.sampled_from(["a", "b", ".", "..", "", ".x", "x.", "..y", "\u20ac", "\udcff"])
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(st.lists(_NAME_PARTS, max_size=8).map("/".join), st.booleans())
+def test_clean_name_is_posix_normalisation_inside_the_root(name: str, slash: bool) -> None:
+    """Whatever path canonical names take (fast or slow), the answer is normpath's,
+    with "." as the root and anything that climbs out or is absolute refused."""
+    name = "/" + name if slash else name
+    expected = posixpath.normpath(name) if name else "."
+    if expected.startswith(("/", "../")) or expected == "..":
+        with pytest.raises(LayerError):
+            paths.clean_name(name)
+    else:
+        assert paths.clean_name(name) == ("" if expected == "." else expected)

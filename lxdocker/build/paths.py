@@ -17,6 +17,7 @@ break any of those limits (a character is at most 4 bytes in UTF-8).
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterator
 
 from lxdocker.errors import LayerError, quoted
@@ -27,8 +28,12 @@ WHITEOUT_PREFIX = ".wh."
 # generic `.wh.` rule, otherwise it would look like a whiteout of ".wh..opq".
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 ROOT = ""  # the canonical name of the root directory (never an entry)
-# The longest name (in characters) that no limit needs to look at: MAX_NAME // 4.
+# The longest name or path (in characters) whose bytes no limit needs to count,
+# a character being at most 4 bytes in UTF-8: MAX_NAME // 4, MAX_PATH // 4.
 _SHORT = 63
+_LONG = 1023
+_DEEP = 2 * MAX_DEPTH - 1  # the shortest path of more than MAX_DEPTH components
+_LONG_PART = re.compile(f"[^/]{{{_SHORT + 1}}}")
 _ENCODING, _ERRORS = "utf-8", "surrogateescape"  # as lxdocker.build.tarstream
 
 
@@ -39,6 +44,20 @@ def clean_name(name: str) -> str:
     for names too long or too deep for LXD, LXC and squashfs (lxdocker.limits).
     `a/../b` is accepted (it stays inside) and becomes `b`, as umoci's CleanPath.
     """
+    # Most names are canonical already: no empty, "." or ".." component, nothing
+    # to join again. They are told apart by substring tests (in C), which pay for
+    # the limit checks; anything else (a dotfile too) takes the loop below.
+    if (
+        name
+        and name[0] not in "/."
+        and name[-1] != "/"
+        and "//" not in name
+        and "/." not in name
+        and "\x00" not in name
+    ):
+        if len(name) > _SHORT:
+            check_lengths(name)
+        return name
     if "\x00" in name:
         raise LayerError(f"entry name contains a NUL byte: {quoted(name)}")
     if name.startswith("/"):
@@ -56,8 +75,8 @@ def clean_name(name: str) -> str:
     clean = "/".join(parts)
     if len(clean) > _SHORT:
         _check_long(clean, parts)
-    # The name itself when it was clean already (the usual case): the plan keeps
-    # one string per path, shared with the layer index, not a copy of it.
+    # The name itself when it was clean already: the plan keeps one string per
+    # path, shared with the layer index, not a copy of it.
     return name if clean == name else clean
 
 
@@ -66,28 +85,33 @@ def _bytes(text: str) -> int:
 
 
 def _check_long(clean: str, parts: list[str]) -> None:
+    """The limits, for a name of more than _SHORT characters (whose components
+    are `parts`); the first test is all a real name pays."""
+    if len(parts) <= MAX_DEPTH and len(clean) <= _LONG and max(map(len, parts)) <= _SHORT:
+        return
     if len(parts) > MAX_DEPTH:
         raise LayerError(
             f"entry name {quoted(clean)} is {len(parts)} components deep "
             f"(at most {MAX_DEPTH}: no real image goes near it)"
         )
-    if len(clean) * 4 > MAX_PATH and (n := _bytes(clean)) > MAX_PATH:
+    if len(clean) > _LONG and (n := _bytes(clean)) > MAX_PATH:
         raise LayerError(
             f"entry name {quoted(clean)} is {n} bytes long (Linux paths, and so LXD and "
             f"LXC, hold at most {MAX_PATH})"
         )
-    if max(map(len, parts)) > _SHORT:
-        for part in parts:
-            if len(part) > _SHORT and (n := _bytes(part)) > MAX_NAME:
-                raise LayerError(
-                    f"entry name {quoted(clean)} has a component of {n} bytes "
-                    f"(squashfs and Linux file names hold at most {MAX_NAME})"
-                )
+    for part in parts:
+        if len(part) > _SHORT and (n := _bytes(part)) > MAX_NAME:
+            raise LayerError(
+                f"entry name {quoted(clean)} has a component of {n} bytes "
+                f"(squashfs and Linux file names hold at most {MAX_NAME})"
+            )
 
 
 def check_lengths(path: str) -> None:
-    """The limits clean_name enforces, for a name that is canonical already."""
-    if len(path) > _SHORT:
+    """The limits clean_name enforces, for a name that is canonical already. Below
+    _DEEP characters a path cannot be too deep or too long: only a component of more
+    than _SHORT characters is worth a closer look (a regex search, in C)."""
+    if len(path) > _SHORT and (len(path) > _DEEP or _LONG_PART.search(path)):
         _check_long(path, path.split("/"))
 
 
