@@ -282,7 +282,7 @@ _WORDS = st.lists(
     st.text(max_size=20) | st.sampled_from(["PATH=/bin\0x", "CMD", "CMD-SHELL"]), max_size=3
 )
 # The fields the patcher and the LXC metadata read, of the right shape, odd values.
-_RUN_CONFIG = st.fixed_dictionaries(
+_RUN_CONFIG: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
     {},
     optional={
         "Cmd": _WORDS,
