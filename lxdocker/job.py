@@ -35,7 +35,7 @@ from lxdocker import arch as archmod
 from lxdocker.build.flatten import flatten
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
-from lxdocker.config import ImageFormat, Spec, load_specs
+from lxdocker.config import NAME_RE, ImageFormat, Spec, load_specs
 from lxdocker.errors import LxdockerError, SpecError, quoted
 from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.lock import LockedError, job_lock
@@ -351,7 +351,9 @@ def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
 
 
 def published_names(lxdimages: Path) -> list[str]:
-    return sorted(p.name for p in lxdimages.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Image directories: named like an image (anything else an operator keeps there,
+    temp and trash directories included, is not ours to unpublish)."""
+    return sorted(p.name for p in lxdimages.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
 
 
 def kept_manifests(lxdimages: Path) -> set[str]:
@@ -359,7 +361,7 @@ def kept_manifests(lxdimages: Path) -> set[str]:
     digests: set[str] = set()
     for name in published_names(lxdimages):
         for archdir in (lxdimages / name).iterdir():
-            if archdir.is_dir():
+            if archdir.is_dir() and NAME_RE.fullmatch(archdir.name):
                 digests.update(
                     v.manifest_digest for v in complete_versions(lxdimages, name, archdir.name)
                 )

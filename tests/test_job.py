@@ -24,6 +24,7 @@ from lxdocker import job
 from lxdocker.arch import by_debian
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
 from lxdocker.config import Spec
+from lxdocker.errors import StoreError
 from lxdocker.job import JobConfig, run
 from lxdocker.lock import job_lock
 from lxdocker.publish.lxcimage import lxc_arch
@@ -740,3 +741,28 @@ def test_a_full_cache_disk_fails_the_spec_saying_so_and_the_run_goes_on(
     assert "No space left on device" in result.reason and str(tiny_disk) in result.reason
     (tiny_disk / "filler").unlink()
     assert run(config(on_tiny)).results[0].status == "built"
+
+
+def test_a_failing_step_after_the_conversions_is_reported_and_the_others_run(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_spec(world, "web")
+    add_spec(world, "gone")
+    run(config(world))
+    (world["specs"] / "gone.yaml").unlink()
+    stray = BlobCache(world["cache"]).put_bytes(sha256(b"stray"), b"stray")
+    (world["images"] / "Notes").mkdir()  # not ours: never unpublished, no error
+    (world["images"] / "web" / "Old-Arch").mkdir()
+
+    def prune(*args: object, **kw: object) -> list[Path]:
+        raise StoreError("/srv/images/web/amd64/20240101_0000: cannot remove: Device busy")
+
+    monkeypatch.setattr(job, "prune", prune)
+    assert main(argv(world)) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "FAILED: pruning: /srv/images/web/amd64/20240101_0000: cannot remove" in err
+    assert not (world["images"] / "gone").exists() and (world["images"] / "Notes").is_dir()
+    assert not stray.exists()
+    monkeypatch.undo()
+    summary = run(config(world))
+    assert summary.ok and [r.status for r in summary.results] == ["unchanged"]
