@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lxdocker import smallfile
 from lxdocker.arch import NAMES as ARCH_NAMES
 from lxdocker.errors import SpecError, quoted
 
@@ -182,27 +182,13 @@ def parse_spec(path: Path, text: str) -> Spec:
 
 def read_spec(path: Path) -> Spec:
     """Read and validate one spec file; SpecError when it is not a readable regular
-    file (a dangling symlink, a directory, a FIFO: never opened) or not a spec."""
+    file (a dangling symlink, a directory, a FIFO: never waited for) or not a spec."""
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: cannot read: a symlink to nothing") from None
+        text = smallfile.read_text(path, MAX_SPEC)
     except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise SpecError(f"{path}: cannot read: {kind}")
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SPEC + 1)
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_SPEC:
-        raise SpecError(f"{path}: larger than {MAX_SPEC} bytes; a spec is a few lines")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path}: cannot read: not UTF-8 ({e.reason} at byte {e.start})") from None
+        raise SpecError(f"{path}: cannot read: {smallfile.why(path, e)}") from None
+    except smallfile.NotSmallFile as e:
+        raise SpecError(f"{path}: cannot read: {e}") from None
     return parse_spec(path, text)
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import stat
 import types
 import typing
 from collections.abc import Iterable
@@ -34,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lxdocker import smallfile
 from lxdocker.errors import StoreError, quoted
 
 VERSION_FILE = "version.json"
@@ -184,18 +183,11 @@ class VersionInfo:
     @classmethod
     def load(cls, path: Path) -> VersionInfo:
         try:
-            with path.open("rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise StoreError(f"{path}: cannot read: not a regular file")
-                data = f.read(MAX_VERSION_FILE + 1)
+            text = smallfile.read_text(path, MAX_VERSION_FILE)
         except OSError as e:
-            raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
-        if len(data) > MAX_VERSION_FILE:
-            raise StoreError(f"{path}: larger than {MAX_VERSION_FILE} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise StoreError(f"{path}: cannot read: not UTF-8 ({e.reason})") from None
+            raise StoreError(f"{path}: cannot read: {smallfile.why(path, e)}") from None
+        except smallfile.NotSmallFile as e:
+            raise StoreError(f"{path}: cannot read: {e}") from None
         return cls.from_json(text, str(path))
 
     def check(self, where: str) -> None:

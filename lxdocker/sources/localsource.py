@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from lxdocker import smallfile
 from lxdocker.errors import DigestError, RegistryError, quoted
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.layers import sniff
@@ -72,12 +73,11 @@ class OciLayoutSource:
             return self._read_manifest(ref, "")
         where = f"{self.what}: index.json"
         try:
-            with open(self.path / "index.json", "rb") as f:
-                raw = _read_bounded(f, MAX_MANIFEST, where)
+            raw = smallfile.read(self.path / "index.json", MAX_MANIFEST)
         except FileNotFoundError:
             raise RegistryError(f"{self.what}: no index.json (not an OCI image layout)") from None
-        except OSError as e:
-            raise RegistryError(f"{where}: cannot read: {e.strerror or e}") from None
+        except (OSError, smallfile.NotSmallFile) as e:
+            raise RegistryError(f"{where}: cannot read: {e}") from None
         manifests = load_json(raw, where).get("manifests") or []
         if not isinstance(manifests, list):
             raise RegistryError(f"{where}: 'manifests' must be a list")
@@ -98,12 +98,11 @@ class OciLayoutSource:
 
     def _read_manifest(self, digest: str, media_type: str) -> FetchedManifest:
         try:
-            with open(self._blob(digest), "rb") as f:
-                raw = _read_bounded(f, MAX_MANIFEST, f"{self.what}: manifest {digest}")
+            raw = smallfile.read(self._blob(digest), MAX_MANIFEST)
         except FileNotFoundError:
             raise RegistryError(f"{self.what}: blob {digest} is missing") from None
-        except OSError as e:
-            raise RegistryError(f"{self.what}: blob {digest}: {e.strerror or e}") from None
+        except (OSError, smallfile.NotSmallFile) as e:
+            raise RegistryError(f"{self.what}: manifest {digest}: cannot read: {e}") from None
         verify_bytes(raw, digest, f"{self.what}: manifest")
         return FetchedManifest(raw, media_type, digest)
 
