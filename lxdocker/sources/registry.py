@@ -295,7 +295,8 @@ class RegistryClient:
         params: dict[str, str] | None = None,
     ) -> requests.Response:
         h = dict(headers)
-        if self._auth_header and "Authorization" not in h:
+        # Our credentials go to the registry only, never to a token server elsewhere.
+        if self._auth_header and "Authorization" not in h and url.startswith(self._base):
             h["Authorization"] = self._auth_header
         dog = getattr(_WATCH, "dog", None)
         wait = self._retry.timeout if dog is None else min(self._retry.timeout, dog.seconds)
