@@ -33,7 +33,7 @@ from typing import Any
 
 from lxdocker.build.signals import SIGNALS, normalize_signal
 from lxdocker.config import Spec
-from lxdocker.errors import PatchError
+from lxdocker.errors import PatchError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,9 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
     for key in list(env):
         if not _NAME_RE.fullmatch(key) or "\0" in env[key]:
             # Docker allows any name; a shell cannot export it. Skip, don't fail the image.
-            log.warning("%s: skipping environment variable %r: not a shell name", ctx, key)
+            log.warning(
+                "%s: skipping environment variable %s: not a shell name", ctx, quoted(key, 60)
+            )
             del env[key]
 
     if "\0" in path:

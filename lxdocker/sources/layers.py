@@ -22,7 +22,7 @@ from typing import BinaryIO, Literal, Protocol
 import zstandard
 
 from lxdocker import deadline
-from lxdocker.errors import DigestError, LayerError
+from lxdocker.errors import DigestError, LayerError, quoted
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.oci import LAYER_GZIP, LAYER_TYPES, LAYER_ZSTD, Descriptor, check_digest
 
@@ -159,7 +159,9 @@ def open_layer(cache: BlobCache, layer: Descriptor, diff_id: str) -> Iterator[Bi
     check_digest(diff_id, f"layer {layer.digest} diff_id")
     what = f"layer {layer.digest}"
     if layer.media_type not in LAYER_TYPES:
-        log.warning("%s: unknown media type %r, reading by content", what, layer.media_type)
+        log.warning(
+            "%s: unknown media type %s, reading by content", what, quoted(layer.media_type, 100)
+        )
     raw = cache.open(layer.digest)
     with contextlib.ExitStack() as stack:
         stack.enter_context(raw)
