@@ -551,3 +551,13 @@ def test_layers_together_are_bounded_by_max_size() -> None:
     with pytest.raises(LayerError, match=r"layer 1: entry 'b' \(3000 bytes\): the image's"):
         write_tar(flatten(layers.openers(), limits=limits), io.BytesIO())
     assert len(stream(one, two)) > 6000  # the default limit takes them
+
+
+def test_an_xattr_setxattr_would_refuse_is_an_error_naming_the_layer() -> None:
+    big = M("f", data=b"x", xattrs={"user.big": b"v" * 65537})
+    with pytest.raises(
+        LayerError, match=r"layer 1: entry 'f': extended attribute 'user.big' of 65537"
+    ):
+        stream([M("a", data=b"a")], [big])
+    ok = M("f", data=b"x", xattrs={"user.big": b"v" * 65536, "user." + "k" * 250: b"v"})
+    assert "f" in [name for name, _ in entries(stream([ok]))]

@@ -37,6 +37,7 @@ import logging
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 
+from lxdocker.build import paths
 from lxdocker.build.plan import Plan, make_plan
 from lxdocker.build.tarreader import REGULAR_TYPES, TarReader
 from lxdocker.build.tarstream import Entry
@@ -47,11 +48,11 @@ from lxdocker.sources.layerindex import LayerIndex, LayerOpener, build
 log = logging.getLogger(__name__)
 
 LayerIndexer = Callable[[], LayerIndex]
-XATTR_PREFIX = "SCHILY.xattr."
 
 
-def _out_info(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
-    """A clean output header: canonical name, numeric owner, PAX xattrs only."""
+def _out_info(info: tarfile.TarInfo, name: str, label: str) -> tarfile.TarInfo:
+    """A clean output header: canonical name, numeric owner, PAX xattrs only (each
+    within what setxattr(2) takes, else a LayerError naming the layer)."""
     out = tarfile.TarInfo(name)
     out.type = tarfile.REGTYPE if info.type in REGULAR_TYPES else info.type
     out.mode = info.mode & 0o7777
@@ -64,9 +65,16 @@ def _out_info(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
         out.devmajor, out.devminor = info.devmajor, info.devminor
     # A PAX record with an empty value deletes the keyword (POSIX pax "extended
     # header"), so an empty xattr is no xattr; Go's archive/tar, hence umoci, agree.
-    out.pax_headers = {
-        k: v for k, v in sorted(info.pax_headers.items()) if k.startswith(XATTR_PREFIX) and v
-    }
+    if info.pax_headers:
+        out.pax_headers = {
+            k: v
+            for k, v in sorted(info.pax_headers.items())
+            if k.startswith(paths.XATTR_PREFIX) and v
+        }
+        try:
+            paths.check_xattrs(out.pax_headers, name)
+        except LayerError as e:
+            raise LayerError(f"{label}: {e}") from None
     return out
 
 
@@ -98,7 +106,7 @@ def _layer(
             ref = (index, ordinal)
             path = plan.dirs.get(ref)
             if path is not None:
-                yield Entry(_out_info(info, path))
+                yield Entry(_out_info(info, path, label))
                 continue
             kept = plan.inode(ref)
             if kept is None:
@@ -108,7 +116,7 @@ def _layer(
                 raise LayerError(
                     f"{label}: entry {quoted(info.name)} differs from the layer's index"
                 )
-            out = _out_info(info, head)
+            out = _out_info(info, head, label)
             yield Entry(out, reader.data() if out.isreg() and out.size > 0 else None)
             for link in links:
                 yield Entry(_link_info(out, link))

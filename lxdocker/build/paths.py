@@ -18,16 +18,24 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from lxdocker.errors import LayerError, quoted
-from lxdocker.limits import MAX_DEPTH, MAX_LINK, MAX_NAME, MAX_PATH
+from lxdocker.limits import (
+    MAX_DEPTH,
+    MAX_LINK,
+    MAX_NAME,
+    MAX_PATH,
+    MAX_XATTR_NAME,
+    MAX_XATTR_VALUE,
+)
 
 WHITEOUT_PREFIX = ".wh."
 # OCI image-spec layer.md: "opaque whiteout" marker; must be recognised before the
 # generic `.wh.` rule, otherwise it would look like a whiteout of ".wh..opq".
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 ROOT = ""  # the canonical name of the root directory (never an entry)
+XATTR_PREFIX = "SCHILY.xattr."  # PAX records of extended attributes (GNU tar, Go)
 # The longest name or path (in characters) whose bytes no limit needs to count,
 # a character being at most 4 bytes in UTF-8: MAX_NAME // 4, MAX_PATH // 4.
 _SHORT = 63
@@ -123,6 +131,22 @@ def check_link(target: str, name: str) -> None:
         )
 
 
+def check_xattrs(pax_headers: Mapping[str, str], name: str) -> None:
+    """Refuse an extended attribute (a SCHILY.xattr.* PAX record) that setxattr(2)
+    would refuse: a name over MAX_XATTR_NAME bytes or a value over MAX_XATTR_VALUE."""
+    for key, value in pax_headers.items():
+        if not key.startswith(XATTR_PREFIX):
+            continue
+        attr = key[len(XATTR_PREFIX) :]
+        size = _bytes(value)
+        if _bytes(attr) > MAX_XATTR_NAME or size > MAX_XATTR_VALUE:
+            raise LayerError(
+                f"entry {quoted(name)}: extended attribute {quoted(attr, 60)} of {size} "
+                f"bytes (Linux holds names of at most {MAX_XATTR_NAME} bytes and values of "
+                f"at most {MAX_XATTR_VALUE})"
+            )
+
+
 def escapes_root(name: str) -> bool:
     """True when `name` is absolute or climbs above the root with `..`."""
     try:
@@ -193,10 +217,12 @@ __all__ = [
     "OPAQUE_WHITEOUT",
     "ROOT",
     "WHITEOUT_PREFIX",
+    "XATTR_PREFIX",
     "ancestors",
     "basename",
     "check_lengths",
     "check_link",
+    "check_xattrs",
     "clean_name",
     "escapes_root",
     "is_below",

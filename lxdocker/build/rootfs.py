@@ -44,8 +44,7 @@ from lxdocker.build import lxcrootfs, paths
 from lxdocker.build.squashfs import check_names
 from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.config import ImageFormat
-from lxdocker.errors import LayerError, StoreError, ToolError, quoted
-from lxdocker.limits import MAX_XATTR_NAME, MAX_XATTR_VALUE
+from lxdocker.errors import StoreError, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +145,6 @@ def queue_backlog(jobs: int) -> int:
     return min(QUEUE_BACKLOG_PER_JOB * max(jobs, 1), QUEUE_BACKLOG_MAX)
 
 
-_XATTR = "SCHILY.xattr."
-
-
 def readable(entries: Iterable[Entry]) -> Iterator[Entry]:
     """`entries`, refusing (LayerError) one whose name, symlink target or xattrs
     LXD, LXC or squashfs could not hold."""
@@ -158,22 +154,8 @@ def readable(entries: Iterable[Entry]) -> Iterator[Entry]:
         if info.type == tarfile.SYMTYPE:
             paths.check_link(info.linkname, info.name)
         if info.pax_headers:
-            _check_xattrs(info)
+            paths.check_xattrs(info.pax_headers, info.name)
         yield entry
-
-
-def _check_xattrs(info: tarfile.TarInfo) -> None:
-    for key, value in info.pax_headers.items():
-        if not key.startswith(_XATTR):
-            continue
-        name = key[len(_XATTR) :].encode("utf-8", "surrogateescape")
-        size = len(value.encode("utf-8", "surrogateescape"))
-        if len(name) > MAX_XATTR_NAME or size > MAX_XATTR_VALUE:
-            raise LayerError(
-                f"entry {quoted(info.name)}: extended attribute {quoted(name, 60)} of "
-                f"{size} bytes (Linux holds names of at most {MAX_XATTR_NAME} bytes and "
-                f"values of at most {MAX_XATTR_VALUE})"
-            )
 
 
 def write_rootfs(
