@@ -239,11 +239,9 @@ def _write_through_tool(serialise: Serialiser, out: Path, argv: list[str]) -> No
     said as such. (Not for sqfstar, which may refuse an existing file.)"""
     name = Path(argv[0]).name
     held = None
-    try:
-        if name == "tar2sqfs":
+    if name == "tar2sqfs":
+        with contextlib.suppress(OSError):  # then the tool says what is wrong
             held = os.open(out, os.O_RDONLY | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise StoreError(f"{out}: cannot write: {e.strerror or e}") from None
     try:
         with tempfile.TemporaryFile() as errf:
             code, broken = _run_tool(serialise, out, argv, errf)
