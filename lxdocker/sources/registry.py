@@ -14,12 +14,10 @@ timeout, reads any answer whole and lets a non-JSON answer, a JSON list or a
 non-HTTP realm escape as a Python error. Credentials never enter a log line or an
 error message.
 
-Every answer is untrusted: each HTTP exchange has an overall deadline
-(`RetryPolicy.deadline`, `--request-timeout`, never later than the image's,
-lxdocker.deadline) enforced by a watchdog that shuts the connection down, so a
-server trickling one byte every few seconds cannot hold the run; bodies are read
-up to a bound; anything `requests` raises becomes a RegistryError naming the
-registry and the request.
+Every answer is untrusted: each HTTP exchange runs under an overall deadline
+(lxdocker.sources.exchange: `RetryPolicy.deadline`, `--request-timeout`, never
+later than the image's), bodies are read up to a bound, and anything `requests`
+raises becomes a RegistryError naming the registry and the request.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ import contextlib
 import logging
 import random
 import re
-import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -41,12 +37,10 @@ from typing import Any
 import oras.auth.utils
 import oras.provider
 import requests
-import requests.adapters
-import urllib3.connectionpool
 import urllib3.exceptions
 
-from lxdocker import deadline
 from lxdocker.errors import DeadlineError, DigestError, RegistryError, quoted
+from lxdocker.sources import exchange
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.credentials import auth_files, find_credentials
 from lxdocker.sources.oci import (
@@ -61,7 +55,6 @@ from lxdocker.sources.oci import (
 log = logging.getLogger(__name__)
 
 _LOCALHOSTS = ("localhost", "127.0.0.1", "[::1]")
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 # A token answer is a small JSON object (a JWT is a few kB); an error body is
 # only read for its `errors` messages.
 MAX_TOKEN_ANSWER = 1 << 20
@@ -81,92 +74,6 @@ class RetryPolicy:
     # download cut by it resumes where it stopped); None: the job's --request-timeout
     # (lxdocker.deadline), else DEFAULT_REQUEST_TIMEOUT.
     deadline: float | None = None
-
-
-_WATCH = threading.local()  # .dog: the _Watchdog of this thread's exchange
-
-
-class _Watchdog:
-    """Ends one HTTP exchange at its deadline, in whatever phase it is.
-
-    A read timeout restarts with every byte, so only an outside clock can end a
-    trickling answer: at the deadline a timer shuts the connection's socket down
-    (shutdown(2) wakes a thread blocked in recv; close does not), and the request
-    fails at once with whatever error the library makes of that; `fired` says why.
-    The connection is the one `_WatchedPool` hands this thread (redirects included).
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.fired = False
-        self._conn: Any = None
-        self._done = False
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Watchdog:
-        self._outer = getattr(_WATCH, "dog", None)
-        _WATCH.dog = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._done, self._conn = True, None
-        _WATCH.dog = self._outer
-
-    def attach(self, conn: Any) -> None:
-        with self._lock:
-            self._conn = conn
-            if self.fired:
-                self._shutdown()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if not self._done:
-                self.fired = True
-                self._shutdown()
-
-    def _shutdown(self) -> None:
-        sock = getattr(self._conn, "sock", None)
-        if sock is not None:
-            # socket.socket's own shutdown, also for an SSLSocket: its override
-            # would drop the SSL object under the reading thread's feet.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-def _watched(base: type[urllib3.connectionpool.HTTPConnectionPool]) -> type[Any]:
-    class Watched(base):  # type: ignore[valid-type,misc]
-        def _get_conn(self, timeout: float | None = None) -> Any:
-            conn = super()._get_conn(timeout)
-            dog = getattr(_WATCH, "dog", None)
-            if dog is not None:
-                dog.attach(conn)
-            return conn
-
-    return Watched
-
-
-_WATCHED_POOLS = {
-    "http": _watched(urllib3.connectionpool.HTTPConnectionPool),
-    "https": _watched(urllib3.connectionpool.HTTPSConnectionPool),
-}
-
-
-class _WatchedAdapter(requests.adapters.HTTPAdapter):
-    """requests' adapter with pools that tell the watchdog their connection."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
 
 
 @dataclass(frozen=True)
@@ -199,8 +106,7 @@ class RegistryClient:
             registry, insecure=bool(insecure), tls_verify=tls_verify, auth_backend="token"
         )
         self._session: requests.Session = self._oras.session
-        for prefix in ("https://", "http://"):
-            self._session.mount(prefix, _WatchedAdapter())
+        exchange.watch(self._session)
         self._auth_header: str | None = None
         creds = find_credentials(registry, auth_files(auth_file))
         self._creds_file: Path | None = None
@@ -257,7 +163,7 @@ class RegistryClient:
         if self._basic:
             headers["Authorization"] = f"Basic {self._basic}"
         server = f"the token server {quoted(realm, 100)}"
-        with self._exchange("GET", realm, headers, stream=True, params=params) as (resp, dog):
+        with self._exchange("GET", realm, headers, stream=True, params=params) as (resp, _):
             if resp.status_code != 200:
                 who = (
                     f"as user {self._user!r} (from {self._creds_file})"
@@ -268,7 +174,7 @@ class RegistryClient:
                     f"{self._what()}: authentication failed {who}: {server} "
                     f"refused the request (HTTP {resp.status_code})"
                 )
-            body = self._body(resp, dog, MAX_TOKEN_ANSWER, f"{self._what()}: {server}")
+            body = exchange.read_body(resp, MAX_TOKEN_ANSWER, f"{self._what()}: {server}")
         try:
             answer = load_json(body, f"{self._what()}: {server}")
         except RegistryError as e:
@@ -298,8 +204,6 @@ class RegistryClient:
         # Our credentials go to the registry only, never to a token server elsewhere.
         if self._auth_header and "Authorization" not in h and url.startswith(self._base):
             h["Authorization"] = self._auth_header
-        dog = getattr(_WATCH, "dog", None)
-        wait = self._retry.timeout if dog is None else min(self._retry.timeout, dog.seconds)
         return self._session.request(
             method,
             url,
@@ -307,7 +211,7 @@ class RegistryClient:
             params=params,
             stream=stream,
             verify=self._tls_verify,
-            timeout=max(wait, 0.001),
+            timeout=exchange.read_timeout(self._retry.timeout),
             allow_redirects=True,
         )
 
@@ -320,55 +224,17 @@ class RegistryClient:
         *,
         stream: bool,
         params: dict[str, str] | None = None,
-    ) -> Iterator[tuple[requests.Response, _Watchdog]]:
-        """One HTTP exchange under its deadline (the request's own, or what is left of
-        the image's, whichever ends first): the response, open until the body ends.
-
-        Errors of `requests` other than the transient ones (a redirect loop, a
-        redirect to ftp://, an invalid URL) become a RegistryError; any error after
-        the watchdog fired becomes a DeadlineError, and so does an exchange that seemed
-        to end well after it fired."""
-        deadline.check(f"{method} {_path_of(url)} at {self.registry}")
-        seconds, whose = deadline.request_budget(self._retry.deadline)
-        with _Watchdog(seconds) as dog:
-            try:
-                resp = self._send(method, url, headers, stream, params)
-                try:
-                    yield resp, dog
-                finally:
-                    resp.close()
-            except Exception as e:
-                if dog.fired:
-                    raise self._late(method, url, dog, whose) from None
-                if isinstance(e, requests.RequestException) and not isinstance(e, _TRANSIENT):
-                    raise RegistryError(
-                        f"{self._what()}: {method} {_path_of(url)}: {type(e).__name__}: "
-                        f"{quoted(str(e), 300)}"
-                    ) from None
-                raise
-            if dog.fired:  # what came may look complete: a shut socket reads as EOF
-                raise self._late(method, url, dog, whose)
-
-    def _late(self, method: str, url: str, dog: _Watchdog, spec: bool) -> DeadlineError:
-        d = deadline.current()
-        if spec and d is not None:
-            return DeadlineError(
-                f"{d.what}: gave up {method} {_path_of(url)} at {self.registry}: the "
-                f"conversion took longer than {d.seconds:.0f} s (--spec-timeout)"
-            )
-        return DeadlineError(
-            f"{self._what()}: {method} {_path_of(url)} took longer than "
-            f"{dog.seconds:.0f} s (--request-timeout)"
-        )
-
-    def _body(self, resp: requests.Response, dog: _Watchdog, limit: int, what: str) -> bytes:
-        """The whole (decoded) body, refused when larger than `limit`."""
-        raw = bytearray()
-        for chunk in resp.iter_content(1 << 16):
-            raw += chunk
-            if len(raw) > limit:
-                raise RegistryError(f"{what}: answer larger than {limit} bytes")
-        return bytes(raw)
+    ) -> Iterator[tuple[requests.Response, exchange.Watchdog]]:
+        """One HTTP exchange (lxdocker.sources.exchange) sent by `_send`."""
+        with exchange.watched(
+            lambda: self._send(method, url, headers, stream, params),
+            method,
+            url,
+            own=self._retry.deadline,
+            what=f"{self._what()}",
+            where=self.registry,
+        ) as got:
+            yield got
 
     def _delay(self, attempt: int) -> float:
         d = min(self._retry.max_backoff, self._retry.backoff * (2.0**attempt))
@@ -377,7 +243,7 @@ class RegistryClient:
     @contextlib.contextmanager
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, *, stream: bool = False
-    ) -> Iterator[tuple[requests.Response, _Watchdog]]:
+    ) -> Iterator[tuple[requests.Response, exchange.Watchdog]]:
         """One request with auth and 429/5xx/connection retries: the final response
         (and its watchdog), open while the body lasts."""
         headers = headers or {}
@@ -401,7 +267,7 @@ class RegistryClient:
                         self._insecure, self._scheme = True, "http"
                         continue
                     raise RegistryError(f"{self._what()}: TLS error: {e}") from None
-                except _TRANSIENT as e:
+                except exchange.TRANSIENT as e:
                     last = f"{type(e).__name__}"
                     log.warning(
                         "%s: %s %s failed (%s), retrying", self.registry, method, path, last
@@ -442,10 +308,10 @@ class RegistryClient:
             f"{self._what()}: {method} {path} failed after {self._retry.attempts} attempts ({last})"
         )
 
-    def _error(self, resp: requests.Response, dog: _Watchdog, what: str) -> RegistryError:
+    def _error(self, resp: requests.Response, what: str) -> RegistryError:
         detail = ""
         try:
-            body = self._body(resp, dog, MAX_ERROR_BODY, what)
+            body = exchange.read_body(resp, MAX_ERROR_BODY, what)
             errs = load_json(body, what).get("errors") or []
             if isinstance(errs, list):
                 detail = "; ".join(
@@ -453,7 +319,7 @@ class RegistryClient:
                     for e in errs[:5]
                     if isinstance(e, dict)
                 )
-        except (RegistryError, *_TRANSIENT):
+        except (RegistryError, *exchange.TRANSIENT):
             pass
         return RegistryError(f"{self._what()}: {what}: HTTP {resp.status_code} {detail}".rstrip())
 
@@ -464,14 +330,14 @@ class RegistryClient:
         for attempt in range(self._retry.attempts):
             with self.request("GET", f"/manifests/{ref}", {"Accept": ACCEPT}, stream=True) as (
                 resp,
-                dog,
+                _,
             ):
                 if resp.status_code != 200:
-                    raise self._error(resp, dog, f"manifest {quoted(ref, 100)}")
+                    raise self._error(resp, f"manifest {quoted(ref, 100)}")
                 try:
-                    raw = self._body(resp, dog, MAX_MANIFEST, what)
+                    raw = exchange.read_body(resp, MAX_MANIFEST, what)
                     break
-                except _TRANSIENT as e:
+                except exchange.TRANSIENT as e:
                     log.warning("%s: connection dropped (%s), retrying", what, type(e).__name__)
             self._sleep(self._delay(attempt))
         else:
@@ -514,7 +380,7 @@ class RegistryClient:
                         dog,
                     ):
                         self._receive(resp, dog, w, desc, progress)
-                except (*_TRANSIENT, urllib3.exceptions.HTTPError, DeadlineError) as e:
+                except (*exchange.TRANSIENT, urllib3.exceptions.HTTPError, DeadlineError) as e:
                     # Cut by the request's deadline after some progress: go on from
                     # there (the next request checks the image's own deadline first).
                     if isinstance(e, DeadlineError) and w.offset == before:
@@ -550,7 +416,7 @@ class RegistryClient:
     def _receive(
         self,
         resp: requests.Response,
-        dog: _Watchdog,
+        dog: exchange.Watchdog,
         w: Any,
         desc: Descriptor,
         progress: Callable[[int], None],
@@ -561,7 +427,7 @@ class RegistryClient:
         elif resp.status_code == 416 and w.offset == desc.size:
             return  # we already have everything; commit verifies it
         elif resp.status_code not in (200, 206):
-            raise self._error(resp, dog, f"blob {desc.digest}")
+            raise self._error(resp, f"blob {desc.digest}")
         try:
             for chunk in resp.raw.stream(1 << 20, decode_content=False):
                 w.write(chunk)
@@ -576,15 +442,6 @@ def _hostname(registry: str) -> str:
     if registry.startswith("["):
         return registry.split("]", 1)[0] + "]"
     return registry.partition(":")[0]
-
-
-def _path_of(url: str) -> str:
-    """What a log line shows of a URL: its path, bounded (never a query: tokens)."""
-    try:
-        path = urllib.parse.urlsplit(url).path
-    except ValueError:
-        path = "?"
-    return path if len(path) <= 200 else path[:200] + "..."
 
 
 def _retry_after(value: str | None, default: float) -> float:
