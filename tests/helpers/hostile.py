@@ -119,6 +119,11 @@ def endless_headers(reg: HostileRegistry, every: float) -> Behaviour:
     return answer
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients hang up on this server on purpose (a watchdog, a TLS probe): quiet."""
+
+
 def start(reg: HostileRegistry) -> ThreadingHTTPServer:
     class Serve(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -154,7 +159,7 @@ def start(reg: HostileRegistry) -> ThreadingHTTPServer:
         def do_HEAD(self) -> None:
             self._answer()
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    httpd = _Server(("127.0.0.1", 0), Serve)
     httpd.daemon_threads = True
     reg.host = f"127.0.0.1:{httpd.server_address[1]}"
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
