@@ -15,12 +15,13 @@ import logging
 import sys
 from pathlib import Path
 
-from lxdocker import __version__
+from lxdocker import __version__, deadline
 from lxdocker import arch as archmod
 from lxdocker.build.rootfs import SQUASHFS_COMPRESSORS
 from lxdocker.config import IMAGE_FORMATS
 from lxdocker.errors import LxdockerError
 from lxdocker.job import JobConfig, LockedError, run
+from lxdocker.limits import DEFAULT_ENTRIES, DEFAULT_SIZE, Limits
 from lxdocker.publish.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
 from lxdocker.publish.store import GRACE
 from lxdocker.publish.targets import parse_target
@@ -30,6 +31,20 @@ from lxdocker.summary import format_summary
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """A size for --max-size: bytes, or a number with K, M, G or T (powers of 1024)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        number = float(value.removesuffix(unit)) if unit else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64G)") from None
+    if not 0 < number * _UNITS[unit] < 1 << 62:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64G)")
+    return int(number * _UNITS[unit])
 
 
 class JsonFormatter(logging.Formatter):
@@ -162,6 +177,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a file in a target this long after no listing names it "
         f"(default {GRACE.total_seconds():.0f}: LXD caches the index for an hour)",
     )
+    p.add_argument(
+        "--max-entries",
+        type=int,
+        default=DEFAULT_ENTRIES,
+        metavar="N",
+        help="refuse a layer of more entries, or an image of more paths "
+        f"(default {DEFAULT_ENTRIES})",
+    )
+    p.add_argument(
+        "--max-size",
+        type=byte_size,
+        default=DEFAULT_SIZE,
+        metavar="SIZE",
+        help="refuse an image whose layers hold more uncompressed bytes, e.g. 100G "
+        f"(default {DEFAULT_SIZE >> 30}G)",
+    )
+    p.add_argument(
+        "--spec-timeout",
+        type=float,
+        default=deadline.DEFAULT_SPEC_TIMEOUT,
+        metavar="SECONDS",
+        help="give up resolving a spec, or converting one of its arches, after this "
+        f"long (default {deadline.DEFAULT_SPEC_TIMEOUT:.0f})",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=deadline.DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="give up one registry request after this long; a download goes on where it "
+        f"stopped (default {deadline.DEFAULT_REQUEST_TIMEOUT:.0f})",
+    )
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -229,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--delta-bases must be >= 0 and --delta-threshold in (0, 1]")
     if args.publish_grace < 0:
         parser.error("--publish-grace must be >= 0")
+    if args.max_entries < 1 or not args.spec_timeout > 0 or not args.request_timeout > 0:
+        parser.error("--max-entries, --spec-timeout and --request-timeout must be positive")
     try:
         arches = tuple(dict.fromkeys(archmod.by_debian(a) for a in args.arch))
         busybox, busyboxes = busybox_paths(args.busybox)
@@ -264,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         delta_threshold=args.delta_threshold,
         publish_to=targets,
         publish_grace=args.publish_grace,
+        limits=Limits(entries=args.max_entries, size=args.max_size),
+        spec_timeout=args.spec_timeout,
+        request_timeout=args.request_timeout,
     )
     try:
         summary = run(cfg)
@@ -275,4 +327,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     for line in format_summary(summary):
         log.info("%s", line)
-    return EXIT_FAILED if summary.failed or summary.failed_targets else EXIT_OK
+    return EXIT_OK if summary.ok else EXIT_FAILED

@@ -3,6 +3,11 @@
 Validation is pure and strict: an unknown key, a wrong type or a bad image name is
 a SpecError naming the file and the key, and one bad spec never stops the others
 (DESIGN section 3).
+
+A spec counts as removed (its image is unpublished) only when no file of its name
+is left in the directory: one that cannot be read (a dangling symlink, a
+directory, a FIFO, no permission, over MAX_SPEC bytes, YAML nested too deep) is a
+failed spec, and its published image stays.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import Any, Literal
 
 import yaml
 
+from lxdocker import smallfile
 from lxdocker.arch import NAMES as ARCH_NAMES
-from lxdocker.errors import SpecError
+from lxdocker.errors import SpecError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,8 @@ RestartPolicy = Literal["no", "on-failure", "always"]
 RESTART_POLICIES: tuple[str, ...] = ("no", "on-failure", "always")
 ImageFormat = Literal["squashfs", "gzip", "tar"]
 IMAGE_FORMATS: tuple[str, ...] = ("squashfs", "gzip", "tar")
+# A spec is a few lines; anything near this is not one.
+MAX_SPEC = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,21 @@ class SpecSet:
 def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SpecError(f"{path}: key '{key}' must be a list of strings")
+    for v in value:
+        _no_nul(path, key, v)
     return tuple(value)
 
 
 def _str(path: Path, key: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise SpecError(f"{path}: key '{key}' must be a non-empty string")
+    return _no_nul(path, key, value)
+
+
+def _no_nul(path: Path, key: str, value: str) -> str:
+    # No argument, variable, name or path a program gets can hold one (execve(2)).
+    if "\0" in value:
+        raise SpecError(f"{path}: key '{key}' contains a NUL byte")
     return value
 
 
@@ -89,10 +106,10 @@ def _env(path: Path, value: object) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for k, v in value.items():
         if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-            raise SpecError(f"{path}: key 'env': invalid variable name {k!r}")
+            raise SpecError(f"{path}: key 'env': invalid variable name {quoted(k, 80)}")
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise SpecError(f"{path}: key 'env.{k}' must be a string")
-        out.append((k, str(v)))
+        out.append((k, _no_nul(path, f"env.{k}", str(v))))
     return tuple(sorted(out))
 
 
@@ -103,7 +120,7 @@ def _arches(path: Path, value: object) -> tuple[str, ...]:
     unknown = [n for n in names if n not in ARCH_NAMES]
     if unknown:
         raise SpecError(
-            f"{path}: key 'architectures': unknown architecture {unknown[0]!r} "
+            f"{path}: key 'architectures': unknown architecture {quoted(unknown[0], 40)} "
             f"(Debian names: {', '.join(ARCH_NAMES)})"
         )
     return tuple(dict.fromkeys(names))  # in the spec's order, duplicates dropped
@@ -119,7 +136,13 @@ def parse_spec(path: Path, text: str) -> Spec:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: invalid YAML: {e}") from None
+        raise SpecError(f"{path}: invalid YAML: {quoted(str(e), 500)[1:-1]}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        # PyYAML's constructors let these through for values such as the date
+        # 2024-13-45 or an integer of 5000 digits.
+        raise SpecError(f"{path}: invalid YAML value: {quoted(str(e), 200)[1:-1]}") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: a spec must be a mapping with at least the key 'image'")
     kw: dict[str, Any] = {}
@@ -152,30 +175,45 @@ def parse_spec(path: Path, text: str) -> Spec:
                 )
             kw[key] = value
         else:
-            raise SpecError(f"{path}: unknown key {key!r}")
+            raise SpecError(f"{path}: unknown key {quoted(key, 80)}")
     if "image" not in kw:
         raise SpecError(f"{path}: missing required key 'image'")
     return Spec(name=name, path=path, **kw)
 
 
+def read_spec(path: Path) -> Spec:
+    """Read and validate one spec file; SpecError when it is not a readable regular
+    file (a dangling symlink, a directory, a FIFO: never waited for) or not a spec."""
+    try:
+        text = smallfile.read_text(path, MAX_SPEC)
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {smallfile.why(path, e)}") from None
+    except smallfile.NotSmallFile as e:
+        raise SpecError(f"{path}: cannot read: {e}") from None
+    return parse_spec(path, text)
+
+
 def load_specs(directory: Path) -> SpecSet:
-    """Load every *.yaml / *.yml at the top of `directory`; collect errors per file."""
+    """Load every *.yaml / *.yml at the top of `directory`; collect errors per file.
+
+    Every directory entry with such a name counts: one that cannot be read is an
+    error (its image stays published), only a name no longer there is a removal."""
     if not directory.is_dir():
         raise SpecError(f"{directory}: specs directory does not exist")
     specs: list[Spec] = []
     errors: list[SpecError] = []
     failed: list[str] = []
     seen: dict[str, Path] = {}
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    except OSError as e:
+        raise SpecError(f"{directory}: cannot list the specs directory: {e.strerror}") from None
     for path in files:
-        if not path.is_file():
-            continue
         try:
-            spec = parse_spec(path, path.read_text(encoding="utf-8"))
-        except (SpecError, OSError, UnicodeDecodeError) as e:
-            err = e if isinstance(e, SpecError) else SpecError(f"{path}: cannot read: {e}")
-            log.error("%s", err)
-            errors.append(err)
+            spec = read_spec(path)
+        except SpecError as e:
+            log.error("%s", e)
+            errors.append(e)
             failed.append(path.stem)
             continue
         if spec.name in seen:

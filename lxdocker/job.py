@@ -8,19 +8,30 @@ DESIGN section 13). A failing arch fails alone. Then prune, remove images whose 
 is gone, check the deltas still listed, clean leftovers of killed runs, GC the cache
 and copy the image directory's site to the publish targets (--publish-to).
 A failing spec never stops the others and never touches its published versions.
+
+Every failure is caught where it happens and reported in the summary: an
+LxdockerError as the spec's reason, anything else (a bug) as an internal error
+logged once with its traceback, naming the spec and arch; the run still does its
+work for the others (unpublishing removed specs, pruning, GC), each step failing
+alone. Each spec (resolving) and each arch (converting) runs under a deadline
+(`spec_timeout`, lxdocker.deadline), each registry request under its own
+(`request_timeout`), so no upstream can hold the run, and its lock, for longer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from lxdocker import RECIPE_VERSION
+from lxdocker import RECIPE_VERSION, deadline
 from lxdocker import arch as archmod
 from lxdocker.build import bundle, lxcrootfs
 from lxdocker.build.contract import runtime
@@ -28,8 +39,9 @@ from lxdocker.build.flatten import flatten
 from lxdocker.build.initscript import RunConfig
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
-from lxdocker.config import ImageFormat, Spec, load_specs
-from lxdocker.errors import LxdockerError, SpecError
+from lxdocker.config import NAME_RE, ImageFormat, Spec, load_specs
+from lxdocker.errors import LxdockerError, SpecError, quoted
+from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.lock import LockedError, job_lock
 from lxdocker.publish.delta import (
     DEFAULT_BASES,
@@ -77,6 +89,11 @@ from lxdocker.versioninfo import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# The `extra` of the one log record an unexpected exception makes (tests fail on it).
+INTERNAL_ERROR = "lxdocker_internal_error"
+# A reason in the summary is one line of a log; the error logged before it is whole.
+REASON_LIMIT = 2000
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,9 @@ class JobConfig:
     publish_to: tuple[TargetSpec, ...] = ()
     # Seconds a file stays in a target after no listing names it (LXD caches for 1 h).
     publish_grace: float = GRACE.total_seconds()
+    limits: Limits = DEFAULT_LIMITS  # entries and uncompressed bytes of an image's layers
+    spec_timeout: float = deadline.DEFAULT_SPEC_TIMEOUT  # resolving a spec; converting an arch
+    request_timeout: float = deadline.DEFAULT_REQUEST_TIMEOUT  # one registry request
 
 
 def is_current(
@@ -187,7 +207,11 @@ def build_version(
             )
         )
     entries = patch(
-        flatten(layer_openers(pulled, cache), indexes=layer_indexes(pulled, cache)),
+        flatten(
+            layer_openers(pulled, cache),
+            indexes=layer_indexes(pulled, cache, cfg.limits),
+            limits=cfg.limits,
+        ),
         image_config,
         spec,
         busybox=busybox,
@@ -232,20 +256,43 @@ def convert(
     xdelta3: str | None = None,
 ) -> list[SpecResult]:
     """Convert one spec for each of its arches: one fetch of the index, then one
-    version per arch. A failing arch fails alone; every LxdockerError becomes a
-    failed result naming the spec and the arch.
+    version per arch. A failing arch fails alone; every error becomes a failed
+    result naming the spec and the arch (never raised).
 
     With `xdelta3` (its path), a new squashfs version also gets verified deltas from
     the previous ones of its arch (cfg.delta_bases)."""
-    busyboxes = busyboxes or job_busyboxes(cfg)
-    arches = spec_arches(spec, cfg)
     try:
-        resolved = resolve_arches(spec_reference(spec), arches, auth_file=cfg.auth_file)
-    except LxdockerError as e:
-        for a in arches:
-            log.error("%s/%s: %s", spec.name, a.debian, e)
-        return [SpecResult(spec.name, "failed", reason=str(e), arch=a.debian) for a in arches]
+        arches = spec_arches(spec, cfg)
+    except KeyError as e:  # validated in config.py; a bug if it happens
+        return [failed(spec.name, "", e)]
+    try:
+        busyboxes = busyboxes or job_busyboxes(cfg)
+        with deadline.within(cfg.spec_timeout, spec.name, cfg.request_timeout):
+            resolved = resolve_arches(spec_reference(spec), arches, auth_file=cfg.auth_file)
+    except Exception as e:
+        return [failed(spec.name, a.debian, e) for a in arches]
     return [convert_arch(spec, cfg, resolved[a.debian], a, busyboxes, xdelta3) for a in arches]
+
+
+def failed(name: str, arch: str, e: Exception) -> SpecResult:
+    """The failed result of `name`/`arch` for `e`, logged: an LxdockerError as its
+    message, anything else as an internal error with its traceback, once."""
+    label = f"{name}/{arch}" if arch else name
+    if isinstance(e, LxdockerError):
+        log.error("%s: %s", label, e)
+        reason = str(e)
+    else:
+        reason = internal_error(label, e)
+    if len(reason) > REASON_LIMIT:
+        reason = reason[:REASON_LIMIT] + f"... ({len(reason)} characters)"
+    return SpecResult(name, "failed", reason=reason, arch=arch)
+
+
+def internal_error(what: str, e: Exception) -> str:
+    """Log an unexpected exception once, with its traceback; the summary's reason."""
+    reason = f"internal error (a bug: please report it): {type(e).__name__}: {quoted(str(e))}"
+    log.error("%s: %s", what, reason, exc_info=e, extra={INTERNAL_ERROR: True})
+    return reason
 
 
 def convert_arch(
@@ -256,73 +303,85 @@ def convert_arch(
     busyboxes: BusyboxSet,
     xdelta3: str | None = None,
 ) -> SpecResult:
-    started = time.monotonic()
     label = f"{spec.name}/{arch.debian}"
     try:
         if isinstance(resolved, LxdockerError):
             raise resolved
-        busybox = busyboxes.get(arch)
-        versions = complete_versions(cfg.lxdimages, spec.name, arch.debian)
-        newest = versions[-1] if versions else None
-        if not cfg.force and is_current(newest, resolved, spec, cfg, busybox):
-            assert newest is not None
-            log.info("%s: unchanged, newest version %s", label, newest.version)
-            return SpecResult(
-                spec.name,
-                "unchanged",
-                version=newest.version,
-                manifest_digest=resolved.manifest_digest,
-                arch=arch.debian,
-            )
-        cache = BlobCache(cfg.cache)
-        pulled = pull(resolved, cache, jobs=cfg.pull_jobs)
-        meta = image_meta(pulled, spec)
-        source = VersionSource(
-            image=spec.image,
-            tag=resolved.reference.tag or "",
-            manifest_digest=resolved.manifest_digest,
-            spec_digest=spec.digest(),
-            rootfs_format=cfg.imageformat,
-            meta=meta,
-            busybox=busybox.provenance(),
-            lxc=wants_lxc(spec, cfg),
-            runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
-            bundle=wants_bundle(spec, cfg),
-        )
+        with deadline.within(cfg.spec_timeout, label, cfg.request_timeout):
+            return _convert_arch(spec, cfg, resolved, arch, busyboxes, xdelta3)
+    except Exception as e:
+        return failed(spec.name, arch.debian, e)
 
-        def build(tmpdir: Path) -> None:
-            build_version(pulled, cache, spec, cfg, meta, tmpdir, busybox.path)
 
-        outcomes: list[DeltaOutcome] = []
-        bases = delta_bases(versions, cfg) if xdelta3 else []
-
-        def deltas(tmpdir: Path, rootfs: Artifact) -> list[Artifact]:
-            assert xdelta3 is not None
-            outcomes[:] = write_deltas(
-                xdelta3, cfg.lxdimages, bases, rootfs, tmpdir, cfg.delta_threshold
-            )
-            return [o.artifact for o in outcomes if o.artifact is not None]
-
-        info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
-        log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
-        same = [v.version for v in versions if v.fingerprint == info.fingerprint]
-        if same:
-            # The upstream tag went back to a digest built before: same bytes, and
-            # imgserver lists only the newest version of a fingerprint (streams.distinct).
-            log.info("%s: %s is the same image as %s again", label, info.version, same[-1])
+def _convert_arch(
+    spec: Spec,
+    cfg: JobConfig,
+    resolved: ResolvedImage,
+    arch: archmod.Arch,
+    busyboxes: BusyboxSet,
+    xdelta3: str | None,
+) -> SpecResult:
+    started = time.monotonic()
+    label = f"{spec.name}/{arch.debian}"
+    busybox = busyboxes.get(arch)
+    versions = complete_versions(cfg.lxdimages, spec.name, arch.debian)
+    newest = versions[-1] if versions else None
+    if not cfg.force and is_current(newest, resolved, spec, cfg, busybox):
+        assert newest is not None
+        log.info("%s: unchanged, newest version %s", label, newest.version)
         return SpecResult(
             spec.name,
-            "built",
-            version=info.version,
-            bytes_pulled=pulled.bytes_downloaded,
+            "unchanged",
+            version=newest.version,
             manifest_digest=resolved.manifest_digest,
-            deltas=tuple(outcomes),
-            seconds=time.monotonic() - started,
             arch=arch.debian,
         )
-    except LxdockerError as e:
-        log.error("%s: %s", label, e)
-        return SpecResult(spec.name, "failed", reason=str(e), arch=arch.debian)
+    cache = BlobCache(cfg.cache)
+    pulled = pull(resolved, cache, jobs=cfg.pull_jobs, limits=cfg.limits)
+    meta = image_meta(pulled, spec)
+    source = VersionSource(
+        image=spec.image,
+        tag=resolved.reference.tag or "",
+        manifest_digest=resolved.manifest_digest,
+        spec_digest=spec.digest(),
+        rootfs_format=cfg.imageformat,
+        meta=meta,
+        busybox=busybox.provenance(),
+        lxc=wants_lxc(spec, cfg),
+        runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
+        bundle=wants_bundle(spec, cfg),
+    )
+
+    def build(tmpdir: Path) -> None:
+        build_version(pulled, cache, spec, cfg, meta, tmpdir, busybox.path)
+
+    outcomes: list[DeltaOutcome] = []
+    bases = delta_bases(versions, cfg) if xdelta3 else []
+
+    def deltas(tmpdir: Path, rootfs: Artifact) -> list[Artifact]:
+        assert xdelta3 is not None
+        outcomes[:] = write_deltas(
+            xdelta3, cfg.lxdimages, bases, rootfs, tmpdir, cfg.delta_threshold
+        )
+        return [o.artifact for o in outcomes if o.artifact is not None]
+
+    info = publish(cfg.lxdimages, spec.name, source, build, extras=deltas if bases else None)
+    log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
+    same = [v.version for v in versions if v.fingerprint == info.fingerprint]
+    if same:
+        # The upstream tag went back to a digest built before: same bytes, and
+        # imgserver lists only the newest version of a fingerprint (streams.distinct).
+        log.info("%s: %s is the same image as %s again", label, info.version, same[-1])
+    return SpecResult(
+        spec.name,
+        "built",
+        version=info.version,
+        bytes_pulled=pulled.bytes_downloaded,
+        manifest_digest=resolved.manifest_digest,
+        deltas=tuple(outcomes),
+        seconds=time.monotonic() - started,
+        arch=arch.debian,
+    )
 
 
 def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
@@ -332,7 +391,9 @@ def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
 
 
 def published_names(lxdimages: Path) -> list[str]:
-    return sorted(p.name for p in lxdimages.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Image directories: named like an image (anything else an operator keeps there,
+    temp and trash directories included, is not ours to unpublish)."""
+    return sorted(p.name for p in lxdimages.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
 
 
 def kept_manifests(lxdimages: Path) -> set[str]:
@@ -340,7 +401,7 @@ def kept_manifests(lxdimages: Path) -> set[str]:
     digests: set[str] = set()
     for name in published_names(lxdimages):
         for archdir in (lxdimages / name).iterdir():
-            if archdir.is_dir():
+            if archdir.is_dir() and NAME_RE.fullmatch(archdir.name):
                 digests.update(
                     v.manifest_digest for v in complete_versions(lxdimages, name, archdir.name)
                 )
@@ -348,10 +409,26 @@ def kept_manifests(lxdimages: Path) -> set[str]:
 
 
 def run(cfg: JobConfig) -> Summary:
-    """The whole job under the lock. Raises SpecError for usage problems (exit 2)."""
+    """The whole job under the lock. Raises SpecError for usage problems (exit 2).
+
+    Every step after the conversions (prune, delta checks, unpublishing removed
+    specs, cache GC) runs whatever happened before it; one that fails is reported
+    in the summary's problems and the others still run."""
     started = time.monotonic()
+    problems: list[str] = []
+
+    def step(what: str, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except LxdockerError as e:
+            log.error("%s: %s", what, e)
+            problems.append(f"{what}: {e}")
+        except Exception as e:
+            problems.append(f"{what}: {internal_error(what, e)}")
+        return None
+
     with job_lock(cfg.lxdimages):
-        for leftover in clean_stale_temp(cfg.lxdimages):
+        for leftover in step("cleaning leftovers", lambda: clean_stale_temp(cfg.lxdimages)) or ():
             log.info("removed leftover of an interrupted run: %s", leftover)
         specset = load_specs(cfg.specs)
         specs = specset.specs
@@ -370,33 +447,45 @@ def run(cfg: JobConfig) -> Summary:
         xdelta3 = xdelta3_for_run() if cfg.deltas and cfg.imageformat == "squashfs" else None
         # Before converting: a version whose files changed since publishing is gone by
         # then, so its spec is no longer "unchanged" and gets built again.
-        check_published(cfg.lxdimages, xdelta3, cfg.delta_threshold)
+        step(
+            "checking published files",
+            lambda: check_published(cfg.lxdimages, xdelta3, cfg.delta_threshold),
+        )
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
             for per_arch in pool.map(lambda s: convert(s, cfg, busyboxes, xdelta3), specs):
                 results.extend(per_arch)
-        for path in prune(cfg.lxdimages, keep=cfg.keep):
+        for path in step("pruning", lambda: prune(cfg.lxdimages, keep=cfg.keep)) or ():
             log.info("pruned %s", path)
         if not cfg.only:
-            for name in published_names(cfg.lxdimages):
+            for name in step("listing images", lambda: published_names(cfg.lxdimages)) or ():
                 if name not in known:
                     log.info("%s: spec removed, unpublishing the image", name)
-                    remove_image(cfg.lxdimages, name)
-        roots = kept_manifests(cfg.lxdimages) | {
-            r.manifest_digest for r in results if r.manifest_digest
-        }
+                    step(
+                        f"{name}: unpublishing",
+                        functools.partial(remove_image, cfg.lxdimages, name),
+                    )
+        kept = step("listing kept manifests", lambda: kept_manifests(cfg.lxdimages))
+        roots = (kept or set()) | {r.manifest_digest for r in results if r.manifest_digest}
         if not cfg.only:  # with --only, other specs' arches may still need theirs
-            for d in busyboxes.prune_cache():
+            for d in step("busybox cache", busyboxes.prune_cache) or ():
                 log.info("cache: removed busybox %s no arch uses any more", d.name)
-        freed = gc(BlobCache(cfg.cache), roots)
+        # Without the list of kept versions, GC could delete what they need.
+        freed = step("cache GC", lambda: gc(BlobCache(cfg.cache), roots)) if kept is not None else 0
         if freed:
             log.info("cache: freed %d bytes of blobs no spec uses", freed)
         # The image directory is final for this run: copy it. A failing target
         # fails alone and never changes the image directory.
-        published = publish_all(cfg.lxdimages, cfg.publish_to, cfg.publish_grace)
+        published = (
+            step(
+                "publishing", lambda: publish_all(cfg.lxdimages, cfg.publish_to, cfg.publish_grace)
+            )
+            or []
+        )
     return Summary(
         tuple(sorted(results, key=lambda r: (r.name, r.arch))),
         time.monotonic() - started,
         tuple(published),
+        tuple(problems),
     )
 
 

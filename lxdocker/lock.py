@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from lxdocker.errors import LxdockerError
+from lxdocker.errors import LxdockerError, StoreError
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lxdocker.lock"
 
@@ -24,9 +27,12 @@ def job_lock(lxdimages: Path) -> Iterator[None]:
     flock is released by the kernel when the process dies, so a SIGKILLed run never
     leaves a stale lock behind.
     """
-    lxdimages.mkdir(parents=True, exist_ok=True)
     path = lxdimages / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lxdimages.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot create the run lock: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -35,8 +41,11 @@ def job_lock(lxdimages: Path) -> Iterator[None]:
             raise LockedError(
                 f"{path}: another lxdocker run (pid {holder}) is still working; exiting"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # a full disk: the lock holds anyway, the pid is a hint
+            log.warning("%s: cannot write the pid: %s", path, e.strerror or e)
         yield
     finally:
         os.close(fd)

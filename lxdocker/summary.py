@@ -35,6 +35,8 @@ class Summary:
     results: tuple[SpecResult, ...]
     seconds: float
     published: tuple[Outcome, ...] = ()  # one per --publish-to target
+    # Steps after the conversions that failed (pruning, cache GC, ...): "step: why".
+    problems: tuple[str, ...] = ()
 
     @property
     def bytes_pulled(self) -> int:
@@ -47,6 +49,10 @@ class Summary:
     @property
     def failed_targets(self) -> tuple[Outcome, ...]:
         return tuple(o for o in self.published if o.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.problems and not self.failed_targets
 
 
 def _mb(n: int) -> str:
@@ -71,6 +77,7 @@ def format_summary(summary: Summary) -> list[str]:
                 f"publish {o.target}: {o.uploaded} uploaded ({_mb(o.uploaded_bytes)}), "
                 f"{o.unchanged} unchanged, {o.deleted} deleted, {o.waiting} unlisted"
             )
+    lines.extend(f"FAILED: {p}" for p in summary.problems)
     counts = {
         s: sum(r.status == s for r in summary.results) for s in ("built", "unchanged", "failed")
     }

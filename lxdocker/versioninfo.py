@@ -21,20 +21,30 @@ An artifact also records the file's inode and mtime (ns) when it was hashed, so
 both sides can tell cheaply whether its bytes may have changed since (`verified`):
 a file overwritten in place or appended to must never be served under the sha256
 listed here. Files written before these were recorded read as 0 ("not recorded").
+
+Readers must survive any file: `from_json` and `check` raise StoreError for every
+malformed content (not JSON, nested too deep, a field of the wrong type, a value
+that would let a name escape), never another error, so one bad version.json is
+skipped without stopping the catalog or the job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lxdocker.errors import StoreError
+from lxdocker import smallfile
+from lxdocker.errors import StoreError, quoted
 
 VERSION_FILE = "version.json"
 FORMAT = 2
@@ -71,6 +81,8 @@ OPTIONAL_ROLES = {
 }
 # Roles that appear exactly once in every version.
 SINGLE_ROLES = (ROLE_META, ROLE_ROOTFS)
+# A version.json is a few kB (one artifact per delta); anything larger is not one.
+MAX_VERSION_FILE = 1 << 20
 
 
 def delta_name(base: str) -> str:
@@ -234,6 +246,7 @@ class VersionInfo:
 
     @classmethod
     def from_json(cls, text: str, where: str = "version.json") -> VersionInfo:
+        """Parse and check (`check`) a version.json; StoreError for anything wrong."""
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
@@ -245,7 +258,7 @@ class VersionInfo:
                     {"role": ROLE_ROOTFS, **data.pop("rootfs")},
                 ]
             elif fmt != FORMAT:
-                raise ValueError(f"format {fmt!r} is not one of {(*OLD_FORMATS, FORMAT)}")
+                raise ValueError(f"format {quoted(fmt, 40)} is not one of {(*OLD_FORMATS, FORMAT)}")
             raw = data["artifacts"]
             if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
                 raise ValueError("artifacts is not a list of objects")
@@ -258,27 +271,33 @@ class VersionInfo:
             if data.get("runtime") is not None:
                 data["runtime"] = Runtime.from_dict(data["runtime"])
             info = cls(**data)
-        except (ValueError, TypeError, KeyError) as e:
-            raise StoreError(f"{where}: invalid version.json: {e}") from None
+        except RecursionError:
+            raise StoreError(f"{where}: invalid version.json: nested too deeply") from None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise StoreError(f"{where}: invalid version.json: {quoted(str(e))[1:-1]}") from None
         info.check(where)
         return info
 
     @classmethod
     def load(cls, path: Path) -> VersionInfo:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+            text = smallfile.read_text(path, MAX_VERSION_FILE)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot read: {smallfile.why(path, e)}") from None
+        except smallfile.NotSmallFile as e:
             raise StoreError(f"{path}: cannot read: {e}") from None
         return cls.from_json(text, str(path))
 
     def check(self, where: str) -> None:
-        """Reject values that would let a file name or key escape its meaning."""
-        if not VERSION_RE.fullmatch(self.version):
-            raise StoreError(f"{where}: version {self.version!r} is not YYYYMMDD_HHMM")
+        """Reject values of the wrong type (every field, as annotated) and values that
+        would let a file name or key escape its meaning."""
+        _check_types(self, where)
+        if not VERSION_RE.fullmatch(self.version) or not _is_minute(self.version):
+            raise StoreError(f"{where}: version {quoted(self.version, 40)} is not YYYYMMDD_HHMM")
         if self.rootfs_format not in ROOTFS_FILES:
-            raise StoreError(f"{where}: unknown rootfs_format {self.rootfs_format!r}")
+            raise StoreError(f"{where}: unknown rootfs_format {quoted(self.rootfs_format, 40)}")
         if not SHA256_RE.fullmatch(self.fingerprint):
-            raise StoreError(f"{where}: {self.fingerprint!r} is not a sha256 hex digest")
+            raise StoreError(f"{where}: {quoted(self.fingerprint, 80)} is not a sha256 hex digest")
         names = [a.name for a in self.artifacts]
         if len(set(names)) != len(names):
             raise StoreError(f"{where}: a file is listed twice in artifacts")
@@ -292,16 +311,81 @@ class VersionInfo:
             _check_artifact(a, self, where)
 
 
+def _is_minute(key: str) -> bool:
+    try:
+        datetime.strptime(key, "%Y%m%d_%H%M")
+    except ValueError:
+        return False
+    return True
+
+
+def _check_types(obj: object, where: str) -> None:
+    """Every field of a dataclass (recursively) has its annotated type: str, int (not
+    bool), None, unions, tuple[X, ...], dict[K, V] and dataclasses are checked; a
+    field with another annotation is left alone."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if not _has_type(value, hints[f.name]):
+            raise StoreError(
+                f"{where}: {f.name!r} must be {_type_name(hints[f.name])}, not {quoted(value, 60)}"
+            )
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_types(value, where)
+        elif isinstance(value, tuple):
+            for item in value:
+                if dataclasses.is_dataclass(item) and not isinstance(item, type):
+                    _check_types(item, where)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _has_type(value: object, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None) or hint is None:
+        return value is None
+    if origin in (types.UnionType, typing.Union):
+        return any(_has_type(value, a) for a in args)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool, float):
+        return isinstance(value, hint)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return isinstance(value, tuple) and all(_has_type(v, args[0]) for v in value)
+    if origin is dict and len(args) == 2:
+        return isinstance(value, dict) and all(
+            _has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items()
+        )
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
 def _check_artifact(a: Artifact, info: VersionInfo, where: str) -> None:
     if not isinstance(a.name, str) or not FILE_NAME_RE.fullmatch(a.name) or a.name == VERSION_FILE:
-        raise StoreError(f"{where}: artifact file name {a.name!r} is not a plain file name")
+        raise StoreError(
+            f"{where}: artifact file name {quoted(a.name, 80)} is not a plain file name"
+        )
     if not isinstance(a.sha256, str) or not SHA256_RE.fullmatch(a.sha256):
-        raise StoreError(f"{where}: {a.name}: {a.sha256!r} is not a sha256 hex digest")
+        raise StoreError(f"{where}: {a.name}: {quoted(a.sha256, 80)} is not a sha256 hex digest")
     if not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0:
-        raise StoreError(f"{where}: {a.name}: size {a.size!r} is not a byte count")
+        raise StoreError(f"{where}: {a.name}: size {quoted(a.size, 40)} is not a byte count")
     for key, value in (("mtime_ns", a.mtime_ns), ("inode", a.inode)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise StoreError(f"{where}: {a.name}: {key} {value!r} is not a non-negative integer")
+            raise StoreError(
+                f"{where}: {a.name}: {key} {quoted(value, 40)} is not a non-negative integer"
+            )
     expected = {
         ROLE_META: META_FILE,
         ROLE_ROOTFS: ROOTFS_FILES[info.rootfs_format],
@@ -314,7 +398,9 @@ def _check_artifact(a: Artifact, info: VersionInfo, where: str) -> None:
         if info.rootfs_format != "squashfs":
             raise StoreError(f"{where}: {a.name}: deltas need a squashfs rootfs")
         if not VERSION_RE.fullmatch(a.base) or a.base >= info.version:
-            raise StoreError(f"{where}: {a.name}: base {a.base!r} is not an older version key")
+            raise StoreError(
+                f"{where}: {a.name}: base {quoted(a.base, 40)} is not an older version key"
+            )
         if a.name != delta_name(a.base):
             raise StoreError(f"{where}: the delta from {a.base} must be {delta_name(a.base)}")
     elif a.base:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from lxdocker.errors import DigestError
+from lxdocker.errors import DigestError, StoreError
 from lxdocker.sources.cache import BlobCache, gc
 from tests.helpers.images import Member, build_image, build_index, layer_tar, sha256
 
@@ -93,3 +95,30 @@ def test_concurrent_writers_of_one_blob_store_it_once(tmp_path: Path) -> None:
     assert sorted(copied) == [0] * 7 + [len(data)]
     assert cache.read(digest) == data
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [cache.path(digest)]
+
+
+def test_a_full_disk_is_a_store_error_that_says_so(tiny_disk: Path) -> None:
+    """A manifest stored on a full cache disk: the error names the file and says what
+    the disk said (before, an OSError ended the whole run with a traceback)."""
+    cache = BlobCache(tiny_disk)
+    data = os.urandom(2 << 20)
+    d = sha256(data)
+    with pytest.raises(StoreError, match=r"cache .*partial/\w+: cannot write: No space left"):
+        cache.put_bytes(d, data)
+    assert not cache.has(d)
+
+
+def test_gc_survives_garbage_in_cached_documents(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    keep = build_image([layer_tar([Member("a", data=b"1")])])
+    for b in (keep.manifest, *keep.blobs):
+        cache.put_bytes(b.digest, b.data)
+    deep = b'{"layers": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    odd = json.dumps(
+        {"config": {"digest": "sha256:../../x"}, "layers": [{"digest": 5}, "x"], "manifests": 1}
+    ).encode()
+    for doc in (deep, odd):
+        cache.put_bytes(sha256(doc), doc)
+    gc(cache, [keep.manifest.digest, sha256(deep), sha256(odd), "not a digest"])
+    kept = {keep.manifest.digest, keep.config.digest, *(b.digest for b in keep.layers)}
+    assert set(cache.digests()) == kept | {sha256(deep), sha256(odd)}

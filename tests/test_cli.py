@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker import arch
-from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, busybox_paths, main
+from lxdocker.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, busybox_paths, byte_size, main
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 
 HOST = arch.host().debian
@@ -108,3 +108,39 @@ def test_a_failing_publish_target_fails_the_run_not_the_images(
     blocker.unlink()
     assert main([*argv, "--publish-to", str(blocker / "www"), "--publish-to", str(good)]) == EXIT_OK
     assert f"publish {good}: 0 uploaded (0.0 MB)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1000", 1000),
+        ("64G", 64 << 30),
+        ("100g", 100 << 30),
+        ("1.5T", 3 << 39),
+        ("512MiB", 512 << 20),
+    ],
+)
+def test_max_size_takes_sizes_with_units(text: str, size: int) -> None:
+    assert byte_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["", "G", "-1G", "12X", "nan", "1e30T"])
+def test_bad_sizes_are_usage_errors(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([*make_world(tmp_path), "--max-size", bad])
+    assert e.value.code == EXIT_USAGE
+
+
+def test_limits_and_timeouts_reach_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = make_world(tmp_path)
+    assert main([*argv, "--max-entries", "1"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "entry 'etc/hostname': the layer has more than 1 entries (--max-entries)" in err
+    assert main([*argv, "--max-size", "1K", "--spec-timeout", "30"]) == EXIT_FAILED
+    assert "bytes uncompressed (--max-size)" in capsys.readouterr().err
+    for flag in ("--max-entries", "--spec-timeout", "--request-timeout"):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, flag, "0"])
+        assert e.value.code == EXIT_USAGE

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from lxdocker.config import Spec, load_specs, parse_spec
+from lxdocker.config import MAX_SPEC, Spec, load_specs, parse_spec
 from lxdocker.errors import SpecError
 
 
@@ -136,3 +138,43 @@ def test_lxc_and_bundle_keys_are_booleans_outside_the_digest(tmp_path: Path, key
     assert more.digest() == plain.digest()
     with pytest.raises(SpecError, match=rf"web\.yaml: key '{key}' must be true or false"):
         parse_spec(tmp_path / "web.yaml", f"image: nginx\n{key}: 'yes'\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        pytest.param(
+            lambda p: p.symlink_to(p.parent / "gone.txt"), "a symlink to nothing", id="dangling"
+        ),
+        pytest.param(lambda p: p.mkdir(), "a directory", id="directory"),
+        pytest.param(lambda p: os.mkfifo(p), "not a regular file", id="fifo"),
+        pytest.param(
+            lambda p: p.write_bytes(b"image: x\n#" + b"x" * MAX_SPEC), "larger than", id="huge"
+        ),
+        pytest.param(lambda p: p.write_bytes(b"image: \xff\xfe\n"), "not UTF-8", id="not_utf8"),
+        pytest.param(
+            lambda p: p.write_text("image: " + "[" * 50_000), "nested too deeply", id="deep"
+        ),
+        pytest.param(
+            lambda p: p.write_text("image: 2024-13-45\n"), "invalid YAML value", id="bad_date"
+        ),
+        pytest.param(
+            lambda p: p.write_text("image: x\nenv: {A: " + "9" * 5000 + "}\n"),
+            "invalid YAML value",
+            id="huge_int",
+        ),
+    ],
+)
+def test_a_spec_that_cannot_be_read_is_an_error_that_keeps_its_name(
+    tmp_path: Path, make: Callable[[Path], object], match: str
+) -> None:
+    """Its name goes to failed_names, so the job keeps the published image: only a
+    name that is gone from the directory is a removed spec."""
+    make(tmp_path / "web.yaml")
+    spec(tmp_path, "ok.yaml", "image: nginx\n")
+    specset = load_specs(tmp_path)
+    assert [s.name for s in specset.specs] == ["ok"]
+    assert specset.failed_names == ("web",)
+    (err,) = specset.errors
+    assert str(err).startswith(f"{tmp_path / 'web.yaml'}: ") and match in str(err)
+    assert len(str(err)) < 1000

@@ -24,6 +24,7 @@ from lxdocker.build import paths
 from lxdocker.build.flatten import LayerOpener, flatten
 from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS, write_tar
 from lxdocker.errors import LayerError
+from lxdocker.limits import Limits
 from lxdocker.sources import layerindex
 from tests.helpers.images import Member, layer_tar
 
@@ -425,8 +426,11 @@ def test_bad_checksum_is_an_error() -> None:
 
 
 def test_header_claiming_huge_size_is_an_error() -> None:
-    with pytest.raises(LayerError, match=r"ends early|truncated"):
+    # 1 TiB: over --max-size, refused by its header before any data is read.
+    with pytest.raises(LayerError, match=r"entry 'huge' \(1099511627776 bytes\).*--max-size"):
         stream(_raw_header("huge", 1 << 40) + b"\x00" * 4096)
+    with pytest.raises(LayerError, match=r"ends early|truncated"):
+        stream(_raw_header("huge", 1 << 30) + b"\x00" * 4096)
 
 
 def test_extended_header_claiming_huge_size_is_refused() -> None:
@@ -535,3 +539,25 @@ def test_memory_stays_bounded_with_a_1gib_file() -> None:
     )
     peak_kib = int(proc.stdout.strip())
     assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_layers_together_are_bounded_by_max_size() -> None:
+    """Each layer is within --max-size, the image is not: refused while streaming,
+    naming the layer and the entry that goes over."""
+    one = layer_tar([M("a", data=b"a" * 3000)])
+    two = layer_tar([M("b", data=b"b" * 3000)])
+    layers = Layers([one, two])
+    limits = Limits(size=7000)  # a layer is about 4 kB of stream
+    with pytest.raises(LayerError, match=r"layer 1: entry 'b' \(3000 bytes\): the image's"):
+        write_tar(flatten(layers.openers(), limits=limits), io.BytesIO())
+    assert len(stream(one, two)) > 6000  # the default limit takes them
+
+
+def test_an_xattr_setxattr_would_refuse_is_an_error_naming_the_layer() -> None:
+    big = M("f", data=b"x", xattrs={"user.big": b"v" * 65537})
+    with pytest.raises(
+        LayerError, match=r"layer 1: entry 'f': extended attribute 'user.big' of 65537"
+    ):
+        stream([M("a", data=b"a")], [big])
+    ok = M("f", data=b"x", xattrs={"user.big": b"v" * 65536, "user." + "k" * 250: b"v"})
+    assert "f" in [name for name, _ in entries(stream([ok]))]

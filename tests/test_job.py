@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -17,8 +20,11 @@ import pytest
 
 from imgserver import lxcindex
 from imgserver.catalog import Catalog
+from lxdocker import job
 from lxdocker.arch import by_debian
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
+from lxdocker.config import Spec
+from lxdocker.errors import StoreError
 from lxdocker.job import JobConfig, run
 from lxdocker.lock import job_lock
 from lxdocker.publish.lxcimage import lxc_arch
@@ -28,7 +34,20 @@ from lxdocker.summary import format_summary
 from lxdocker.versioninfo import ROLE_BUNDLE, VERSION_FILE, Runtime
 from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
-from tests.helpers.images import Member, build_image, build_index, layer_tar, write_oci_layout
+from tests.helpers.hostile import Behaviour, HostileRegistry, bearer, body, redirect, trickle
+from tests.helpers.images import (
+    OCI_MANIFEST as OCI,
+)
+from tests.helpers.images import (
+    Blob,
+    Image,
+    Member,
+    build_image,
+    build_index,
+    layer_tar,
+    sha256,
+    write_oci_layout,
+)
 from tests.helpers.registry import RunningRegistry, push_index
 from tests.helpers.versions import change_file
 
@@ -533,3 +552,284 @@ def test_a_rootfs_changed_after_publishing_is_built_again(
     assert hashlib.sha256(rootfs.read_bytes()).hexdigest() == now.rootfs.sha256
     assert now.rootfs.mtime_ns == rootfs.stat().st_mtime_ns
     assert run(config(world)).results[0].status == "unchanged"
+
+
+# --- hostile or broken input: one spec fails, clearly; the run does its work --------
+
+
+def snapshot(world: dict[str, Path], name: str) -> dict[str, str]:
+    """Every file of an image's published versions, by content: what the server serves."""
+    root = world["images"] / name
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def hostile_image(text: str = "hostile", **config: object) -> Image:
+    layer = layer_tar([Member("app", "dir"), Member("app/index.html", data=text.encode())])
+    return build_image([layer], config={"Cmd": ["/bin/sh"], **config})
+
+
+def manifest_with(image: Image, **layer0: object) -> bytes:
+    doc = json.loads(image.manifest.data)
+    doc["layers"][0].update(layer0)
+    return json.dumps(doc).encode()
+
+
+def serve(reg: HostileRegistry, repo: str, answer: Behaviour) -> None:
+    reg.behaviours[f"/v2/{repo}/manifests/"] = answer
+
+
+def test_hostile_registries_fail_their_spec_alone_and_the_run_does_its_work(
+    world: dict[str, Path], hostile: HostileRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each case of the issue that ended the run with a traceback (so removed specs
+    were never unpublished and the cache never collected): now a failed spec with
+    its reason, while the good spec builds, the removed one goes, GC runs."""
+    add_spec(world, "good")
+    add_spec(world, "gone", "bye")
+    assert run(config(world)).results[1].status == "built"
+    (world["specs"] / "gone.yaml").unlink()
+    img = hostile_image()
+    hostile.add(img)  # blobs for every repository, the manifest per case below
+    deep = "[" * 100_000 + "]" * 100_000
+    deep_config = Blob(img.config.media_type, f'{{"config": {{"x": {deep}}}}}'.encode())
+    hostile.blobs[deep_config.digest] = deep_config.data
+    deep_cfg_manifest = json.loads(img.manifest.data)
+    deep_cfg_manifest["config"] = deep_config.descriptor()
+    token = f"http://{hostile.host}/token"
+    cases: dict[str, tuple[Behaviour, str]] = {
+        "ann": (body(manifest_with(img, annotations=["a"]), OCI), "'annotations' must be an"),
+        "urls": (body(manifest_with(img, urls=5), OCI), "'urls' must be a list of strings"),
+        "deepm": (body(f'{{"layers": {deep}}}'.encode(), OCI), "JSON nested more than 64"),
+        "deepc": (body(json.dumps(deep_cfg_manifest).encode(), OCI), "JSON nested more than"),
+        "loop": (redirect(f"http://{hostile.host}/v2/h/loop/manifests/latest"), "TooManyRedir"),
+        "html": (bearer(token + "/html"), "not valid JSON"),
+        "list": (bearer(token + "/list"), "not a JSON object"),
+        "ftp": (bearer("ftp://127.0.0.1/token"), "is not an http(s) URL"),
+    }
+    hostile.behaviours["/token/html"] = body(b"<html>sign in</html>", "text/html")
+    hostile.behaviours["/token/list"] = body(b'["no", "token"]')
+    for name, (answer, _) in cases.items():
+        serve(hostile, f"h/{name}", answer)
+        (world["specs"] / f"{name}.yaml").write_text(f"image: {hostile.host}/h/{name}:latest\n")
+    (world["specs"] / "deepspec.yaml").write_text("image: " + "[" * 50_000)
+    stray = BlobCache(world["cache"]).put_bytes(sha256(b"stray"), b"stray")
+    add_spec(world, "good", "changed")
+    assert main(argv(world)) == EXIT_FAILED
+    err = capsys.readouterr().err
+    summary = run(config(world))
+    got = {r.name: (r.status, r.reason) for r in summary.results}
+    assert got.pop("good")[0] == "unchanged"  # built by main() above
+    assert got.pop("deepspec")[1].endswith("invalid YAML: nested too deeply")
+    for name, (_, reason) in cases.items():
+        status, why = got.pop(name)
+        assert status == "failed" and reason in why and len(why) < 600, (name, why)
+    assert got == {}
+    assert not (world["images"] / "gone").exists()  # the removed spec is unpublished
+    assert not stray.exists()  # and the cache was collected
+    assert "Traceback" not in err and f"ann/{ARCH}: FAILED: {hostile.host}/h/ann:latest" in err
+
+
+@pytest.mark.internal_error
+def test_an_unexpected_exception_fails_its_spec_once_and_the_run_goes_on(
+    world: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    no_internal_errors: list[logging.LogRecord],
+) -> None:
+    add_spec(world, "boom")
+    add_spec(world, "gone")
+    run(config(world))
+    (world["specs"] / "gone.yaml").unlink()
+    add_spec(world, "good")
+    add_spec(world, "boom", "v2")
+    real = job.build_version
+
+    def build_version(pulled: object, cache: object, spec: Spec, *args: object) -> None:
+        if spec.name == "boom":
+            raise TypeError("'NoneType' object is not subscriptable")
+        real(pulled, cache, spec, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(job, "build_version", build_version)
+    summary = run(config(world))
+    got = {r.name: (r.status, r.reason) for r in summary.results}
+    assert got["good"] == ("built", "")
+    assert got["boom"][0] == "failed"
+    assert got["boom"][1].startswith("internal error (a bug: please report it): TypeError:")
+    assert not (world["images"] / "gone").exists()
+    assert len(versions(world, "boom")) == 1  # the previous version stays
+    (record,) = no_internal_errors
+    assert record.getMessage().startswith(f"boom/{ARCH}: internal error")
+    assert record.exc_info is not None
+
+
+@pytest.mark.parametrize("kind", ["dangling_symlink", "directory", "fifo"])
+def test_a_spec_file_that_cannot_be_read_keeps_its_image(world: dict[str, Path], kind: str) -> None:
+    add_spec(world, "web")
+    run(config(world))
+    before = snapshot(world, "web")
+    path = world["specs"] / "web.yaml"
+    path.unlink()
+    if kind == "dangling_symlink":
+        path.symlink_to(world["specs"] / "moved-away.yaml")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    summary = run(config(world))
+    (result,) = summary.results
+    assert (result.name, result.status) == ("web", "failed")
+    assert str(path) in result.reason
+    assert snapshot(world, "web") == before
+    # Gone for real: unpublished.
+    path.unlink() if kind != "directory" else path.rmdir()
+    run(config(world))
+    assert not (world["images"] / "web").exists()
+
+
+def test_a_malformed_version_json_never_stops_unrelated_images(
+    world: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    add_spec(world, "a")
+    add_spec(world, "b")
+    run(config(world))
+    (bad,) = complete_versions(world["images"], "b", ARCH)
+    vf = world["images"] / "b" / ARCH / bad.version / VERSION_FILE
+    vf.write_text(vf.read_text().replace(f'"version": "{bad.version}"', '"version": 202612040417'))
+    add_spec(world, "a", "new")
+    summary = run(config(world))
+    assert {r.name: r.status for r in summary.results} == {"a": "built", "b": "built"}
+    assert summary.ok
+    said = [r for r in caplog.records if str(vf) in r.getMessage()]
+    assert len(said) == 1 and "'version' must be str" in said[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--spec-timeout", "2"], r"^slow: gave up GET .* 2 s \(--spec-timeout\)"),
+        (["--request-timeout", "2"], r"manifests/latest took longer than 2 s \(--request-timeout"),
+    ],
+)
+def test_a_trickling_registry_cannot_hold_the_run_or_the_lock(
+    world: dict[str, Path], hostile: HostileRegistry, flags: list[str], message: str
+) -> None:
+    add_spec(world, "good")
+    serve(hostile, "hostile/slow", trickle(hostile, b"{" + b" " * 5000 + b"}", 0.2))
+    (world["specs"] / "slow.yaml").write_text(f"image: {hostile.host}/hostile/slow:latest\n")
+    started = time.monotonic()
+    timeouts = {"spec_timeout": 60.0, "request_timeout": 60.0, **_flags(flags)}
+    summary = run(config(world, **timeouts))
+    assert time.monotonic() - started < 10
+    got = {r.name: r for r in summary.results}
+    assert got["good"].status == "built"
+    assert re.search(message, got["slow"].reason), got["slow"].reason
+    with job_lock(world["images"]):  # released: the next run gets it at once
+        pass
+
+
+def _flags(flags: list[str]) -> dict[str, float]:
+    return {flags[0].removeprefix("--").replace("-", "_"): float(flags[1])}
+
+
+def _two_versions(world: dict[str, Path], name: str, layer: bytes) -> Image:
+    """Publish `name` from a good image, then point its spec at one whose app layer is
+    `layer`; returns the second image."""
+    add_spec(world, name)
+    run(config(world))
+    base = layer_tar([Member("etc", "dir"), Member("etc/passwd", data=b"root:x:0:0::/:/x\n")])
+    image = build_image([base, layer])
+    write_oci_layout(world["src"] / f"{name}2", [image], tag="v1")
+    (world["specs"] / f"{name}.yaml").write_text(f"image: oci:{world['src'] / name}2:v1\n")
+    return image
+
+
+def test_a_188_byte_layer_with_a_40000_deep_path_is_refused_in_bounded_memory(
+    world: dict[str, Path],
+) -> None:
+    """It made the job's memory grow with the square of the depth (3.2 GB) and
+    published a 1.6 GB rootfs.tar."""
+    deep = layer_tar([Member("a/" * 40_000 + "f", data=b"x")])
+    image = _two_versions(world, "web", deep)
+    assert len(image.layers[1].data) < 300  # gzip: the layer is a few hundred bytes
+    before = snapshot(world, "web")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (result,) = run(config(world, imageformat="squashfs")).results
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) * 1024
+    assert result.status == "failed"
+    assert re.search(r"layer 1: entry 'a/a/a.*\(80001 char.*40001 components deep", result.reason)
+    assert grown < 100 << 20
+    assert snapshot(world, "web") == before  # the previous version is still served
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 5000, "is 5000 bytes long"),
+        ("d/" + "x" * 300, "has a component of 300 bytes"),
+    ],
+)
+def test_a_name_squashfs_cannot_hold_is_refused_and_nothing_is_published(
+    world: dict[str, Path], name: str, message: str
+) -> None:
+    """A 5000-byte name was "built" into a squashfs `unsquashfs -l` calls corrupt."""
+    _two_versions(world, "web", layer_tar([Member(name, data=b"x")]))
+    before = snapshot(world, "web")
+    (result,) = run(config(world, imageformat="squashfs")).results
+    assert result.status == "failed" and message in result.reason
+    assert "layer 1: entry" in result.reason
+    assert snapshot(world, "web") == before
+
+
+def test_a_5_mb_created_value_is_logged_short(
+    world: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer = layer_tar([Member("f", data=b"x")])
+    image = build_image([layer], created="2" * (5 << 20))
+    write_oci_layout(world["src"] / "big", [image], tag="v1")
+    (world["specs"] / "big.yaml").write_text(f"image: oci:{world['src'] / 'big'}:v1\n")
+    assert main(argv(world)) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "'created' '2222" in err and "(5242880 characters)" in err
+    assert len(err) < 5000
+
+
+def test_a_full_cache_disk_fails_the_spec_saying_so_and_the_run_goes_on(
+    world: dict[str, Path], tiny_disk: Path
+) -> None:
+    add_spec(world, "web")
+    (tiny_disk / "filler").write_bytes(b"\0" * ((1 << 20) - 4096 * 2))
+    on_tiny = dict(world, cache=tiny_disk)
+    summary = run(config(on_tiny))
+    (result,) = summary.results
+    assert result.status == "failed"
+    assert "No space left on device" in result.reason and str(tiny_disk) in result.reason
+    (tiny_disk / "filler").unlink()
+    assert run(config(on_tiny)).results[0].status == "built"
+
+
+def test_a_failing_step_after_the_conversions_is_reported_and_the_others_run(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_spec(world, "web")
+    add_spec(world, "gone")
+    run(config(world))
+    (world["specs"] / "gone.yaml").unlink()
+    stray = BlobCache(world["cache"]).put_bytes(sha256(b"stray"), b"stray")
+    (world["images"] / "Notes").mkdir()  # not ours: never unpublished, no error
+    (world["images"] / "web" / "Old-Arch").mkdir()
+
+    def prune(*args: object, **kw: object) -> list[Path]:
+        raise StoreError("/srv/images/web/amd64/20240101_0000: cannot remove: Device busy")
+
+    monkeypatch.setattr(job, "prune", prune)
+    assert main(argv(world)) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "FAILED: pruning: /srv/images/web/amd64/20240101_0000: cannot remove" in err
+    assert not (world["images"] / "gone").exists() and (world["images"] / "Notes").is_dir()
+    assert not stray.exists()
+    monkeypatch.undo()
+    summary = run(config(world))
+    assert summary.ok and [r.status for r in summary.results] == ["unchanged"]

@@ -7,9 +7,13 @@ import json
 import pytest
 
 from lxdocker import arch
-from lxdocker.errors import DigestError, RegistryError
+from lxdocker.errors import DigestError, RegistryError, StoreError
+from lxdocker.publish.lxdimage import creation_epoch
 from lxdocker.sources.oci import (
     DOCKER_SCHEMA1_SIGNED,
+    MAX_CONFIG,
+    MAX_MANIFEST,
+    OCI_MANIFEST,
     ImageConfig,
     Index,
     Manifest,
@@ -125,3 +129,83 @@ def test_verify_bytes() -> None:
     )
     with pytest.raises(DigestError, match="digest mismatch"):
         verify_bytes(b"y", "sha256:" + "0" * 64, "manifest m")
+
+
+# -- hostile documents: every wrong type is a RegistryError naming the field ----------
+
+
+def _manifest_with(layer_extra: dict[str, object]) -> bytes:
+    img = build_image([layer_tar([Member("f", data=b"x")])])
+    doc = json.loads(img.manifest.data)
+    doc["layers"][0].update(layer_extra)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        pytest.param({"annotations": ["a", "b"]}, "'annotations' must be an object", id="ann_list"),
+        pytest.param({"annotations": {"k": 5}}, "'annotations' must be an object", id="ann_int"),
+        pytest.param({"urls": 5}, "'urls' must be a list of strings", id="urls_int"),
+        pytest.param({"urls": [{"u": 1}]}, "'urls' must be a list of strings", id="urls_obj"),
+        pytest.param({"mediaType": ["x"]}, "'mediaType' must be a string", id="type_list"),
+        pytest.param({"platform": "linux"}, "'platform' must be an object", id="platform_str"),
+        pytest.param({"platform": {"os": 1}}, "'os' must be a string", id="platform_os_int"),
+        pytest.param({"size": True}, "has no valid size", id="size_bool"),
+        pytest.param(
+            {"digest": "sha256:" + "x" * 5000}, r"malformed digest .*\(5007 char", id="long"
+        ),
+    ],
+)
+def test_descriptor_fields_of_the_wrong_type_are_refused(
+    extra: dict[str, object], match: str
+) -> None:
+    with pytest.raises((RegistryError, DigestError), match=match) as e:
+        parse_manifest(_manifest_with(extra), "", "repo/app:1")
+    assert "repo/app:1 layer 0" in str(e.value) and len(str(e.value)) < 500
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deeply_nested_documents_are_refused(depth: int) -> None:
+    deep = "[" * depth + "]" * depth
+    doc = f'{{"schemaVersion": 2, "mediaType": "{OCI_MANIFEST}", "x": {deep}}}'
+    with pytest.raises(RegistryError, match="JSON nested more than 64 levels deep"):
+        parse_manifest(doc.encode(), "", "img")
+    with pytest.raises(RegistryError, match="JSON nested more than 64 levels deep"):
+        ImageConfig.parse(f'{{"config": {{"Labels": {{}}, "x": {deep}}}}}'.encode())
+
+
+def test_oversized_documents_are_refused() -> None:
+    with pytest.raises(RegistryError, match=f"larger than {MAX_MANIFEST} bytes"):
+        parse_manifest(b" " * (MAX_MANIFEST + 1), "", "img")
+    with pytest.raises(RegistryError, match=f"larger than {MAX_CONFIG} bytes"):
+        ImageConfig.parse(b" " * (MAX_CONFIG + 1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created", 5),
+        ("architecture", ["amd64"]),
+        ("os", {"linux": True}),
+        ("config.User", 0),
+        ("config.WorkingDir", ["/"]),
+        ("config.Labels", {"a": 1}),
+        ("config.Env", "PATH=/bin"),
+    ],
+)
+def test_config_fields_of_the_wrong_type_are_refused(field: str, value: object) -> None:
+    cfg: dict[str, object] = {"architecture": "amd64", "os": "linux", "config": {}}
+    if field.startswith("config."):
+        cfg["config"] = {field.split(".", 1)[1]: value}
+    else:
+        cfg[field] = value
+    with pytest.raises(RegistryError, match=repr(field.split(".")[-1])):
+        ImageConfig.parse(json.dumps(cfg).encode(), "img config")
+
+
+def test_a_huge_created_value_is_quoted_short() -> None:
+    cfg = ImageConfig.parse(json.dumps({"created": "2" * (5 << 20)}).encode())
+    with pytest.raises(StoreError, match=r"'created' '2222.*\(5242880 characters\)") as e:
+        creation_epoch(cfg.created)
+    assert len(str(e.value)) < 300

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import posixpath
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lxdocker.build import paths
 from lxdocker.errors import LayerError
@@ -21,7 +25,7 @@ from lxdocker.errors import LayerError
         pytest.param(".", "", id="dot_is_root"),
         pytest.param("./", "", id="dot_slash_is_root"),
         pytest.param("caf\udce9", "caf\udce9", id="non_utf8_bytes_kept"),
-        pytest.param("a/" + "x" * 300, "a/" + "x" * 300, id="long_name_kept"),
+        pytest.param("a/" + "x" * 255 + "/y", "a/" + "x" * 255 + "/y", id="long_name_kept"),
         pytest.param("...", "...", id="three_dots_is_a_name"),
     ],
 )
@@ -110,3 +114,70 @@ def test_ancestors(path: str, expected: list[str]) -> None:
 )
 def test_is_below(path: str, ancestor: str, below: bool) -> None:
     assert paths.is_below(path, ancestor) is below
+
+
+# -- what LXD, LXC and squashfs can hold (lxdocker.limits) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        pytest.param("a/" + "x" * 256, "component of 256 bytes", id="name_256"),
+        pytest.param("a" * 4000, "component of 4000 bytes", id="name_4000"),
+        pytest.param("a" * 5000, "is 5000 bytes long", id="name_5000"),
+        # 86 three-byte characters: 86 characters but 258 bytes, the limit is in bytes.
+        pytest.param("\u20ac" * 86, "component of 258 bytes", id="name_258_utf8_bytes"),
+        pytest.param("\udcff" * 256, "component of 256 bytes", id="name_256_raw_bytes"),
+        pytest.param("/".join(["d" * 200] * 21), "is 4220 bytes long", id="path_4220"),
+        pytest.param("/".join("a" * 257), "257 components deep", id="depth_257"),
+        pytest.param("a/" * 40_000, "40000 components deep", id="depth_40000"),
+    ],
+)
+def test_names_lxd_cannot_hold_are_refused(raw: str, match: str) -> None:
+    with pytest.raises(LayerError, match=match) as e:
+        paths.clean_name(raw)
+    assert len(str(e.value)) < 500  # the name is quoted, not logged whole
+    with pytest.raises(LayerError, match=match):
+        paths.check_lengths(paths.clean_name(raw.replace("\udcff", "b")[: len(raw)]))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("a/" + "x" * 255, id="name_255"),
+        pytest.param("\u20ac" * 85, id="name_255_utf8_bytes"),
+        pytest.param("/".join(["d" * 200] * 20) + "/" + "e" * 73, id="path_4094"),
+        pytest.param("/".join("a" * 256), id="depth_256"),
+        pytest.param("./" * 3000 + "a", id="many_dots_clean_to_one_name"),
+    ],
+)
+def test_names_at_the_limits_are_kept(raw: str) -> None:
+    clean = paths.clean_name(raw)
+    paths.check_lengths(clean)
+    assert clean == raw.removeprefix("./" * 3000)
+
+
+def test_symlink_targets_are_bounded_by_bytes() -> None:
+    paths.check_link("t" * 4095, "l")
+    paths.check_link("\u20ac" * 1365, "l")  # 4095 bytes
+    with pytest.raises(LayerError, match="symlink 'l': its target is 4096 bytes long"):
+        paths.check_link("t" * 4096, "l")
+    with pytest.raises(LayerError, match="its target is 4098 bytes long"):
+        paths.check_link("\u20ac" * 1366, "l")
+
+
+_NAME_PARTS = st.sampled_from(["a", "b", ".", "..", "", ".x", "x.", "..y", "\u20ac", "\udcff"])
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(st.lists(_NAME_PARTS, max_size=8).map("/".join), st.booleans())
+def test_clean_name_is_posix_normalisation_inside_the_root(name: str, slash: bool) -> None:
+    """Whatever path canonical names take (fast or slow), the answer is normpath's,
+    with "." as the root and anything that climbs out or is absolute refused."""
+    name = "/" + name if slash else name
+    expected = posixpath.normpath(name) if name else "."
+    if expected.startswith(("/", "../")) or expected == "..":
+        with pytest.raises(LayerError):
+            paths.clean_name(name)
+    else:
+        assert paths.clean_name(name) == ("" if expected == "." else expected)

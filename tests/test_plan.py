@@ -7,11 +7,13 @@ test_umoci_equivalence.py; these tests pin what the flattener relies on.
 from __future__ import annotations
 
 import tarfile
+import tracemalloc
 
 import pytest
 
 from lxdocker.build.plan import make_plan
 from lxdocker.errors import LayerError
+from lxdocker.limits import Limits
 from lxdocker.sources.layerindex import Header
 
 REG, DIR, LNK, SYM = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
@@ -64,3 +66,55 @@ def test_implicit_dirs_inherit_setgid_and_group() -> None:
 def test_refused(layers: list[list[Header]], message: str) -> None:
     with pytest.raises(LayerError, match=message):
         make_plan(layers, [f"l{i}" for i in range(len(layers))])
+
+
+# -- limits (lxdocker.limits): refused with the layer and the entry, memory bounded ----
+
+
+def test_a_path_40000_components_deep_is_refused_in_bounded_memory() -> None:
+    """The issue's 188-byte layer: one entry 40 000 components deep made the plan
+    imply 40 000 directories (3.2 GB of paths). Refused before any is created."""
+    name = "a/" * 40_000 + "f"
+    tracemalloc.start()
+    try:
+        with pytest.raises(LayerError, match=r"l0: entry 'a/a/a.*40001 components deep"):
+            make_plan([[h(name)]], ["l0"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * len(name) + (1 << 20)
+
+
+def test_implied_directories_are_paid_for_by_their_path_bytes() -> None:
+    """Deep paths under the depth limit, each with its own chain of implied parent
+    directories: the paths of those directories grow with depth squared, so they are
+    bounded by bytes (256 per allowed entry), not by count."""
+    limits = Limits(entries=100)  # 25 600 bytes of implied directory paths
+    deep = "/".join(["d"] * 100)
+    layer = [h(f"x{i}/{deep}/f") for i in range(10)]
+    with pytest.raises(LayerError, match=r"l0: entry 'x2/d/d.*more parent directories than 25600"):
+        make_plan([layer], ["l0"], limits)
+    # Listed directories cost nothing extra: the same tree with its directories is fine.
+    listed: list[Header] = []
+    for i in range(3):
+        parts = [f"x{i}", *["d"] * 100]
+        listed += [h("/".join(parts[:n]), DIR, mode=0o755) for n in range(1, len(parts) + 1)]
+        listed.append(h(f"x{i}/{deep}/f"))
+    assert len(make_plan([listed], ["l0"], Limits(entries=400)).inodes) == 3
+
+
+def test_entries_per_layer_and_paths_per_image_are_bounded() -> None:
+    limits = Limits(entries=3)
+    with pytest.raises(LayerError, match=r"l0: has 4 entries, more than 3 \(--max-entries\)"):
+        make_plan([[h("a"), h("b"), h("c"), h("d")]], ["l0"], limits)
+    with pytest.raises(LayerError, match=r"l1: the image would hold 5 paths, more than 3"):
+        make_plan([[h("a"), h("b")], [h("c"), h("d"), h("e")]], ["l0", "l1"], limits)
+    # Replacing paths does not count twice.
+    plan = make_plan([[h("a"), h("b"), h("c")], [h("a"), h("b"), h("c")]], ["l0", "l1"], limits)
+    assert len(plan.inodes) == 3
+
+
+def test_symlink_target_longer_than_symlink_2_allows_is_refused() -> None:
+    with pytest.raises(LayerError, match=r"l0: entry 'l': symlink 'l': its target is 4096"):
+        make_plan([[h("l", SYM, "t" * 4096)]], ["l0"])
+    assert make_plan([[h("l", SYM, "t" * 4095)]], ["l0"]).inodes == {(0, 0): ("l", ())}

@@ -5,18 +5,31 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from lxdocker import arch
-from lxdocker.errors import RegistryError
+from lxdocker import arch, deadline
+from lxdocker.errors import DeadlineError, RegistryError, StoreError
 from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.oci import Descriptor
 from lxdocker.sources.pull import pull, resolve
 from lxdocker.sources.registry import RegistryClient, RetryPolicy
-from tests.helpers.images import Member, build_image, layer_tar
+from tests.helpers.hostile import (
+    Behaviour,
+    Handler,
+    HostileRegistry,
+    bearer,
+    body,
+    endless_headers,
+    redirect,
+    send,
+    trickle,
+)
+from tests.helpers.images import Blob, Member, build_image, layer_tar
 from tests.helpers.registry import PASSWORD, USER, FaultProxy, RunningRegistry, push_image
 
 pytestmark = pytest.mark.registry
@@ -221,13 +234,150 @@ def test_localhost_http_fallback_is_safe_for_concurrent_requests(
             self.nested = False
 
         def _send(
-            self, method: str, url: str, headers: dict[str, str], stream: bool
+            self,
+            method: str,
+            url: str,
+            headers: dict[str, str],
+            stream: bool,
+            params: dict[str, str] | None = None,
         ) -> requests.Response:
             if not self.nested:
                 self.nested = True
-                self.request("GET", "/tags/list").close()  # switches to HTTP
-            return super()._send(method, url, headers, stream)
+                with self.request("GET", "/tags/list"):  # switches to HTTP
+                    pass
+            return super()._send(method, url, headers, stream, params)
 
     client = Interleaved()
-    resp = client.request("GET", f"/blobs/{img.layers[0].digest}")
-    assert resp.status_code == 200 and resp.content == img.layers[0].data
+    with client.request("GET", f"/blobs/{img.layers[0].digest}") as (resp, _):
+        assert resp.status_code == 200 and resp.content == img.layers[0].data
+
+
+# -- a hostile registry (tests/helpers/hostile.py): clear errors, bounded time -------
+
+
+def _hostile_client(reg: HostileRegistry, **policy: float) -> RegistryClient:
+    return RegistryClient(
+        reg.host,
+        "hostile/app",
+        insecure=True,
+        retry=RetryPolicy(**policy),  # type: ignore[arg-type]
+        sleep=lambda s: None,
+    )
+
+
+def test_redirect_loop_is_a_registry_error(hostile: HostileRegistry) -> None:
+    loop = f"http://{hostile.host}/v2/hostile/app/manifests/latest"
+    hostile.behaviours["/manifests/"] = redirect(loop)
+    with pytest.raises(RegistryError, match=r"GET /v2/hostile/app/manifests/latest: TooMany"):
+        _hostile_client(hostile).get_manifest("latest")
+
+
+def test_redirect_to_ftp_is_a_registry_error(hostile: HostileRegistry) -> None:
+    hostile.behaviours["/blobs/"] = redirect("ftp://127.0.0.1/blob")
+    layer = Blob("application/vnd.oci.image.layer.v1.tar", b"x")
+    with pytest.raises(RegistryError, match=r"blobs/sha256:\w+: InvalidSchema"):
+        _hostile_client(hostile).fetch_blob(_desc(layer), BlobCache(Path("/nonexistent")))
+
+
+def _desc(b: Blob) -> Descriptor:
+    return Descriptor(b.media_type, b.digest, len(b.data))
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        pytest.param(body(b"<html>login</html>", "text/html"), "not valid JSON", id="html"),
+        pytest.param(body(b'["token"]'), "not a JSON object", id="json_list"),
+        pytest.param(body(b'{"token": 5}'), "without a valid token", id="token_not_a_string"),
+        pytest.param(body(b'{"token": "a\\r\\nX-Evil: 1"}'), "without a valid token", id="crlf"),
+        pytest.param(body(b"[" * 100_000 + b"]" * 100_000), "nested", id="deep"),
+        pytest.param(body(b"x" * (2 << 20)), "larger than 1048576 bytes", id="huge"),
+    ],
+)
+def test_token_server_answering_garbage_is_a_registry_error(
+    hostile: HostileRegistry, answer: Behaviour, match: str
+) -> None:
+    hostile.behaviours["/manifests/"] = bearer(f"http://{hostile.host}/token")
+    hostile.behaviours["/token"] = answer
+    with pytest.raises(RegistryError, match=match) as e:
+        _hostile_client(hostile).get_manifest("latest")
+    assert f"token server 'http://{hostile.host}/token'" in str(e.value)
+
+
+@pytest.mark.parametrize("realm", ["ftp://127.0.0.1/token", "", "token-server", "http://"])
+def test_token_realm_that_is_not_http_is_a_registry_error(
+    hostile: HostileRegistry, realm: str
+) -> None:
+    hostile.behaviours["/manifests/"] = bearer(realm)
+    with pytest.raises(RegistryError, match=r"is not an http\(s\) URL"):
+        _hostile_client(hostile).get_manifest("latest")
+    assert not any("token" in r for r in hostile.requests)
+
+
+def test_trickling_manifest_ends_at_the_request_deadline(hostile: HostileRegistry) -> None:
+    # 0.1 s per byte: every read succeeds well within the 1 s read timeout, so only
+    # the overall deadline can end it (the whole manifest would take 100 s).
+    hostile.behaviours["/manifests/"] = trickle(hostile, b"{" + b" " * 1000 + b"}", 0.1)
+    started = time.monotonic()
+    with pytest.raises(DeadlineError, match=r"manifests/latest took longer than 2 s \(--request"):
+        _hostile_client(hostile, deadline=2.0, timeout=1.0).get_manifest("latest")
+    assert time.monotonic() - started < 4
+
+
+def test_headers_that_never_end_end_at_the_request_deadline(hostile: HostileRegistry) -> None:
+    hostile.behaviours["/manifests/"] = endless_headers(hostile, 0.1)
+    started = time.monotonic()
+    with pytest.raises(DeadlineError, match="took longer than 2 s"):
+        _hostile_client(hostile, deadline=2.0, timeout=1.0).get_manifest("latest")
+    assert time.monotonic() - started < 4
+
+
+def test_the_image_deadline_ends_a_request_before_its_own(hostile: HostileRegistry) -> None:
+    hostile.behaviours["/manifests/"] = trickle(hostile, b"{" + b" " * 1000 + b"}", 0.1)
+    started = time.monotonic()
+    with (
+        deadline.within(1.5, "web/amd64"),
+        pytest.raises(DeadlineError, match=r"web/amd64: gave up GET .* 2 s \(--spec-timeout\)"),
+    ):
+        _hostile_client(hostile, deadline=60.0).get_manifest("latest")
+    assert time.monotonic() - started < 3.5
+    with deadline.within(0.0, "late"), pytest.raises(DeadlineError, match="late: gave up GET"):
+        _hostile_client(hostile).get_manifest("latest")
+
+
+def test_a_download_cut_by_the_request_deadline_resumes(
+    hostile: HostileRegistry, tmp_path: Path
+) -> None:
+    blob = Blob("application/vnd.oci.image.layer.v1.tar", bytes(range(40)))
+    hostile.behaviours["/blobs/"] = trickle(hostile, blob.data, 0.05)  # 2 s in all
+    cache = BlobCache(tmp_path)
+    client = _hostile_client(hostile, deadline=0.6, timeout=1.0, attempts=2)
+    assert client.fetch_blob(_desc(blob), cache) == len(blob.data)
+    assert cache.read(blob.digest) == blob.data
+    ranges = [r for r in hostile.requests if "/blobs/" in r]
+    assert len(ranges) >= 3  # cut at least twice, each time going on where it stopped
+
+
+def test_a_huge_error_body_is_not_read_whole(hostile: HostileRegistry) -> None:
+    message = b'{"errors":[{"code":"DENIED","message":"' + b"m" * (1 << 20) + b'"}]}'
+
+    def answer(h: Handler) -> None:
+        send(h, 403, message)
+
+    hostile.behaviours["/manifests/"] = answer
+    with pytest.raises(RegistryError, match=r"HTTP 403$") as e:
+        _hostile_client(hostile).get_manifest("latest")
+    assert len(str(e.value)) < 300
+
+
+def test_a_full_cache_disk_is_said_as_such_not_as_a_cut_download(
+    hostile: HostileRegistry, tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blob = Blob("application/vnd.oci.image.layer.v1.tar", os.urandom(2 << 20))
+    hostile.blobs[blob.digest] = blob.data
+    with pytest.raises(StoreError, match=r"cache .*: cannot write: No space left on device"):
+        _hostile_client(hostile).fetch_blob(_desc(blob), BlobCache(tiny_disk))
+    assert "cut at" not in caplog.text
+    assert [r for r in hostile.requests if "/blobs/" in r] == [
+        f"GET /v2/hostile/app/blobs/{blob.digest}"
+    ]

@@ -22,15 +22,16 @@ import pytest
 from lxdocker.build.rootfs import find_squashfs_tool, queue_backlog, write_rootfs
 from lxdocker.build.tarstream import Entry
 from lxdocker.config import ImageFormat
-from lxdocker.errors import LayerError, ToolError
+from lxdocker.errors import LayerError, StoreError, ToolError
 from tests.helpers.entries import (
     CAP_NET_RAW,
     FORMATS,
     LONG_NAME,
     edge_entries,
     edge_members,
+    entries_of,
 )
-from tests.helpers.images import layer_tar
+from tests.helpers.images import Member, layer_tar
 
 
 def summary(tar: tarfile.TarFile) -> dict[str, tuple[object, ...]]:
@@ -206,3 +207,53 @@ def test_a_broken_stream_leaves_no_output(tmp_path: Path, fmt: ImageFormat) -> N
     with pytest.raises(LayerError, match="truncated"):
         write_rootfs(broken(), out, fmt)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("info", "match"),
+    [
+        pytest.param(
+            ("d/" + "n" * 256, tarfile.REGTYPE, "", {}), "component of 256 bytes", id="name"
+        ),
+        pytest.param(("l", tarfile.SYMTYPE, "t" * 4096, {}), "target is 4096 bytes", id="target"),
+        pytest.param(
+            ("x", tarfile.REGTYPE, "", {"SCHILY.xattr.user." + "k" * 251: "v"}),
+            "extended attribute .* of 1 bytes",
+            id="xattr_name",
+        ),
+        pytest.param(
+            ("x", tarfile.REGTYPE, "", {"SCHILY.xattr.user.k": "v" * 65537}),
+            "of 65537 bytes",
+            id="xattr_value",
+        ),
+    ],
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_what_lxd_could_not_read_never_reaches_a_writer(
+    tmp_path: Path, fmt: ImageFormat, info: tuple[str, bytes, str, dict[str, str]], match: str
+) -> None:
+    """The patcher may make a name longer (an init moved to lxd-realinit), and a
+    writer takes what it is given: the stream is checked right before it."""
+    name, kind, link, pax = info
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.pax_headers = kind, link, pax
+
+    def stream() -> Iterator[Entry]:
+        yield from edge_entries()
+        yield Entry(ti)
+
+    out = tmp_path / "rootfs.out"
+    with pytest.raises(LayerError, match=match):
+        write_rootfs(stream(), out, fmt)
+    assert not out.exists()
+
+
+def test_a_full_disk_under_tar2sqfs_is_said_as_such(small_disk: Path) -> None:
+    """tar2sqfs reports a full disk as "I/O error" and deletes its output, which frees
+    the space again; the error still says what happened."""
+    noise = os.urandom(8 << 20)
+    tar = layer_tar([Member("noise", data=noise)])
+    out = small_disk / "rootfs.squashfs"
+    with pytest.raises(StoreError, match=r"rootfs.squashfs: cannot write: No space left on device"):
+        write_rootfs(entries_of(tar), out, "squashfs", jobs=1)
+    assert list(small_disk.iterdir()) == []

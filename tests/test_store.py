@@ -4,6 +4,7 @@ versions, pruning, and the faults a cron job meets (SIGKILL, full disk)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -343,3 +344,41 @@ def test_full_disk_is_a_clear_error(tiny_disk: Path, fmt: ImageFormat) -> None:
     assert complete_versions(tiny_disk, "app", "amd64") == [good]
     assert_intact(tiny_disk, good)
     assert leftovers(tiny_disk) == []
+
+
+def test_a_malformed_version_json_is_skipped_with_one_warning_per_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`"version": 202612040417` (an int) crashed every run with a TypeError; now the
+    version is skipped, and said once per file and change however often it is read."""
+    good = put(tmp_path, T0)
+    bad = put(tmp_path, T0 + timedelta(hours=3))
+    vf = tmp_path / "app" / "amd64" / bad.version / VERSION_FILE
+    doc = json.loads(vf.read_text())
+    vf.write_text(json.dumps(dict(doc, version=202612040417)))
+    for _ in range(3):
+        assert complete_versions(tmp_path, "app", "amd64") == [good]
+    prune(tmp_path, keep=1, now=T0 + timedelta(days=1))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and bad.version in r.message]
+    assert len(warnings) == 1, warnings
+    assert "'version' must be str, not 202612040417" in warnings[0].message
+    # Changed again: said again, once.
+    vf.write_text(json.dumps(dict(doc, recipe="3")))
+    for _ in range(2):
+        assert complete_versions(tmp_path, "app", "amd64") == [good]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and bad.version in r.message]
+    assert len(warnings) == 2 and "'recipe' must be int" in warnings[1].message
+
+
+def test_a_directory_named_like_no_minute_does_not_stop_publishing(tmp_path: Path) -> None:
+    first = put(tmp_path, T0)
+    (tmp_path / "app" / "amd64" / "20249999_9999").mkdir()
+    second = put(tmp_path, T0)  # the same minute: the next key
+    assert second.version == "20240506_0709"
+    assert [v.version for v in complete_versions(tmp_path, "app", "amd64")] == [
+        first.version,
+        second.version,
+    ]
+    assert prune(tmp_path, keep=1, now=T0 + timedelta(days=1)) == [
+        tmp_path / "app" / "amd64" / first.version
+    ]

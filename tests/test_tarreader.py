@@ -9,6 +9,7 @@ import pytest
 
 from lxdocker.build.tarreader import TarReader
 from lxdocker.errors import LayerError
+from lxdocker.limits import Limits, SizeBudget
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -93,3 +94,27 @@ def test_truncated_extended_header_is_an_error() -> None:
 def test_reading_stops_at_the_first_zero_block() -> None:
     data = _tar([(_info("a", 1), b"a")]) + b"garbage that is never read"
     assert [n for n, _, _ in _read_all(data)] == ["a"]
+
+
+def test_entries_per_layer_are_bounded_while_reading() -> None:
+    data = _tar([(_info(f"f{i}"), b"") for i in range(5)])
+    reader = TarReader(io.BytesIO(data), "layer 0", Limits(entries=4))
+    with pytest.raises(LayerError, match=r"layer 0: entry 'f4': .*more than 4 entries"):
+        list(reader)
+
+
+def test_uncompressed_bytes_are_bounded_by_declared_size_before_reading() -> None:
+    data = _tar([(_info("a", 3000), b"a" * 3000), (_info("b", 3000), b"b" * 3000)])
+    limits = Limits(size=5000)
+    reader = TarReader(io.BytesIO(data), "layer 0", limits)
+    names = []
+    with pytest.raises(LayerError, match=r"entry 'b' \(3000 bytes\): the layer would hold more"):
+        names = [i.name for i in reader]
+    assert names == []
+    # One budget for several layers: together they may not pass the limit either.
+    budget = SizeBudget(limits.size)
+    small = _tar([(_info("a", 1000), b"a" * 1000)])
+    assert [i.name for i in TarReader(io.BytesIO(small), "layer 0", limits, budget)] == ["a"]
+    assert budget.used > 1000
+    with pytest.raises(LayerError, match=r"layer 1: entry 'a' .*the image's layers would hold"):
+        list(TarReader(io.BytesIO(data), "layer 1", limits, budget))

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lxdocker.errors import StoreError
 from lxdocker.versioninfo import (
@@ -224,3 +226,93 @@ def test_verified_hashes_again_when_the_stat_differs(tmp_path: Path, change: str
     # Without records (older version.json), always by hash.
     unrecorded = Artifact(ROLE_ROOTFS, path.name, a.size, a.sha256)
     assert (verified(path, unrecorded) is None) == (checked is None)
+
+
+# -- any malformed content is a StoreError (imgserver and lxdocker skip the file) -----
+
+_GOOD = json.loads(with_delta(base="20261129_0800"))
+_WRONG = [None, True, 202612040417, 1.5, "x", [], ["x"], {}, {"a": 1}]
+
+
+@pytest.mark.parametrize("key", sorted(k for k in _GOOD if k not in ("format",)))
+@pytest.mark.parametrize("value", _WRONG, ids=repr)
+def test_a_field_of_the_wrong_type_is_a_store_error(key: str, value: object) -> None:
+    data = dict(_GOOD, **{key: value})
+    try:
+        info = VersionInfo.from_json(json.dumps(data), "/srv/x/version.json")
+    except StoreError as e:
+        assert "/srv/x/version.json" in str(e) and len(str(e)) < 400
+        return
+    # Accepted only where the value has the field's own type and meaning.
+    assert getattr(info, key) == value
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (key, value)
+        for key in ("role", "name", "size", "sha256", "base")
+        for value in _WRONG
+        if not (key == "size" and type(value) is int)  # a size is an int
+    ],
+    ids=repr,
+)
+def test_an_artifact_field_of_the_wrong_type_is_a_store_error(key: str, value: object) -> None:
+    data = json.loads(json.dumps(_GOOD))
+    data["artifacts"][2][key] = value
+    with pytest.raises(StoreError, match=r"/srv/x/version\.json"):
+        VersionInfo.from_json(json.dumps(data), "/srv/x/version.json")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "[]",
+        "null",
+        '"version"',
+        "[" * 100_000 + "]" * 100_000,
+        '{"format": 2, "artifacts": {"a": 1}}',
+        '{"format": 2, "artifacts": [5]}',
+        '{"format": 1, "meta": [1], "rootfs": 2}',
+        json.dumps(dict(_GOOD, version="20261399_9999")),
+        json.dumps(dict(_GOOD, surprise=1)),
+        "\udcff",
+    ],
+)
+def test_content_that_is_no_version_json_is_a_store_error(text: str) -> None:
+    with pytest.raises(StoreError, match=r"version\.json"):
+        VersionInfo.from_json(text)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_any_mutation_of_a_good_version_json_is_read_or_a_store_error(data: st.DataObject) -> None:
+    doc = json.loads(json.dumps(_GOOD))
+    where = data.draw(st.sampled_from(["top", "artifact", "delete", "add"]))
+    if where == "top":
+        doc[data.draw(st.sampled_from(sorted(doc)))] = data.draw(_JSON)
+    elif where == "artifact":
+        art = doc["artifacts"][data.draw(st.integers(0, 2))]
+        art[data.draw(st.sampled_from(["role", "name", "size", "sha256", "base"]))] = data.draw(
+            _JSON
+        )
+    elif where == "delete":
+        del doc[data.draw(st.sampled_from(sorted(doc)))]
+    else:
+        doc[data.draw(st.text(max_size=8))] = data.draw(_JSON)
+    try:
+        info = VersionInfo.from_json(json.dumps(doc))
+    except StoreError:
+        return
+    info.check("again")  # what was accepted is consistent and survives a round trip
+    assert VersionInfo.from_json(info.to_json()) == info

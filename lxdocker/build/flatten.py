@@ -37,20 +37,22 @@ import logging
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 
+from lxdocker.build import paths
 from lxdocker.build.plan import Plan, make_plan
 from lxdocker.build.tarreader import REGULAR_TYPES, TarReader
 from lxdocker.build.tarstream import Entry
-from lxdocker.errors import LayerError
+from lxdocker.errors import LayerError, quoted
+from lxdocker.limits import DEFAULT_LIMITS, Limits, SizeBudget
 from lxdocker.sources.layerindex import LayerIndex, LayerOpener, build
 
 log = logging.getLogger(__name__)
 
 LayerIndexer = Callable[[], LayerIndex]
-XATTR_PREFIX = "SCHILY.xattr."
 
 
-def _out_info(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
-    """A clean output header: canonical name, numeric owner, PAX xattrs only."""
+def _out_info(info: tarfile.TarInfo, name: str, label: str) -> tarfile.TarInfo:
+    """A clean output header: canonical name, numeric owner, PAX xattrs only (each
+    within what setxattr(2) takes, else a LayerError naming the layer)."""
     out = tarfile.TarInfo(name)
     out.type = tarfile.REGTYPE if info.type in REGULAR_TYPES else info.type
     out.mode = info.mode & 0o7777
@@ -63,9 +65,16 @@ def _out_info(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
         out.devmajor, out.devminor = info.devmajor, info.devminor
     # A PAX record with an empty value deletes the keyword (POSIX pax "extended
     # header"), so an empty xattr is no xattr; Go's archive/tar, hence umoci, agree.
-    out.pax_headers = {
-        k: v for k, v in sorted(info.pax_headers.items()) if k.startswith(XATTR_PREFIX) and v
-    }
+    if info.pax_headers:
+        out.pax_headers = {
+            k: v
+            for k, v in sorted(info.pax_headers.items())
+            if k.startswith(paths.XATTR_PREFIX) and v
+        }
+        try:
+            paths.check_xattrs(out.pax_headers, name)
+        except LayerError as e:
+            raise LayerError(f"{label}: {e}") from None
     return out
 
 
@@ -79,25 +88,35 @@ def _link_info(origin: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
 
 
 def _layer(
-    index: int, opener: LayerOpener, label: str, plan: Plan, expected: Sequence[str]
+    index: int,
+    opener: LayerOpener,
+    label: str,
+    plan: Plan,
+    expected: Sequence[str],
+    limits: Limits,
+    budget: SizeBudget,
 ) -> Iterator[Entry]:
     with opener() as stream:
-        reader = TarReader(stream, label)
+        reader = TarReader(stream, label, limits, budget)
         for ordinal, info in enumerate(reader):
             if ordinal >= len(expected) or expected[ordinal] != info.name:
-                raise LayerError(f"{label}: entry {info.name!r} differs from the layer's index")
+                raise LayerError(
+                    f"{label}: entry {quoted(info.name)} differs from the layer's index"
+                )
             ref = (index, ordinal)
             path = plan.dirs.get(ref)
             if path is not None:
-                yield Entry(_out_info(info, path))
+                yield Entry(_out_info(info, path, label))
                 continue
             kept = plan.inode(ref)
             if kept is None:
                 continue
             head, links = kept
             if info.type == tarfile.LNKTYPE:
-                raise LayerError(f"{label}: entry {info.name!r} differs from the layer's index")
-            out = _out_info(info, head)
+                raise LayerError(
+                    f"{label}: entry {quoted(info.name)} differs from the layer's index"
+                )
+            out = _out_info(info, head, label)
             yield Entry(out, reader.data() if out.isreg() and out.size > 0 else None)
             for link in links:
                 yield Entry(_link_info(out, link))
@@ -108,6 +127,7 @@ def flatten(
     *,
     labels: Sequence[str] | None = None,
     indexes: Sequence[LayerIndexer] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Iterator[Entry]:
     """The final tree of `layers` (OLDEST FIRST) as a deterministic entry stream.
 
@@ -116,6 +136,8 @@ def flatten(
     once for its index before the stream starts. `labels` name the layers in
     errors (default "layer N", 0 = base layer). Raises LayerError naming the layer
     and the entry; nothing is emitted before the whole plan is known to be valid.
+    `limits` bound the entries and the uncompressed bytes of the layers streamed
+    (together) and the plan (lxdocker.limits).
     """
     names = list(labels) if labels is not None else [f"layer {i}" for i in range(len(layers))]
     if len(names) != len(layers) or (indexes is not None and len(indexes) != len(layers)):
@@ -123,7 +145,7 @@ def flatten(
     getters: Sequence[LayerIndexer] = (
         indexes
         if indexes is not None
-        else [functools.partial(build, o, n) for o, n in zip(layers, names, strict=True)]
+        else [functools.partial(build, o, n, limits) for o, n in zip(layers, names, strict=True)]
     )
     # Only the entry names stay for the stream's check, one list per layer (the
     # strings are the plan's own, lxdocker.build.paths.clean_name keeps clean names): the
@@ -137,16 +159,23 @@ def flatten(
             expected.append([h.name for h in index])
             yield index
 
-    plan = make_plan(planned(), names)
-    return _stream(layers, names, plan, expected)
+    plan = make_plan(planned(), names, limits)
+    return _stream(layers, names, plan, expected, limits)
 
 
 def _stream(
-    layers: Sequence[LayerOpener], names: Sequence[str], plan: Plan, expected: list[list[str]]
+    layers: Sequence[LayerOpener],
+    names: Sequence[str],
+    plan: Plan,
+    expected: list[list[str]],
+    limits: Limits,
 ) -> Iterator[Entry]:
+    budget = SizeBudget(limits.size)
     for index in range(len(layers)):
         if plan.wanted(index):
-            yield from _layer(index, layers[index], names[index], plan, expected[index])
+            yield from _layer(
+                index, layers[index], names[index], plan, expected[index], limits, budget
+            )
         else:
             log.debug("%s: nothing of it survives, not read", names[index])
         expected[index] = []  # streamed: its names are not needed any more

@@ -33,7 +33,7 @@ from typing import Any
 
 from lxdocker.build.signals import SIGNALS, normalize_signal
 from lxdocker.config import Spec
-from lxdocker.errors import PatchError
+from lxdocker.errors import PatchError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,16 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
     for key in list(env):
         if not _NAME_RE.fullmatch(key) or "\0" in env[key]:
             # Docker allows any name; a shell cannot export it. Skip, don't fail the image.
-            log.warning("%s: skipping environment variable %r: not a shell name", ctx, key)
+            log.warning(
+                "%s: skipping environment variable %s: not a shell name", ctx, quoted(key, 60)
+            )
             del env[key]
 
+    if "\0" in path:
+        raise PatchError(f"{ctx}: image config Env: PATH contains a NUL byte")
     workdir = spec.workdir or str(image_config.get("WorkingDir") or "") or "/"
+    if "\0" in workdir:
+        raise PatchError(f"{ctx}: the working directory contains a NUL byte")
     workdir = posixpath.normpath("/" + workdir)
     workdir = "/" + workdir.lstrip("/")  # normpath keeps a leading "//"
     user = spec.user if spec.user is not None else str(image_config.get("User") or "")

@@ -45,7 +45,7 @@ from lxdocker.build.initscript import (
 from lxdocker.build.tarstream import COPY_BUFSIZE, Entry, copy_exact
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
-from lxdocker.errors import PatchError
+from lxdocker.errors import PatchError, quoted
 from lxdocker.sources.busybox import check_busybox
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,13 @@ def resolve_user(user: str, passwd: str | None, group: str | None, *, image: str
     else:
         entry = next((r for r in users if r[0] == name), None)
         if entry is None:
-            raise PatchError(f"image {image}: user {name!r} is not in the image's /etc/passwd")
+            raise PatchError(
+                f"image {image}: user {quoted(name, 60)} is not in the image's /etc/passwd"
+            )
         if not entry[2].isdigit():
-            raise PatchError(f"image {image}: /etc/passwd has a bad uid for user {name!r}")
+            raise PatchError(
+                f"image {image}: /etc/passwd has a bad uid for user {quoted(name, 60)}"
+            )
         uid = int(entry[2])
     gid = int(entry[3]) if entry is not None and entry[3].isdigit() else 0
     if grp.isdigit():
@@ -98,7 +102,9 @@ def resolve_user(user: str, passwd: str | None, group: str | None, *, image: str
     elif grp:
         row = next((r for r in _table(group) if len(r) >= 3 and r[0] == grp), None)
         if row is None or not row[2].isdigit():
-            raise PatchError(f"image {image}: group {grp!r} is not in the image's /etc/group")
+            raise PatchError(
+                f"image {image}: group {quoted(grp, 60)} is not in the image's /etc/group"
+            )
         gid = int(row[2])
     # Without a passwd entry: /root for root, else / (containerd's and Docker's
     # fallback; runc alone would give / to root too).

@@ -26,6 +26,12 @@ Refused as unsafe, with a LayerError that says so: names escaping the root
 (umoci clamps them), and any entry or hardlink target whose parent path runs
 through a symlink (umoci follows it, within the rootfs; a converter must not
 write through links). An entry below a regular file is refused as umoci does.
+
+Refused as too big (lxdocker.limits): names and symlink targets LXD, LXC or
+squashfs cannot hold, a layer of more entries than `Limits.entries`, an image of
+more paths, and directories implied by the layers (created by MkdirAll, listed by
+no entry) beyond `Limits.implicit_bytes` of paths: memory stays linear in the
+headers read.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lxdocker.build import paths
-from lxdocker.errors import LayerError
+from lxdocker.errors import LayerError, quoted
+from lxdocker.limits import DEFAULT_LIMITS, IMPLICIT_BYTES, Limits
 from lxdocker.sources.layerindex import Header, LayerIndex
 
 Ref = tuple[int, int]  # (layer index, entry ordinal)
@@ -115,8 +122,10 @@ class Plan:
 
 
 class _Tree:
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
         self.nodes: dict[str, _Inode | _Dir] = {paths.ROOT: _Dir(None, IMPLICIT_MODE, 0)}
+        self.limits = limits
+        self.implicit_left = limits.implicit_bytes  # path bytes of implied directories
 
     def root_dir(self, path: str) -> _Dir:
         node = self.nodes[path]
@@ -139,14 +148,24 @@ class _Tree:
             if node is None:
                 if not create:
                     return False
+                self.implicit_left -= len(anc) + 1
+                if self.implicit_left < 0:
+                    raise LayerError(
+                        f"{what} {quoted(path)}: the layers imply more parent directories "
+                        f"than {self.limits.implicit_bytes} bytes of paths "
+                        f"({IMPLICIT_BYTES} per entry of --max-entries)"
+                    )
                 self.add(anc, self.root_dir(paths.parent(anc)).implicit_child())
             elif isinstance(node, _Inode):
                 if node.type == tarfile.SYMTYPE:
                     raise LayerError(
-                        f"unsafe layer: {what} {path!r} goes through the symlink {anc!r} "
+                        f"unsafe layer: {what} {quoted(path)} goes through the symlink "
+                        f"{quoted(anc)} "
                         "(umoci would follow it; lxdocker never writes through links)"
                     )
-                raise LayerError(f"{what} {path!r} lies below {anc!r}, which is not a directory")
+                raise LayerError(
+                    f"{what} {quoted(path)} lies below {quoted(anc)}, which is not a directory"
+                )
         return True
 
     def add(self, path: str, node: _Inode | _Dir) -> None:
@@ -179,21 +198,35 @@ class _Tree:
             self.remove(cur)
 
 
-def make_plan(indexes: Iterable[LayerIndex], labels: Sequence[str]) -> Plan:
+def make_plan(
+    indexes: Iterable[LayerIndex], labels: Sequence[str], limits: Limits = DEFAULT_LIMITS
+) -> Plan:
     """Replay `umoci unpack` of `indexes` (OLDEST FIRST) on headers; see the module doc.
 
     Each index is used only while its layer is replayed, so an iterator that loads
     them one by one keeps a single layer's headers in memory at a time."""
-    tree = _Tree()
+    tree = _Tree(limits)
     counts: list[int] = []
     for layer, index in enumerate(indexes):
         counts.append(len(index))
+        if len(index) > limits.entries:
+            raise LayerError(
+                f"{labels[layer]}: has {len(index)} entries, more than {limits.entries} "
+                "(--max-entries)"
+            )
         upper: set[str] = {paths.ROOT}
         for ordinal, header in enumerate(index):
             try:
                 _apply(tree, (layer, ordinal), header, upper)
             except LayerError as exc:
-                raise LayerError(f"{labels[layer]}: entry {header.name!r}: {exc}") from None
+                raise LayerError(f"{labels[layer]}: entry {quoted(header.name)}: {exc}") from None
+        # Once per layer, not per entry: the tree grows by at most one layer's
+        # entries and its bounded implied directories past the limit.
+        if len(tree.nodes) > limits.entries + 1:
+            raise LayerError(
+                f"{labels[layer]}: the image would hold {len(tree.nodes) - 1} paths, more "
+                f"than {limits.entries} (--max-entries)"
+            )
     return _result(tree, counts)
 
 
@@ -234,6 +267,8 @@ def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
         else:
             if existing is not None:
                 tree.remove(path)
+            if type_ == tarfile.SYMTYPE:
+                paths.check_link(linkname, path)
             inode = _Dir(ref, header.mode, header.gid) if is_dir else _Inode(ref, type_, path)
         tree.add(path, inode)
     # `upper` holds whole chains (a path with all its ancestors), so the walk up
@@ -244,7 +279,7 @@ def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
 
 
 def _link_target(tree: _Tree, path: str, target: str) -> _Inode:
-    what = f"hardlink {path!r} -> {target!r}"
+    what = f"hardlink {quoted(path)} -> {quoted(target)}"
     if target == path:
         raise LayerError(f"{what}: points at itself")
     if not tree.check_parents(target, "hardlink target", create=False):

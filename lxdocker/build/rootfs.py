@@ -12,6 +12,11 @@ fingerprint, so LXD never re-downloads for nothing):
   `--num-jobs` does not change the bytes (checked by tests/test_rootfs.py).
 * gzip: mtime 0 and no file name in the gzip header (RFC 1952 FNAME/MTIME).
 
+Nothing LXD, Incus or LXC cannot read is written (lxdocker.limits): every entry
+that reaches a writer is checked for its name, link target and xattr lengths (the
+flattener refuses most earlier; this also covers what the patcher adds), and a
+written squashfs is read back (lxdocker.build.squashfs) before it can be published.
+
 The same stability keeps delta updates small (DESIGN section 13): entries keep the
 flattener's order, timestamps are the entries' own (the superblock's is 0), and the
 block size is pinned (BLOCK_SIZE, tar2sqfs's default, written out so a changed
@@ -29,11 +34,14 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from lxdocker.build import paths
+from lxdocker.build.squashfs import check_names
 from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.build.variant import Variant, compress_to, write_tars
 from lxdocker.config import ImageFormat
@@ -138,6 +146,19 @@ def queue_backlog(jobs: int) -> int:
     return min(QUEUE_BACKLOG_PER_JOB * max(jobs, 1), QUEUE_BACKLOG_MAX)
 
 
+def readable(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """`entries`, refusing (LayerError) one whose name, symlink target or xattrs
+    LXD, LXC or squashfs could not hold."""
+    for entry in entries:
+        info = entry.info
+        paths.check_lengths(info.name)
+        if info.type == tarfile.SYMTYPE:
+            paths.check_link(info.linkname, info.name)
+        if info.pax_headers:
+            paths.check_xattrs(info.pax_headers, info.name)
+        yield entry
+
+
 def write_rootfs(
     entries: Iterable[Entry],
     out: Path,
@@ -156,6 +177,7 @@ def write_rootfs(
     naming the file.
     """
     log.info("writing %s rootfs %s%s", fmt, out, "".join(f" and {v.out}" for v in variants))
+    entries = readable(entries)
     try:
         with contextlib.ExitStack() as stack:
             sinks = [(v, stack.enter_context(compress_to(v.argv, v.out))) for v in variants]
@@ -170,6 +192,7 @@ def write_rootfs(
                 tool = find_squashfs_tool()
                 argv = squashfs_argv(tool, out, compressor, jobs or os.cpu_count() or 1)
                 _write_through_tool(serialise, out, argv)
+                check_names(out)
             elif fmt in ("gzip", "tar"):
                 _write_tar_file(serialise, out, gzipped=fmt == "gzip")
             else:
@@ -205,42 +228,63 @@ def _write_tar_file(serialise: Serialiser, out: Path, *, gzipped: bool) -> None:
 
 def _write_through_tool(serialise: Serialiser, out: Path, argv: list[str]) -> None:
     """Stream the tar into the tool's stdin; its stderr goes to a file (no pipe
-    deadlock) and is quoted in the error when it fails."""
+    deadlock) and is quoted in the error when it fails.
+
+    tar2sqfs says only "I/O error" when the disk is full, and removes its output,
+    which frees the space again. So `out` is created here first and kept open: the
+    tool writes into that same inode (with --force it opens it with O_TRUNC), its
+    space stays taken until we have looked at the free space, and a full disk is
+    said as such. (Not for sqfstar, which may refuse an existing file.)"""
     name = Path(argv[0]).name
-    with tempfile.TemporaryFile() as errf:
+    held = None
+    if name == "tar2sqfs":
+        with contextlib.suppress(OSError):  # then the tool says what is wrong
+            held = os.open(out, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        with tempfile.TemporaryFile() as errf:
+            code, broken = _run_tool(serialise, out, argv, errf)
+            if code != 0 or broken:
+                errf.seek(0)
+                detail = errf.read().decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+                free = _free_bytes(out.parent)
+                if free is not None and free < _NEARLY_FULL:
+                    raise StoreError(
+                        f"{out}: cannot write: No space left on device "
+                        f"({free} bytes free; {name}: {detail})"
+                    )
+                raise ToolError(f"{name} failed writing {out} (exit status {code}): {detail}")
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _run_tool(
+    serialise: Serialiser, out: Path, argv: list[str], errf: BinaryIO
+) -> tuple[int, bool]:
+    """Run the tool on the serialised stream: (exit status, whether it stopped reading)."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=errf, stderr=errf)
+    except OSError as e:
+        raise ToolError(f"{Path(argv[0]).name}: cannot run for {out}: {e.strerror}") from None
+    assert proc.stdin is not None
+    broken = False
+    try:
+        serialise(cast(BinaryIO, proc.stdin))
+        proc.stdin.close()
+    except BrokenPipeError:
+        # The tool died early (disk full, bad option): its exit status and
+        # stderr say why.
+        broken = True
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=errf, stderr=errf)
-        except OSError as e:
-            raise ToolError(f"{name}: cannot run for {out}: {e.strerror}") from None
-        assert proc.stdin is not None
-        broken = False
-        try:
-            serialise(cast(BinaryIO, proc.stdin))
             proc.stdin.close()
         except BrokenPipeError:
-            # The tool died early (disk full, bad option): its exit status and
-            # stderr below say why.
             broken = True
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                broken = True
-        code = proc.wait()
-        if code != 0 or broken:
-            errf.seek(0)
-            detail = errf.read().decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
-            free = _free_bytes(out.parent)
-            if free is not None and free < _NEARLY_FULL:
-                raise StoreError(
-                    f"{out}: cannot write: No space left on device "
-                    f"({free} bytes free; {name}: {detail})"
-                )
-            raise ToolError(f"{name} failed writing {out} (exit status {code}): {detail}")
+    return proc.wait(), broken
 
 
 def _free_bytes(directory: Path) -> int | None:

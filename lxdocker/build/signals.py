@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from lxdocker.errors import quoted
+
 # Linux signal numbers of the generic ABI (all arches of lxdocker.arch use it).
 SIGNALS: dict[str, int] = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
@@ -27,7 +29,7 @@ def normalize_signal(value: str | int) -> str:
                 return name
         if _SIGRTMIN <= num <= _SIGRTMAX:
             return str(num)
-        raise ValueError(f"unknown signal number {num}")
+        raise ValueError(f"unknown signal number {quoted(num, 20)}")
     if text in SIGNALS:
         return "IO" if text == "POLL" else "ABRT" if text == "IOT" else text
     m = re.fullmatch(r"RTMIN(?:\+(\d+))?|RTMAX(?:-(\d+))?", text)
@@ -35,4 +37,4 @@ def normalize_signal(value: str | int) -> str:
         num = _SIGRTMIN + int(m[1] or 0) if text.startswith("RTMIN") else _SIGRTMAX - int(m[2] or 0)
         if _SIGRTMIN <= num <= _SIGRTMAX:
             return str(num)
-    raise ValueError(f"unknown signal {value!r}")
+    raise ValueError(f"unknown signal {quoted(value, 40)}")

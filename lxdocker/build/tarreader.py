@@ -11,6 +11,11 @@ a lone plain header, the common case, is read by lxdocker.build.tarheader instea
 Like Go's archive/tar (what umoci and Docker use), a stream that ends cleanly at
 a header boundary without the two zero blocks is accepted; everything else that
 ends early is a LayerError. Reading stops at the first zero block.
+
+The reader also enforces the conversion's limits (lxdocker.limits): at most
+`Limits.entries` entries per layer, and at most `Limits.size` uncompressed bytes
+for the layer, or for all layers read with one shared `SizeBudget`; a member is
+refused by the size its header declares, before its data is read.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import BinaryIO, cast
 
 from lxdocker.build.tarheader import PLAIN_TYPES, parse_plain
 from lxdocker.build.tarstream import COPY_BUFSIZE, TAR_ENCODING, TAR_ERRORS
-from lxdocker.errors import LayerError
+from lxdocker.errors import LayerError, quoted
+from lxdocker.limits import DEFAULT_LIMITS, Limits, SizeBudget
 
 BLOCK = tarfile.BLOCKSIZE
 _ZERO_BLOCK = bytes(BLOCK)
@@ -58,17 +64,11 @@ class _Source:
         self.pos += len(data)
         return data
 
-    def read_exact(self, size: int, what: str) -> bytes:
-        data = self.read(size)
-        if len(data) != size:
-            raise LayerError(f"truncated tar: {what} ends early")
-        return data
-
-    def skip(self, size: int, what: str) -> None:
+    def skip(self, size: int, member: MemberData) -> None:
         while size:
             got = len(self.read(min(size, COPY_BUFSIZE)))
             if not got:
-                raise LayerError(f"truncated tar: {what} ends early")
+                raise LayerError(f"truncated tar: {member._what} ends early")
             size -= got
 
     def tell(self) -> int:
@@ -89,10 +89,14 @@ class _HeaderContext:
 class MemberData(io.RawIOBase):
     """Exactly `size` bytes of the current member; valid until the next member."""
 
-    def __init__(self, source: _Source, size: int, what: str) -> None:
+    def __init__(self, source: _Source, size: int, label: str, name: str) -> None:
         self._source = source
         self._left = size
-        self._what = what
+        self._label, self._name = label, name
+
+    @property
+    def _what(self) -> str:  # composed only for an error: this runs per entry
+        return f"{self._label}: entry {quoted(self._name)}"
 
     def readable(self) -> bool:
         return True
@@ -115,37 +119,73 @@ class MemberData(io.RawIOBase):
         return len(data)
 
     def drain(self) -> None:
-        self._source.skip(self._left, self._what)
-        self._left = 0
+        if self._left:
+            self._source.skip(self._left, self)
+            self._left = 0
 
 
 class TarReader:
     """Iterate the members of one layer stream; `data()` reads the current one."""
 
-    def __init__(self, raw: BinaryIO, label: str) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        label: str,
+        limits: Limits = DEFAULT_LIMITS,
+        budget: SizeBudget | None = None,
+    ) -> None:
         self.label = label
         self._source = _Source(raw, label)
         self._ctx = _HeaderContext(self._source)
         self._current: MemberData | None = None
+        self._limits = limits
+        self._budget = budget
 
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
-        while True:
-            info = self._next_header()
-            if info is None:
-                return
-            what = f"{self.label}: entry {info.name!r}"
-            if info.issparse():
-                raise LayerError(f"{what}: sparse files are not supported")
-            if info.type not in KNOWN_TYPES:
-                raise LayerError(f"{what}: unsupported tar type {info.type!r}")
-            # Only regular files carry data in a layer; other types with a size
-            # field (some writers fill it for hardlinks) have no data blocks.
-            size = info.size if info.type in REGULAR_TYPES else 0
-            self._current = MemberData(self._source, size, what)
-            yield info
-            self._current.drain()
-            self._current = None
-            self._source.skip(-size % BLOCK, what + " padding")
+        budget = self._budget
+        before = budget.used if budget is not None else 0
+        cap = self._limits.size - before  # stream bytes this layer may still take
+        most = self._limits.entries
+        count = 0
+        try:
+            while True:
+                info = self._next_header()
+                if info is None:
+                    return
+                if info.issparse():
+                    raise LayerError(f"{self._what(info)}: sparse files are not supported")
+                if info.type not in KNOWN_TYPES:
+                    raise LayerError(f"{self._what(info)}: unsupported tar type {info.type!r}")
+                # Only regular files carry data in a layer; other types with a size
+                # field (some writers fill it for hardlinks) have no data blocks.
+                size = info.size if info.type in REGULAR_TYPES else 0
+                count += 1
+                if count > most or self._source.pos + size > cap:
+                    raise self._over(info, count > most)
+                current = self._current = MemberData(self._source, size, self.label, info.name)
+                yield info
+                current.drain()
+                self._current = None
+                if size % BLOCK:
+                    self._source.skip(BLOCK - size % BLOCK, current)
+        finally:
+            if budget is not None:
+                budget.used = before + self._source.pos
+
+    def _what(self, info: tarfile.TarInfo) -> str:
+        return f"{self.label}: entry {quoted(info.name)}"
+
+    def _over(self, info: tarfile.TarInfo, entries: bool) -> LayerError:
+        if entries:
+            return LayerError(
+                f"{self._what(info)}: the layer has more than {self._limits.entries} "
+                "entries (--max-entries)"
+            )
+        whose = "the layer" if self._budget is None else "the image's layers"
+        return LayerError(
+            f"{self._what(info)} ({info.size} bytes): {whose} would hold more than "
+            f"{self._limits.size} bytes uncompressed (--max-size)"
+        )
 
     def data(self) -> BinaryIO:
         """The current member's bytes (a regular file), single-pass."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from lxdocker.arch import Arch
-from lxdocker.errors import StoreError
+from lxdocker.errors import StoreError, quoted
 from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact
 
 HOSTNAME_TEMPLATE = "{{ container.name }}\n"
@@ -67,6 +67,9 @@ def creation_epoch(created: str) -> int:
     """
     if not created:
         return 0
+    bad = StoreError(f"image config: 'created' {quoted(created, 80)} is not an RFC 3339 time")
+    if len(created) > 64:  # the longest is 35 characters, nanoseconds and offset
+        raise bad
     text = created.strip()
     main, _, rest = text.partition(".")
     if rest:
@@ -78,11 +81,11 @@ def creation_epoch(created: str) -> int:
         text = text[:-1] + "+00:00"
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise StoreError(f"image config: 'created' {created!r} is not an RFC 3339 time") from None
-    if dt.tzinfo is None:
-        raise StoreError(f"image config: 'created' {created!r} has no time zone")
-    return max(0, int(dt.timestamp()))
+        if dt.tzinfo is None:
+            raise StoreError(f"image config: 'created' {quoted(created, 80)} has no time zone")
+        return max(0, int(dt.timestamp()))
+    except (ValueError, OverflowError):
+        raise bad from None
 
 
 def metadata_yaml(meta: ImageMeta) -> str:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,12 +76,21 @@ def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _key_time(key: str) -> datetime | None:
+    """The minute a version key names; None for a name like 20261399_9999."""
+    try:
+        return datetime.strptime(key, KEY_FORMAT)
+    except ValueError:
+        return None
+
+
 def _published(v: VersionInfo) -> datetime:
-    """When a version became visible: its `built` time, else its key's minute."""
+    """When a version became visible: its `built` time, else its key's minute (a
+    valid key: VersionInfo.check)."""
     try:
         t = datetime.fromisoformat(v.built.replace("Z", "+00:00"))
     except ValueError:
-        t = datetime.strptime(v.version, KEY_FORMAT)
+        t = _key_time(v.version) or datetime.min
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -88,9 +98,10 @@ def next_version(existing: list[str], now: datetime) -> str:
     """Now's YYYYMMDD_HHMM in UTC, or the newest existing key + 1 minute when that is
     not older: keys must be strictly increasing or LXD would not see an update."""
     key = now.astimezone(UTC).strftime(KEY_FORMAT)
-    keys = [k for k in existing if VERSION_RE.fullmatch(k)]
+    keys = [k for k in existing if VERSION_RE.fullmatch(k) and _key_time(k) is not None]
     if keys and max(keys) >= key:
-        newest = datetime.strptime(max(keys), KEY_FORMAT)
+        newest = _key_time(max(keys))
+        assert newest is not None
         key = (newest + timedelta(minutes=1)).strftime(KEY_FORMAT)
     return key
 
@@ -278,19 +289,35 @@ def complete_versions(root: Path, name: str, arch: str) -> list[VersionInfo]:
         try:
             info = VersionInfo.load(vf)
         except StoreError as e:
-            log.warning("skipping %s: %s", d, e)
+            _warn_once(vf, f"skipping {d}: {e}")
             continue
         if (info.name, info.arch, info.version) != (name, arch, d.name):
-            log.warning(
-                "skipping %s: version.json describes %s/%s/%s",
-                d,
-                info.name,
-                info.arch,
-                info.version,
+            _warn_once(
+                vf,
+                f"skipping {d}: version.json describes {info.name}/{info.arch}/{info.version}",
             )
             continue
         out.append(info)
     return out
+
+
+_warned: set[tuple[str, int, int, int]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    """Log a bad version.json once per file and change: a run lists the versions of
+    an image several times, and one warning per look would drown the log."""
+    try:
+        st = path.stat()
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (str(path), 0, 0, 0)
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("%s", message)
 
 
 def prunable(versions: list[VersionInfo], keep: int, now: datetime) -> list[VersionInfo]:

@@ -28,7 +28,7 @@ from typing import Literal
 from lxdocker.arch import Arch
 from lxdocker.build.flatten import flatten
 from lxdocker.build.tarstream import copy_exact
-from lxdocker.errors import LxdockerError, PatchError
+from lxdocker.errors import DeadlineError, LxdockerError, PatchError
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.pull import ResolvedImage, layer_openers, pull, resolve
 from lxdocker.sources.reference import parse
@@ -242,6 +242,8 @@ class BusyboxSet:
                         got = from_image(
                             self.image, arch, self.cache_root, auth_file=self.auth_file
                         )
+                except DeadlineError:
+                    raise  # the deadline of the spec that asked first: not the others'
                 except LxdockerError as e:
                     got = e
                 self._found[arch.debian] = got

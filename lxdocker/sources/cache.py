@@ -9,6 +9,9 @@ Range request from its end.
 
 Manifests and configs live here too, so `gc` can walk from the manifests the
 current specs reference to every blob they need.
+
+A write that fails (a full disk above all) is a StoreError that says so ("No space
+left on device") and names the file, never mistaken for a cut download.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from lxdocker.errors import DigestError, LxdockerError
-from lxdocker.sources.oci import check_digest
+from lxdocker.errors import DigestError, LxdockerError, StoreError
+from lxdocker.sources.oci import DIGEST_RE, MAX_CONFIG, MAX_MANIFEST, check_digest
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+
+
+def disk_error(path: Path, e: OSError, doing: str = "write") -> StoreError:
+    """A cache file that cannot be written or read, said as the OS says it."""
+    return StoreError(f"cache {path}: cannot {doing}: {e.strerror or e}")
 
 
 class BlobWriter:
@@ -38,20 +46,30 @@ class BlobWriter:
         self._cache, self.digest, self.size = cache, digest, size
         self.partial = cache.partial_path(digest)
         self._hash = hashlib.sha256()
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = open(self.partial, "a+b")  # noqa: SIM115 (closed in close())
-        self._file.seek(0)
-        while chunk := self._file.read(_CHUNK):
-            self._hash.update(chunk)
-        self.offset = self._file.tell()
+        try:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self._file: BinaryIO = open(self.partial, "a+b")  # noqa: SIM115 (closed in close())
+        except OSError as e:
+            raise disk_error(self.partial, e) from None
+        try:
+            self._file.seek(0)
+            while chunk := self._file.read(_CHUNK):
+                self._hash.update(chunk)
+            self.offset = self._file.tell()
+        except OSError as e:
+            self._file.close()
+            raise disk_error(self.partial, e, "read") from None
         if self.offset > size:
             self.restart()
         self.written = 0  # bytes written by this writer (not resumed ones)
 
     def restart(self) -> None:
         """Drop what we have (the server ignored our Range request)."""
-        self._file.seek(0)
-        self._file.truncate()
+        try:
+            self._file.seek(0)
+            self._file.truncate()
+        except OSError as e:
+            raise disk_error(self.partial, e) from None
         self._hash = hashlib.sha256()
         self.offset = 0
 
@@ -59,7 +77,11 @@ class BlobWriter:
         if self.offset + len(data) > self.size:
             self.abort()
             raise DigestError(f"blob {self.digest}: more data than the expected {self.size} bytes")
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as e:
+            # What was written stays for a resume once there is room again.
+            raise disk_error(self.partial, e) from None
         self._hash.update(data)
         self.offset += len(data)
         self.written += len(data)
@@ -72,13 +94,16 @@ class BlobWriter:
                 f"blob {self.digest}: digest mismatch (got {actual}, {self.offset} of "
                 f"{self.size} bytes); nothing was cached"
             )
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         dest = self._cache.path(self.digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.partial, dest)
-        _fsync_dir(dest.parent)
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.partial, dest)
+            _fsync_dir(dest.parent)
+        except OSError as e:
+            raise disk_error(Path(e.filename or self.partial), e) from None
         return dest
 
     def abort(self) -> None:
@@ -88,7 +113,10 @@ class BlobWriter:
     def close(self) -> None:
         """Keep the partial file for a later resume (no verification)."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as e:  # buffered bytes that no longer fit
+                raise disk_error(self.partial, e) from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -107,9 +135,12 @@ def _locked(path: Path) -> Iterator[None]:
     acquiring, a waiter checks that its file is still the one at `path`, else
     it retries on the new one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise disk_error(path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -198,10 +229,15 @@ class BlobCache:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
             raise LxdockerError(f"blob {digest} is not in the cache {self.root}") from None
+        except OSError as e:
+            raise disk_error(self.path(digest), e, "read") from None
 
     def read(self, digest: str) -> bytes:
         with self.open(digest) as f:
-            return f.read()
+            try:
+                return f.read()
+            except OSError as e:
+                raise disk_error(self.path(digest), e, "read") from None
 
     def digests(self) -> Iterator[str]:
         d = self.root / "blobs" / "sha256"
@@ -216,14 +252,14 @@ def referenced(cache: BlobCache, roots: Iterable[str]) -> set[str]:
     todo = list(roots)
     while todo:
         digest = todo.pop()
-        if digest in seen:
-            continue
+        if digest in seen or not DIGEST_RE.fullmatch(digest):
+            continue  # a cached document may name anything; only digests are followed
         seen.add(digest)
-        if not cache.has(digest) or cache.path(digest).stat().st_size > (4 << 20):
-            continue  # layers are big and never reference anything
         try:
+            if cache.path(digest).stat().st_size > max(MAX_MANIFEST, MAX_CONFIG):
+                continue  # layers are big and never reference anything
             obj = json.loads(cache.read(digest))
-        except (ValueError, UnicodeDecodeError):
+        except (OSError, LxdockerError, ValueError, UnicodeDecodeError, RecursionError):
             continue
         if not isinstance(obj, dict):
             continue
@@ -256,8 +292,13 @@ def gc(cache: BlobCache, keep: Iterable[str]) -> int:
         for p in d.iterdir():
             if "sha256:" + p.name in live:
                 continue
-            freed += p.stat().st_size
-            p.unlink()
+            try:
+                size = p.stat().st_size
+                p.unlink()
+            except OSError as e:  # one stuck file must not stop the rest
+                log.warning("cache: cannot remove %s: %s", p, e.strerror or e)
+                continue
+            freed += size
             log.info("cache: removed unreferenced blob sha256:%s", p.name)
     return freed
 

@@ -24,12 +24,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from lxdocker.build.tarreader import TarReader
 from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS
 from lxdocker.errors import LayerError
-from lxdocker.sources.cache import BlobCache
+from lxdocker.limits import DEFAULT_LIMITS, Limits
+from lxdocker.sources.cache import BlobCache, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,12 @@ class Header:
 LayerIndex = Sequence[Header]
 
 
-def build(opener: LayerOpener, label: str) -> list[Header]:
-    """Read one layer to its end (the opener checks the diff_id) and list its headers."""
+def build(opener: LayerOpener, label: str, limits: Limits = DEFAULT_LIMITS) -> list[Header]:
+    """Read one layer to its end (the opener checks the diff_id) and list its headers;
+    a layer beyond `limits` (entries, uncompressed bytes) is a LayerError."""
     out: list[Header] = []
     with opener() as stream:
-        for info in TarReader(stream, label):
+        for info in TarReader(stream, label, limits):
             out.append(Header(info.name, info.type, info.linkname, info.mode, info.gid))
     return out
 
@@ -103,7 +106,12 @@ def index_path(cache: BlobCache, digest: str) -> os.PathLike[str]:
 
 
 def cached(
-    cache: BlobCache, digest: str, diff_id: str, opener: LayerOpener, label: str
+    cache: BlobCache,
+    digest: str,
+    diff_id: str,
+    opener: LayerOpener,
+    label: str,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Header]:
     """The index of blob `digest`, from the cache or built now (and then cached).
 
@@ -116,18 +124,23 @@ def cached(
             return loads(f.read(), diff_id, f"layer {digest} index {path}")
     except FileNotFoundError:
         pass
-    except LayerError as exc:
+    except (LayerError, OSError) as exc:
         log.warning("%s; rebuilding it", exc)
-    index = build(opener, label)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # Written to a temporary name and renamed, so a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    index = build(opener, label, limits)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # Written to a temporary name and renamed, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    except OSError as e:
+        raise disk_error(Path(path), e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(dumps(index, diff_id))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise disk_error(Path(path), e) from None
         raise
     return index
 

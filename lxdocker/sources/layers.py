@@ -21,7 +21,8 @@ from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
-from lxdocker.errors import DigestError, LayerError
+from lxdocker import deadline
+from lxdocker.errors import DigestError, LayerError, quoted
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.oci import LAYER_GZIP, LAYER_TYPES, LAYER_ZSTD, Descriptor, check_digest
 
@@ -122,6 +123,8 @@ class _DiffIdReader(io.RawIOBase):
         return True
 
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        # Once per buffer (1 MiB): a layer bomb cannot outlast the image's deadline.
+        deadline.check(f"reading {self._what}")
         try:
             data = self._src.read(len(b))
         except (OSError, EOFError, zstandard.ZstdError) as e:
@@ -156,7 +159,9 @@ def open_layer(cache: BlobCache, layer: Descriptor, diff_id: str) -> Iterator[Bi
     check_digest(diff_id, f"layer {layer.digest} diff_id")
     what = f"layer {layer.digest}"
     if layer.media_type not in LAYER_TYPES:
-        log.warning("%s: unknown media type %r, reading by content", what, layer.media_type)
+        log.warning(
+            "%s: unknown media type %s, reading by content", what, quoted(layer.media_type, 100)
+        )
     raw = cache.open(layer.digest)
     with contextlib.ExitStack() as stack:
         stack.enter_context(raw)

@@ -23,14 +23,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lxdocker.errors import DigestError, RegistryError
+from lxdocker import smallfile
+from lxdocker.errors import DigestError, RegistryError, quoted
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.layers import sniff
 from lxdocker.sources.oci import (
     DOCKER_CONFIG,
     DOCKER_MANIFEST,
+    MAX_CONFIG,
+    MAX_JSON_DEPTH,
+    MAX_MANIFEST,
     Descriptor,
     check_digest,
+    load_json,
     sha256_digest,
     verify_bytes,
 )
@@ -47,6 +52,13 @@ _DOCKER_LAYER = {
 _CHUNK = 1 << 20
 
 
+def _read_bounded(f: IO[bytes], limit: int, what: str) -> bytes:
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise RegistryError(f"{what}: larger than {limit} bytes")
+    return data
+
+
 class OciLayoutSource:
     def __init__(self, path: Path, tag: str | None) -> None:
         self.path, self.tag = path, tag
@@ -59,15 +71,17 @@ class OciLayoutSource:
     def get_manifest(self, ref: str) -> FetchedManifest:
         if ref.startswith("sha256:"):
             return self._read_manifest(ref, "")
+        where = f"{self.what}: index.json"
         try:
-            index = json.loads((self.path / "index.json").read_bytes())
+            raw = smallfile.read(self.path / "index.json", MAX_MANIFEST)
         except FileNotFoundError:
             raise RegistryError(f"{self.what}: no index.json (not an OCI image layout)") from None
-        except ValueError as e:
-            raise RegistryError(f"{self.what}: index.json is not valid JSON: {e}") from None
-        entries = [
-            Descriptor.parse(d, f"{self.what} index.json") for d in index.get("manifests") or ()
-        ]
+        except (OSError, smallfile.NotSmallFile) as e:
+            raise RegistryError(f"{where}: cannot read: {e}") from None
+        manifests = load_json(raw, where).get("manifests") or []
+        if not isinstance(manifests, list):
+            raise RegistryError(f"{where}: 'manifests' must be a list")
+        entries = [Descriptor.parse(d, where) for d in manifests]
         if not ref and len(entries) == 1:
             chosen = entries[0]
         else:
@@ -76,16 +90,19 @@ class OciLayoutSource:
             if not matches:
                 tags = sorted({d.annotation(REF_NAME) or "(untagged)" for d in entries})
                 raise RegistryError(
-                    f"{self.what}: no image tagged {want!r}; tags: {', '.join(tags) or 'none'}"
+                    f"{self.what}: no image tagged {quoted(want, 100)}; "
+                    f"tags: {quoted(', '.join(tags), 300)[1:-1] or 'none'}"
                 )
             chosen = matches[0]
         return self._read_manifest(chosen.digest, chosen.media_type)
 
     def _read_manifest(self, digest: str, media_type: str) -> FetchedManifest:
         try:
-            raw = self._blob(digest).read_bytes()
+            raw = smallfile.read(self._blob(digest), MAX_MANIFEST)
         except FileNotFoundError:
             raise RegistryError(f"{self.what}: blob {digest} is missing") from None
+        except (OSError, smallfile.NotSmallFile) as e:
+            raise RegistryError(f"{self.what}: manifest {digest}: cannot read: {e}") from None
         verify_bytes(raw, digest, f"{self.what}: manifest")
         return FetchedManifest(raw, media_type, digest)
 
@@ -99,6 +116,8 @@ class OciLayoutSource:
                 return cache.put_stream(desc.digest, desc.size, f, progress)
         except FileNotFoundError:
             raise RegistryError(f"{self.what}: blob {desc.digest} is missing") from None
+        except OSError as e:  # the cache's own write errors are StoreErrors already
+            raise RegistryError(f"{self.what}: blob {desc.digest}: {e.strerror or e}") from None
 
 
 class DockerArchiveSource:
@@ -120,21 +139,29 @@ class DockerArchiveSource:
         except KeyError:
             f = None
         if f is None:
-            raise RegistryError(f"{self.what}: missing file {name!r}")
+            raise RegistryError(f"{self.what}: missing file {quoted(name, 100)}")
         return f
 
     def get_manifest(self, ref: str) -> FetchedManifest:
-        if self._manifest is not None:
-            if ref.startswith("sha256:") and ref != self._manifest.digest:
-                raise DigestError(
-                    f"{self.what}: manifest digest is {self._manifest.digest}, not {ref}"
-                )
-            return self._manifest
-        with self._open() as tar:
+        if self._manifest is None:
             try:
-                entries: Any = json.load(self._member_bytes(tar, "manifest.json"))
+                self._manifest = self._synthesise()
+            except (OSError, EOFError, tarfile.TarError) as e:
+                raise RegistryError(f"{self.what}: cannot read: {e}") from None
+        if ref.startswith("sha256:") and ref != self._manifest.digest:
+            raise DigestError(f"{self.what}: manifest digest is {self._manifest.digest}, not {ref}")
+        return self._manifest
+
+    def _synthesise(self) -> FetchedManifest:
+        with self._open() as tar:
+            what = f"{self.what}: manifest.json"
+            raw = _read_bounded(self._member_bytes(tar, "manifest.json"), MAX_MANIFEST, what)
+            try:
+                entries: Any = json.loads(raw)
+            except RecursionError:
+                raise RegistryError(f"{what}: nested more than {MAX_JSON_DEPTH} levels") from None
             except ValueError as e:
-                raise RegistryError(f"{self.what}: manifest.json is not valid JSON: {e}") from None
+                raise RegistryError(f"{what}: not valid JSON: {quoted(str(e))}") from None
             if (
                 not isinstance(entries, list)
                 or len(entries) != 1
@@ -144,21 +171,27 @@ class DockerArchiveSource:
                 raise RegistryError(f"{self.what}: holds {n} images; exactly one is supported")
             entry = entries[0]
             cfg_name, layer_names = entry.get("Config"), entry.get("Layers")
-            if not isinstance(cfg_name, str) or not isinstance(layer_names, list):
-                raise RegistryError(f"{self.what}: manifest.json needs 'Config' and 'Layers'")
-            config = self._member_bytes(tar, cfg_name).read()
+            if (
+                not isinstance(cfg_name, str)
+                or not isinstance(layer_names, list)
+                or not all(isinstance(n, str) for n in layer_names)
+            ):
+                raise RegistryError(f"{what}: needs 'Config' and 'Layers' (file names)")
+            config = _read_bounded(
+                self._member_bytes(tar, cfg_name), MAX_CONFIG, f"{self.what}: config"
+            )
             cfg_digest = sha256_digest(config)
             self._members[cfg_digest] = cfg_name
             layers = []
             for name in layer_names:
-                f = self._member_bytes(tar, str(name))
+                f = self._member_bytes(tar, name)
                 h, size, head = hashlib.sha256(), 0, b""
                 while chunk := f.read(_CHUNK):
                     head = head or chunk[:4]
                     h.update(chunk)
                     size += len(chunk)
                 digest = "sha256:" + h.hexdigest()
-                self._members[digest] = str(name)
+                self._members[digest] = name
                 layers.append(
                     {"mediaType": _DOCKER_LAYER[sniff(head)], "digest": digest, "size": size}
                 )
@@ -169,8 +202,7 @@ class DockerArchiveSource:
             "layers": layers,
         }
         raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-        self._manifest = FetchedManifest(raw, DOCKER_MANIFEST, sha256_digest(raw))
-        return self.get_manifest(ref)
+        return FetchedManifest(raw, DOCKER_MANIFEST, sha256_digest(raw))
 
     def fetch_blob(
         self, desc: Descriptor, cache: BlobCache, progress: Callable[[int], None] = lambda n: None
@@ -182,8 +214,12 @@ class DockerArchiveSource:
         name = self._members.get(desc.digest)
         if name is None:
             raise RegistryError(f"{self.what}: no file with digest {desc.digest}")
-        with self._open() as tar:
-            return cache.put_stream(desc.digest, desc.size, self._member_bytes(tar, name), progress)
+        try:
+            with self._open() as tar:
+                src = self._member_bytes(tar, name)
+                return cache.put_stream(desc.digest, desc.size, src, progress)
+        except (OSError, EOFError, tarfile.TarError) as e:  # the archive, not the cache
+            raise RegistryError(f"{self.what}: {quoted(name, 100)}: {e}") from None
 
 
 __all__ = ["DockerArchiveSource", "OciLayoutSource"]

@@ -3,6 +3,11 @@
 Pure parsing of the OCI image spec (manifest.md, image-index.md, config.md) and
 the Docker v2 schema 2 equivalents. Every descriptor digest is validated here, so
 later code can use it as a file name without fear of path tricks.
+
+Everything here comes from a registry or a file someone else made: every field
+the spec types is checked for its type (a wrong one is a RegistryError naming the
+field, never a Python error later), documents are bounded in size (MAX_MANIFEST,
+MAX_CONFIG) and in nesting (MAX_JSON_DEPTH; real ones nest 4 or 5 deep).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lxdocker import arch as arches
-from lxdocker.errors import DigestError, RegistryError
+from lxdocker.errors import DigestError, RegistryError, quoted
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -49,6 +54,13 @@ LAYER_ZSTD = (
 LAYER_TYPES = (*LAYER_TAR, *LAYER_GZIP, *LAYER_ZSTD)
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# distribution refuses manifests over 4 MiB (registry/handlers/manifests.go); an
+# index or an OCI layout's index.json is a manifest too.
+MAX_MANIFEST = 4 << 20
+# Image configs are not bounded by the registry; real ones are kilobytes (the
+# history of a few hundred layers stays far below a megabyte).
+MAX_CONFIG = 8 << 20
+MAX_JSON_DEPTH = 64
 
 
 def sha256_digest(data: bytes) -> str:
@@ -58,7 +70,7 @@ def sha256_digest(data: bytes) -> str:
 def check_digest(digest: str, what: str) -> str:
     """Validate a digest string (only sha256 is supported, like Docker)."""
     if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
-        raise DigestError(f"{what}: unsupported or malformed digest {digest!r}")
+        raise DigestError(f"{what}: unsupported or malformed digest {quoted(digest, 80)}")
     return digest
 
 
@@ -96,20 +108,32 @@ class Descriptor:
         size = obj.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise RegistryError(f"{what}: descriptor {digest} has no valid size")
+        what = f"{what}: descriptor {digest}"
         plat = None
         p = obj.get("platform")
-        if isinstance(p, dict):
+        if p is not None:
+            if not isinstance(p, dict):
+                raise RegistryError(f"{what}: 'platform' must be an object")
             plat = Platform(
-                str(p.get("os", "")), str(p.get("architecture", "")), str(p.get("variant", ""))
+                _str(p, "os", what), _str(p, "architecture", what), _str(p, "variant", what)
             )
-        ann = obj.get("annotations") or {}
+        ann = obj.get("annotations")
+        if ann is not None and not (
+            isinstance(ann, dict) and all(isinstance(v, str) for v in ann.values())
+        ):
+            raise RegistryError(f"{what}: 'annotations' must be an object of strings")
+        urls = obj.get("urls")
+        if urls is not None and not (
+            isinstance(urls, list) and all(isinstance(u, str) for u in urls)
+        ):
+            raise RegistryError(f"{what}: 'urls' must be a list of strings")
         return cls(
-            media_type=str(obj.get("mediaType", "")),
+            media_type=_str(obj, "mediaType", what),
             digest=digest,
             size=size,
             platform=plat,
-            annotations=tuple(sorted((str(k), str(v)) for k, v in ann.items())),
-            urls=tuple(str(u) for u in obj.get("urls") or ()),
+            annotations=tuple(sorted((ann or {}).items())),
+            urls=tuple(urls or ()),
         )
 
     def annotation(self, key: str) -> str | None:
@@ -129,13 +153,35 @@ class Index:
     manifests: tuple[Descriptor, ...]
 
 
-def _json(raw: bytes, what: str) -> dict[str, Any]:
+def _str(obj: dict[str, Any], key: str, what: str) -> str:
+    """A string field of a JSON object: "" when absent or null, else a str."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RegistryError(f"{what}: {key!r} must be a string, not {quoted(value, 60)}")
+    return value
+
+
+def load_json(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from untrusted bytes, at most MAX_JSON_DEPTH levels deep."""
     try:
         obj = json.loads(raw)
+    except RecursionError:
+        raise RegistryError(f"{what}: JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise RegistryError(f"{what}: not valid JSON: {e}") from None
+        raise RegistryError(f"{what}: not valid JSON: {quoted(str(e), 200)}") from None
     if not isinstance(obj, dict):
         raise RegistryError(f"{what}: not a JSON object")
+    # Walked without recursion: a deep document must not become a RecursionError
+    # in whatever reads it next.
+    todo: list[tuple[Any, int]] = [(obj, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise RegistryError(f"{what}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        todo.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
     return obj
 
 
@@ -146,8 +192,10 @@ def parse_manifest(raw: bytes, content_type: str, what: str) -> Manifest | Index
     removed support for it (docker/cli deprecation notice "pushing and pulling
     with image manifest v2 schema 1").
     """
-    obj = _json(raw, what)
-    media_type = str(obj.get("mediaType") or content_type.split(";")[0].strip())
+    if len(raw) > MAX_MANIFEST:
+        raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+    obj = load_json(raw, what)
+    media_type = _str(obj, "mediaType", what) or content_type.split(";")[0].strip()
     if obj.get("schemaVersion") == 1 or media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         raise RegistryError(
             f"{what}: Docker image manifest v2 schema 1 is not supported "
@@ -170,7 +218,7 @@ def parse_manifest(raw: bytes, content_type: str, what: str) -> Manifest | Index
             Descriptor.parse(obj.get("config"), f"{what} config"),
             tuple(Descriptor.parse(d, f"{what} layer {i}") for i, d in enumerate(layers)),
         )
-    raise RegistryError(f"{what}: unsupported manifest media type {media_type!r}")
+    raise RegistryError(f"{what}: unsupported manifest media type {quoted(media_type, 100)}")
 
 
 def platform_arch(p: Platform) -> arches.Arch | None:
@@ -235,7 +283,9 @@ class ImageConfig:
 
     @classmethod
     def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
-        obj = _json(raw, what)
+        if len(raw) > MAX_CONFIG:
+            raise RegistryError(f"{what}: larger than {MAX_CONFIG} bytes")
+        obj = load_json(raw, what)
         cfg = obj.get("config") or {}
         if not isinstance(cfg, dict):
             raise RegistryError(f"{what}: 'config' must be an object")
@@ -246,20 +296,20 @@ class ImageConfig:
         for d in diff_ids or ():
             check_digest(d, f"{what} rootfs.diff_ids")
         labels = cfg.get("Labels") or {}
-        if not isinstance(labels, dict):
-            raise RegistryError(f"{what}: config field 'Labels' must be an object")
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise RegistryError(f"{what}: config field 'Labels' must be an object of strings")
         return cls(
-            architecture=str(obj.get("architecture", "")),
-            os=str(obj.get("os", "")),
-            variant=str(obj.get("variant", "")),
-            created=str(obj.get("created") or ""),
+            architecture=_str(obj, "architecture", what),
+            os=_str(obj, "os", what),
+            variant=_str(obj, "variant", what),
+            created=_str(obj, "created", what),
             env=_strs(cfg.get("Env"), what, "Env") or (),
             entrypoint=_strs(cfg.get("Entrypoint"), what, "Entrypoint"),
             cmd=_strs(cfg.get("Cmd"), what, "Cmd"),
-            user=str(cfg.get("User") or ""),
-            working_dir=str(cfg.get("WorkingDir") or ""),
-            stop_signal=str(cfg.get("StopSignal") or ""),
-            labels={str(k): str(v) for k, v in labels.items()},
+            user=_str(cfg, "User", what),
+            working_dir=_str(cfg, "WorkingDir", what),
+            stop_signal=_str(cfg, "StopSignal", what),
+            labels=dict(labels),
             diff_ids=diff_ids or (),
             raw=raw,
         )
@@ -280,6 +330,9 @@ __all__ = [
     "LAYER_TYPES",
     "LAYER_ZSTD",
     "MANIFEST_TYPES",
+    "MAX_CONFIG",
+    "MAX_JSON_DEPTH",
+    "MAX_MANIFEST",
     "OCI_CONFIG",
     "OCI_INDEX",
     "OCI_MANIFEST",
@@ -290,6 +343,7 @@ __all__ = [
     "Platform",
     "check_digest",
     "choose_platform",
+    "load_json",
     "parse_manifest",
     "platform_arch",
     "sha256_digest",

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from lxdocker import deadline
 from lxdocker.arch import Arch
 from lxdocker.errors import LxdockerError, RegistryError
+from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.progress import Progress
 from lxdocker.sources import layerindex
 from lxdocker.sources.cache import BlobCache
@@ -26,6 +28,7 @@ from lxdocker.sources.layerindex import LayerIndex
 from lxdocker.sources.layers import open_layer
 from lxdocker.sources.localsource import DockerArchiveSource, OciLayoutSource
 from lxdocker.sources.oci import (
+    MAX_CONFIG,
     Descriptor,
     ImageConfig,
     Index,
@@ -155,12 +158,20 @@ def pull(
     *,
     jobs: int = 3,
     progress: Progress | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> PulledImage:
-    """Manifest, config and layers into `cache` (verified); the parsed config."""
+    """Manifest, config and layers into `cache` (verified); the parsed config.
+
+    Every layer's header index is built on the way, within `limits`."""
     ref, what = resolved.reference, str(resolved.reference)
     src = open_source(ref, auth_file=resolved.auth_file, ca_bundle=resolved.ca_bundle)
     progress = progress or Progress()
     cache.put_bytes(resolved.manifest_digest, resolved.manifest)
+    if resolved.config.size > MAX_CONFIG:
+        raise RegistryError(
+            f"{what}: config {resolved.config.digest} is {resolved.config.size} bytes "
+            f"(at most {MAX_CONFIG})"
+        )
     downloaded = src.fetch_blob(resolved.config, cache)
     config = ImageConfig.parse(cache.read(resolved.config.digest), f"{what} config")
     if config.os or config.architecture:
@@ -190,11 +201,12 @@ def pull(
         # first one; built here, in the pull threads, it overlaps the downloads of
         # the other layers instead of delaying the conversion (zlib and sha256
         # release the GIL). It also checks the diff_id before anything is written.
-        _index(cache, desc, diff_ids[desc.digest])
+        _index(cache, desc, diff_ids[desc.digest], limits)
         return n
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
-        downloaded += sum(pool.map(fetch, unique))
+        # The image's deadline goes with the work into the pool's threads.
+        downloaded += sum(pool.map(deadline.in_context(fetch), unique))
     log.info(
         "%s (%s): %d layers in cache, %d bytes downloaded",
         what,
@@ -216,16 +228,18 @@ def layer_openers(pulled: PulledImage, cache: BlobCache) -> tuple[LayerOpener, .
     )
 
 
-def _index(cache: BlobCache, desc: Descriptor, diff_id: str) -> LayerIndex:
+def _index(cache: BlobCache, desc: Descriptor, diff_id: str, limits: Limits) -> LayerIndex:
     opener = functools.partial(open_layer, cache, desc, diff_id)
-    return layerindex.cached(cache, desc.digest, diff_id, opener, f"layer {desc.digest}")
+    return layerindex.cached(cache, desc.digest, diff_id, opener, f"layer {desc.digest}", limits)
 
 
-def layer_indexes(pulled: PulledImage, cache: BlobCache) -> tuple[Callable[[], LayerIndex], ...]:
+def layer_indexes(
+    pulled: PulledImage, cache: BlobCache, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Callable[[], LayerIndex], ...]:
     """Each layer's header index, cached beside its blob (built by `pull`, else on
     first use, by one read that also checks the diff_id), oldest first."""
     return tuple(
-        functools.partial(_index, cache, desc, diff_id)
+        functools.partial(_index, cache, desc, diff_id, limits)
         for desc, diff_id in zip(pulled.resolved.layers, pulled.config.diff_ids, strict=True)
     )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lxdocker.errors import ImageRefError
+from lxdocker.errors import ImageRefError, quoted
 
 DOCKER_HUB = "registry-1.docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
@@ -85,13 +85,17 @@ class Reference:
 def parse(image: str) -> Reference:
     """Parse `image` (a Docker reference or a local source) or raise ImageRefError."""
     if not image or image != image.strip():
-        raise ImageRefError(f"invalid image reference {image!r}: empty or surrounding spaces")
+        raise ImageRefError(
+            f"invalid image reference {quoted(image, 100)}: empty or surrounding spaces"
+        )
     if image.startswith("oci:"):
         return _parse_oci(image, image.removeprefix("oci:"))
     if image.startswith("docker-archive:"):
         path = image.removeprefix("docker-archive:")
         if not path:
-            raise ImageRefError(f"invalid image reference {image!r}: missing archive path")
+            raise ImageRefError(
+                f"invalid image reference {quoted(image, 100)}: missing archive path"
+            )
         return Reference("docker-archive", path=Path(path))
     return _parse_docker(image.removeprefix("docker://"))
 
@@ -103,10 +107,12 @@ def _parse_oci(image: str, rest: str) -> Reference:
     head, sep, tail = rest.rpartition(":")
     if sep and "/" not in tail:
         if not _TAG_RE.fullmatch(tail):
-            raise ImageRefError(f"invalid image reference {image!r}: bad tag {tail!r}")
+            raise ImageRefError(
+                f"invalid image reference {quoted(image, 100)}: bad tag {quoted(tail, 60)}"
+            )
         path, tag = head, tail
     if not path:
-        raise ImageRefError(f"invalid image reference {image!r}: missing layout path")
+        raise ImageRefError(f"invalid image reference {quoted(image, 100)}: missing layout path")
     return Reference("oci", path=Path(path), tag=tag)
 
 
@@ -116,7 +122,8 @@ def _parse_docker(image: str) -> Reference:
         name, _, digest = image.partition("@")
         if not _DIGEST_RE.fullmatch(digest):
             raise ImageRefError(
-                f"invalid image reference {image!r}: digest must be sha256:<64 hex digits>"
+                f"invalid image reference {quoted(image, 100)}: "
+                "digest must be sha256:<64 hex digits>"
             )
     tag = None
     # A colon after the last slash separates the tag (a colon before it is a port).
@@ -124,12 +131,16 @@ def _parse_docker(image: str) -> Reference:
     if ":" in last:
         name, _, tag = name.rpartition(":")
         if not _TAG_RE.fullmatch(tag):
-            raise ImageRefError(f"invalid image reference {image!r}: bad tag {tag!r}")
+            raise ImageRefError(
+                f"invalid image reference {quoted(image, 100)}: bad tag {quoted(tag, 60)}"
+            )
     first, slash, remainder = name.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         registry, repository = first, remainder
         if not _HOST_RE.fullmatch(registry):
-            raise ImageRefError(f"invalid image reference {image!r}: bad registry {registry!r}")
+            raise ImageRefError(
+                f"invalid image reference {quoted(image, 100)}: bad registry {quoted(registry, 60)}"
+            )
     else:
         registry, repository = DOCKER_HUB, name
     if registry in _HUB_ALIASES:
@@ -138,7 +149,8 @@ def _parse_docker(image: str) -> Reference:
             repository = f"library/{repository}"
     if not _REPO_RE.fullmatch(repository):
         raise ImageRefError(
-            f"invalid image reference {image!r}: repository {repository!r} must be lowercase "
+            f"invalid image reference {quoted(image, 100)}: repository "
+            f"{quoted(repository, 100)} must be lowercase "
             "components of [a-z0-9] separated by '/', '.', '_' or '-'"
         )
     if tag is None and digest is None:

@@ -1,43 +1,66 @@
 """Our interface over oras-py: manifests (raw bytes + digest) and verified blobs.
 
-One `RegistryClient` (and one oras `Registry`) per repository, because oras keeps
-one bearer token per object and tokens are scoped to a repository.
+One `RegistryClient` (and one oras `Registry`) per repository, because tokens are
+scoped to a repository.
 
-oras supplies the HTTP session and the token machinery (`TokenAuth.request_token`
-/ `request_anonymous_token`, which speak the distribution token protocol). We do
+oras supplies the HTTP session and the parsing of authentication challenges. We do
 the request loop ourselves instead of `Registry.do_request` because its retry
 decorator sleeps 3**attempt seconds on every error, including a refused login
 (so a wrong password takes minutes), ignores 429/Retry-After, and its token
 backend cannot answer a `Basic` challenge (it would request a token from the
-Basic realm string). Credentials never enter a log line or an error message.
+Basic realm string). We also ask the token server ourselves (distribution's token
+protocol, docs/spec/auth/token.md): oras' `request_token` sends it without a
+timeout, reads any answer whole and lets a non-JSON answer, a JSON list or a
+non-HTTP realm escape as a Python error. Credentials never enter a log line or an
+error message.
+
+Every answer is untrusted: each HTTP exchange runs under an overall deadline
+(lxdocker.sources.exchange: `RetryPolicy.deadline`, `--request-timeout`, never
+later than the image's), bodies are read up to a bound, and anything `requests`
+raises becomes a RegistryError naming the registry and the request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import re
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import oras.auth.utils
 import oras.provider
 import requests
 import urllib3.exceptions
 
-from lxdocker.errors import DigestError, RegistryError
+from lxdocker.errors import DeadlineError, DigestError, RegistryError, quoted
+from lxdocker.sources import exchange
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.credentials import auth_files, find_credentials
-from lxdocker.sources.oci import ACCEPT, Descriptor, check_digest, sha256_digest
+from lxdocker.sources.oci import (
+    ACCEPT,
+    MAX_MANIFEST,
+    Descriptor,
+    check_digest,
+    load_json,
+    sha256_digest,
+)
 
 log = logging.getLogger(__name__)
 
 _LOCALHOSTS = ("localhost", "127.0.0.1", "[::1]")
-# distribution refuses manifests over 4 MiB (registry/handlers/manifests.go).
-MAX_MANIFEST = 4 << 20
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# A token answer is a small JSON object (a JWT is a few kB); an error body is
+# only read for its `errors` messages.
+MAX_TOKEN_ANSWER = 1 << 20
+MAX_ERROR_BODY = 64 << 10
+# RFC 6750 section 2.1 b64token: what may follow "Bearer " in a header.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 @dataclass(frozen=True)
@@ -46,7 +69,11 @@ class RetryPolicy:
     backoff: float = 0.5  # first delay; doubles, with jitter
     max_backoff: float = 8.0
     max_retry_after: float = 60.0
-    timeout: float = 60.0  # connect/read timeout of one request
+    timeout: float = 60.0  # connect timeout, and the longest wait for any one read
+    # One HTTP exchange, from sending the request to its body's last byte (a blob
+    # download cut by it resumes where it stopped); None: the job's --request-timeout
+    # (lxdocker.deadline), else DEFAULT_REQUEST_TIMEOUT.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +105,8 @@ class RegistryClient:
         self._oras = oras.provider.Registry(
             registry, insecure=bool(insecure), tls_verify=tls_verify, auth_backend="token"
         )
+        self._session: requests.Session = self._oras.session
+        exchange.watch(self._session)
         self._auth_header: str | None = None
         creds = find_credentials(registry, auth_files(auth_file))
         self._creds_file: Path | None = None
@@ -86,8 +115,6 @@ class RegistryClient:
         if creds:
             self._user, password, self._creds_file = creds
             self._basic = oras.auth.utils.get_basic_auth(self._user, password)
-            # oras' TokenAuth sends this as Basic when it asks the token server.
-            self._oras.auth._basic_auth = self._basic
             log.debug(
                 "%s: using credentials of user %r from %s", registry, self._user, self._creds_file
             )
@@ -112,25 +139,50 @@ class RegistryClient:
             self._auth_header = f"Basic {self._basic}"
             return
         if scheme != "bearer":
-            raise RegistryError(f"{self._what()}: unsupported authentication challenge {scheme!r}")
-        h = oras.auth.utils.parse_auth_header(challenge)
-        auth = self._oras.auth
-        auth.prefix = self._scheme
+            raise RegistryError(
+                f"{self._what()}: unsupported authentication challenge {quoted(scheme, 40)}"
+            )
+        self._auth_header = f"Bearer {self._token(oras.auth.utils.parse_auth_header(challenge))}"
+
+    def _token(self, h: oras.auth.utils.authHeader) -> str:
+        """A bearer token from the challenge's token server (anonymous, or with our
+        Basic credentials)."""
+        realm = h.realm if isinstance(h.realm, str) else ""
         try:
-            token = auth.request_token(h) if self._basic else auth.request_anonymous_token(h)
-        except _TRANSIENT as e:
+            url = urllib.parse.urlsplit(realm)
+            ok = url.scheme in ("http", "https") and bool(url.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
             raise RegistryError(
-                f"{self._what()}: token server {h.realm} unreachable: {type(e).__name__}"
-            ) from None
-        if not token:
-            who = (
-                f"as user {self._user!r} (from {self._creds_file})" if self._user else "anonymously"
+                f"{self._what()}: the token server {quoted(realm, 100)} named by the "
+                "registry's challenge is not an http(s) URL"
             )
-            raise RegistryError(
-                f"{self._what()}: authentication failed {who}: the token server {h.realm} "
-                "refused the request"
-            )
-        self._auth_header = f"Bearer {token}"
+        params = {k: v for k, v in (("service", h.service), ("scope", h.scope)) if v}
+        headers = {"Accept": "application/json"}
+        if self._basic:
+            headers["Authorization"] = f"Basic {self._basic}"
+        server = f"the token server {quoted(realm, 100)}"
+        with self._exchange("GET", realm, headers, stream=True, params=params) as (resp, _):
+            if resp.status_code != 200:
+                who = (
+                    f"as user {self._user!r} (from {self._creds_file})"
+                    if self._user
+                    else "anonymously"
+                )
+                raise RegistryError(
+                    f"{self._what()}: authentication failed {who}: {server} "
+                    f"refused the request (HTTP {resp.status_code})"
+                )
+            body = exchange.read_body(resp, MAX_TOKEN_ANSWER, f"{self._what()}: {server}")
+        try:
+            answer = load_json(body, f"{self._what()}: {server}")
+        except RegistryError as e:
+            raise RegistryError(f"{e} (it must answer a JSON object with a token)") from None
+        token = answer.get("token") or answer.get("access_token")
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            raise RegistryError(f"{self._what()}: {server} answered without a valid token")
+        return token
 
     def _files_text(self) -> str:
         return (
@@ -141,83 +193,117 @@ class RegistryClient:
 
     # -- requests --------------------------------------------------------
     def _send(
-        self, method: str, url: str, headers: dict[str, str], stream: bool
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        stream: bool,
+        params: dict[str, str] | None = None,
     ) -> requests.Response:
         h = dict(headers)
-        if self._auth_header:
+        # Our credentials go to the registry only, never to a token server elsewhere.
+        if self._auth_header and "Authorization" not in h and url.startswith(self._base):
             h["Authorization"] = self._auth_header
-        session: requests.Session = self._oras.session
-        return session.request(
+        return self._session.request(
             method,
             url,
             headers=h,
+            params=params,
             stream=stream,
             verify=self._tls_verify,
-            timeout=self._retry.timeout,
+            timeout=exchange.read_timeout(self._retry.timeout),
             allow_redirects=True,
         )
+
+    @contextlib.contextmanager
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        stream: bool,
+        params: dict[str, str] | None = None,
+    ) -> Iterator[tuple[requests.Response, exchange.Watchdog]]:
+        """One HTTP exchange (lxdocker.sources.exchange) sent by `_send`."""
+        with exchange.watched(
+            lambda: self._send(method, url, headers, stream, params),
+            method,
+            url,
+            own=self._retry.deadline,
+            what=f"{self._what()}",
+            where=self.registry,
+        ) as got:
+            yield got
 
     def _delay(self, attempt: int) -> float:
         d = min(self._retry.max_backoff, self._retry.backoff * (2.0**attempt))
         return d * (0.5 + random.random() / 2)
 
+    @contextlib.contextmanager
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, *, stream: bool = False
-    ) -> requests.Response:
-        """One request with auth and 429/5xx/connection retries; the final response."""
+    ) -> Iterator[tuple[requests.Response, exchange.Watchdog]]:
+        """One request with auth and 429/5xx/connection retries: the final response
+        (and its watchdog), open while the body lasts."""
         headers = headers or {}
         authed_fresh = False
         last = ""
         for attempt in range(self._retry.attempts):
             url = f"{self._base}{path}"
-            try:
-                resp = self._send(method, url, headers, stream)
-            except requests.exceptions.SSLError as e:
-                if self._scheme == "http" and url.startswith("https://"):
-                    # A concurrent layer download of this client switched to HTTP
-                    # while this request was in flight (pull's first request may be
-                    # a parallel layer fetch when the config is already cached).
+            with contextlib.ExitStack() as stack:
+                try:
+                    resp, dog = stack.enter_context(
+                        self._exchange(method, url, headers, stream=stream)
+                    )
+                except requests.exceptions.SSLError as e:
+                    if self._scheme == "http" and url.startswith("https://"):
+                        # A concurrent layer download of this client switched to HTTP
+                        # while this request was in flight (pull's first request may be
+                        # a parallel layer fetch when the config is already cached).
+                        continue
+                    if self._insecure is None and _hostname(self.registry) in _LOCALHOSTS:
+                        log.info("%s: no TLS, using plain HTTP (localhost)", self.registry)
+                        self._insecure, self._scheme = True, "http"
+                        continue
+                    raise RegistryError(f"{self._what()}: TLS error: {e}") from None
+                except exchange.TRANSIENT as e:
+                    last = f"{type(e).__name__}"
+                    log.warning(
+                        "%s: %s %s failed (%s), retrying", self.registry, method, path, last
+                    )
+                    self._sleep(self._delay(attempt))
                     continue
-                if self._insecure is None and _hostname(self.registry) in _LOCALHOSTS:
-                    log.info("%s: no TLS, using plain HTTP (localhost)", self.registry)
-                    self._insecure, self._scheme = True, "http"
+                if self._insecure is None:
+                    self._insecure = self._scheme == "http"
+                if resp.status_code == 401 and not authed_fresh:
+                    stack.close()
+                    self._authenticate(resp)
+                    authed_fresh = True
                     continue
-                raise RegistryError(f"{self._what()}: TLS error: {e}") from None
-            except _TRANSIENT as e:
-                last = f"{type(e).__name__}"
-                log.warning("%s: %s %s failed (%s), retrying", self.registry, method, path, last)
-                self._sleep(self._delay(attempt))
-                continue
-            if self._insecure is None:
-                self._insecure = self._scheme == "http"
-            if resp.status_code == 401 and not authed_fresh:
-                resp.close()
-                self._authenticate(resp)
-                authed_fresh = True
-                continue
-            if resp.status_code == 401:
-                resp.close()
-                who = (
-                    f"user {self._user!r} from {self._creds_file}"
-                    if self._user
-                    else f"no credentials for {self.registry} in {self._files_text()}"
-                )
-                raise RegistryError(f"{self._what()}: authentication failed ({who}); HTTP 401")
-            if resp.status_code == 429:
-                wait = _retry_after(resp.headers.get("Retry-After"), self._delay(attempt))
-                wait = min(wait, self._retry.max_retry_after)
-                log.warning("%s: rate limited (429), waiting %.1fs", self.registry, wait)
-                resp.close()
-                last = "HTTP 429"
-                self._sleep(wait)
-                continue
-            if resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}"
-                log.warning("%s: %s %s gave %s, retrying", self.registry, method, path, last)
-                resp.close()
-                self._sleep(self._delay(attempt))
-                continue
-            return resp
+                if resp.status_code == 401:
+                    who = (
+                        f"user {self._user!r} from {self._creds_file}"
+                        if self._user
+                        else f"no credentials for {self.registry} in {self._files_text()}"
+                    )
+                    raise RegistryError(f"{self._what()}: authentication failed ({who}); HTTP 401")
+                if resp.status_code == 429:
+                    wait = _retry_after(resp.headers.get("Retry-After"), self._delay(attempt))
+                    wait = min(wait, self._retry.max_retry_after)
+                    log.warning("%s: rate limited (429), waiting %.1fs", self.registry, wait)
+                    stack.close()
+                    last = "HTTP 429"
+                    self._sleep(wait)
+                    continue
+                if resp.status_code >= 500:
+                    last = f"HTTP {resp.status_code}"
+                    log.warning("%s: %s %s gave %s, retrying", self.registry, method, path, last)
+                    stack.close()
+                    self._sleep(self._delay(attempt))
+                    continue
+                yield resp, dog
+                return
         raise RegistryError(
             f"{self._what()}: {method} {path} failed after {self._retry.attempts} attempts ({last})"
         )
@@ -225,37 +311,38 @@ class RegistryClient:
     def _error(self, resp: requests.Response, what: str) -> RegistryError:
         detail = ""
         try:
-            errs = resp.json().get("errors") or []
-            detail = "; ".join(
-                f"{e.get('code')}: {e.get('message')}" for e in errs if isinstance(e, dict)
-            )
-        except (ValueError, AttributeError):
+            body = exchange.read_body(resp, MAX_ERROR_BODY, what)
+            errs = load_json(body, what).get("errors") or []
+            if isinstance(errs, list):
+                detail = "; ".join(
+                    f"{quoted(e.get('code'), 40)}: {quoted(e.get('message'), 200)}"
+                    for e in errs[:5]
+                    if isinstance(e, dict)
+                )
+        except (RegistryError, *exchange.TRANSIENT):
             pass
         return RegistryError(f"{self._what()}: {what}: HTTP {resp.status_code} {detail}".rstrip())
 
     # -- API -------------------------------------------------------------
     def get_manifest(self, ref: str) -> FetchedManifest:
         """The raw manifest bytes for a tag or digest, digest verified."""
-        what = f"{self._what()}: manifest {ref!r}"
+        what = f"{self._what()}: manifest {quoted(ref, 100)}"
         for attempt in range(self._retry.attempts):
-            resp = self.request("GET", f"/manifests/{ref}", {"Accept": ACCEPT}, stream=True)
-            if resp.status_code != 200:
-                raise self._error(resp, f"manifest {ref!r}")
-            raw = bytearray()
-            try:
-                for chunk in resp.iter_content(1 << 16):
-                    raw += chunk
-                    if len(raw) > MAX_MANIFEST:
-                        raise RegistryError(f"{what}: larger than {MAX_MANIFEST} bytes")
-                break
-            except _TRANSIENT as e:
-                log.warning("%s: connection dropped (%s), retrying", what, type(e).__name__)
-                self._sleep(self._delay(attempt))
-            finally:
-                resp.close()
+            with self.request("GET", f"/manifests/{ref}", {"Accept": ACCEPT}, stream=True) as (
+                resp,
+                _,
+            ):
+                if resp.status_code != 200:
+                    raise self._error(resp, f"manifest {quoted(ref, 100)}")
+                try:
+                    raw = exchange.read_body(resp, MAX_MANIFEST, what)
+                    break
+                except exchange.TRANSIENT as e:
+                    log.warning("%s: connection dropped (%s), retrying", what, type(e).__name__)
+            self._sleep(self._delay(attempt))
         else:
             raise RegistryError(f"{what}: connection dropped {self._retry.attempts} times")
-        return self._checked(ref, bytes(raw), resp, what)
+        return self._checked(ref, raw, resp, what)
 
     def _checked(self, ref: str, raw: bytes, resp: requests.Response, what: str) -> FetchedManifest:
         digest = sha256_digest(raw)
@@ -263,13 +350,17 @@ class RegistryClient:
             raise DigestError(f"{what}: content digest is {digest}")
         header = resp.headers.get("Docker-Content-Digest")
         if header and header.startswith("sha256:") and header != digest:
-            raise DigestError(f"{what}: Docker-Content-Digest {header} but content is {digest}")
+            raise DigestError(
+                f"{what}: Docker-Content-Digest {quoted(header, 80)} but content is {digest}"
+            )
         return FetchedManifest(raw, resp.headers.get("Content-Type", ""), digest)
 
     def fetch_blob(
         self, desc: Descriptor, cache: BlobCache, progress: Callable[[int], None] = lambda n: None
     ) -> int:
-        """Download a blob into the cache (verified, resumed with Range); returns bytes fetched."""
+        """Download a blob into the cache (verified, resumed with Range); returns bytes
+        fetched. Only attempts that brought no new byte count against the retry
+        limit: a big layer cut by the request deadline goes on where it stopped."""
         digest = check_digest(desc.digest, self._what())
         if cache.has(digest):
             return 0
@@ -277,24 +368,24 @@ class RegistryClient:
             if w is None:  # another thread or process fetched it meanwhile
                 return 0
             progress(w.offset)
-            for attempt in range(self._retry.attempts):
+            failures = 0
+            while failures < self._retry.attempts:
                 headers = {"Accept-Encoding": "identity"}
                 if w.offset:
                     headers["Range"] = f"bytes={w.offset}-"
-                resp = self.request("GET", f"/blobs/{digest}", headers, stream=True)
+                before = w.offset
                 try:
-                    if resp.status_code == 200 and w.offset:
-                        log.info("%s: server ignored Range, restarting %s", self.registry, digest)
-                        w.restart()
-                    elif resp.status_code == 416 and w.offset == desc.size:
-                        pass  # we already have everything; commit verifies it
-                    elif resp.status_code not in (200, 206):
-                        raise self._error(resp, f"blob {digest}")
-                    if resp.status_code in (200, 206):
-                        for chunk in resp.raw.stream(1 << 20, decode_content=False):
-                            w.write(chunk)
-                            progress(w.offset)
-                except (*_TRANSIENT, urllib3.exceptions.HTTPError, OSError) as e:
+                    with self.request("GET", f"/blobs/{digest}", headers, stream=True) as (
+                        resp,
+                        dog,
+                    ):
+                        self._receive(resp, dog, w, desc, progress)
+                except (*exchange.TRANSIENT, urllib3.exceptions.HTTPError, DeadlineError) as e:
+                    # Cut by the request's deadline after some progress: go on from
+                    # there (the next request checks the image's own deadline first).
+                    if isinstance(e, DeadlineError) and w.offset == before:
+                        raise
+                    failures = 0 if w.offset > before else failures + 1
                     log.warning(
                         "%s: download of %s cut at %d bytes (%s), resuming",
                         self.registry,
@@ -302,11 +393,10 @@ class RegistryClient:
                         w.offset,
                         type(e).__name__,
                     )
-                    self._sleep(self._delay(attempt))
+                    self._sleep(self._delay(failures))
                     continue
-                finally:
-                    resp.close()
                 if w.offset < desc.size:
+                    failures = 0 if w.offset > before else failures + 1
                     log.warning(
                         "%s: %s ended at %d of %d bytes, resuming",
                         self.registry,
@@ -314,7 +404,7 @@ class RegistryClient:
                         w.offset,
                         desc.size,
                     )
-                    self._sleep(self._delay(attempt))
+                    self._sleep(self._delay(failures))
                     continue
                 w.commit()
                 return w.written
@@ -322,6 +412,30 @@ class RegistryClient:
                 f"{self._what()}: blob {digest} still incomplete after "
                 f"{self._retry.attempts} attempts ({w.offset} of {desc.size} bytes)"
             )
+
+    def _receive(
+        self,
+        resp: requests.Response,
+        dog: exchange.Watchdog,
+        w: Any,
+        desc: Descriptor,
+        progress: Callable[[int], None],
+    ) -> None:
+        if resp.status_code == 200 and w.offset:
+            log.info("%s: server ignored Range, restarting %s", self.registry, desc.digest)
+            w.restart()
+        elif resp.status_code == 416 and w.offset == desc.size:
+            return  # we already have everything; commit verifies it
+        elif resp.status_code not in (200, 206):
+            raise self._error(resp, f"blob {desc.digest}")
+        try:
+            for chunk in resp.raw.stream(1 << 20, decode_content=False):
+                w.write(chunk)
+                progress(w.offset)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if dog.fired:
+                raise  # _exchange says which deadline
+            raise requests.ConnectionError(str(e)) from None
 
 
 def _hostname(registry: str) -> str:

@@ -1,9 +1,12 @@
 """A full disk on demand: `tiny_disk` mounts a 1 MiB tmpfs (the tests run as root in
-CI) for the tests of what a write error leaves behind. Without mount rights the
-tests skip, except with CI=true where they fail."""
+CI) for the tests of what a write error leaves behind; `small_disk` a 4 MiB one,
+for a tool that fills the disk and then frees what it wrote (tar2sqfs removes its
+output when it fails). Without mount rights the tests skip, except with CI=true
+where they fail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -25,12 +28,11 @@ def fill(disk: Path) -> None:
         os.close(fd)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
+@contextlib.contextmanager
+def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
     mnt.mkdir()
     proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
         capture_output=True,
         text=True,
     )
@@ -43,3 +45,15 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "tiny", "1m") as mnt:
+        yield mnt
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "small", "4m") as mnt:
+        yield mnt
