@@ -25,8 +25,7 @@ from dataclasses import asdict, dataclass
 
 from imgserver.catalog import url_path
 from imgserver.lxcindex import newest
-from lxdocker.build.bundle import netns_path
-from lxdocker.versioninfo import ROLE_BUNDLE, VersionInfo
+from lxdocker.versioninfo import ROLE_BUNDLE, VersionInfo, netns_path
 
 JSON_PATH = "bundles.json"
 TEXT_PATH = "bundles.txt"

@@ -34,11 +34,14 @@ from typing import TypeVar
 from lxdocker import RECIPE_VERSION, deadline
 from lxdocker import arch as archmod
 from lxdocker.build import bundle, lxcrootfs
+from lxdocker.build.busybox import Busybox
 from lxdocker.build.contract import runtime
 from lxdocker.build.flatten import flatten
 from lxdocker.build.initscript import RunConfig
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import write_rootfs
+from lxdocker.busyboxes import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
+from lxdocker.busyboxes import BusyboxSet
 from lxdocker.config import NAME_RE, ImageFormat, Spec, load_specs
 from lxdocker.errors import LxdockerError, SpecError, quoted
 from lxdocker.limits import DEFAULT_LIMITS, Limits
@@ -64,8 +67,6 @@ from lxdocker.publish.store import (
     remove_image,
 )
 from lxdocker.publish.targets import TargetSpec, publish_all
-from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
-from lxdocker.sources.busybox import Busybox, BusyboxSet
 from lxdocker.sources.cache import BlobCache, gc
 from lxdocker.sources.pull import (
     PulledImage,

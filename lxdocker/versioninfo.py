@@ -73,6 +73,9 @@ LXC_META_FILE = "lxc-meta.tar.xz"
 # (lxdocker/build/bundle.py); imgserver lists it in bundles.json / bundles.txt.
 ROLE_BUNDLE = "oci-bundle"
 BUNDLE_FILE = "oci-bundle.tar.gz"
+# The network namespace a bundle joins by path (its config.json names it; imgserver's
+# bundle list tells the router where to make it).
+NETNS_DIR = "/var/run/netns"
 # Optional roles with a fixed file name: at most one of each per version.
 OPTIONAL_ROLES = {
     ROLE_LXC_ROOTFS: LXC_ROOTFS_FILE,
@@ -146,6 +149,11 @@ def verified(path: Path, a: Artifact) -> Artifact | None:
     return replace(a, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
+def netns_path(name: str) -> str:
+    """The network namespace the bundle of image `name` joins."""
+    return f"{NETNS_DIR}/{name}"
+
+
 def is_port(text: str) -> bool:
     """ "80/tcp": a port number 1..65535 and its protocol."""
     m = PORT_RE.fullmatch(text)
@@ -199,7 +207,7 @@ class VersionInfo:
     release: str
     variant: str
     # Where /busybox-lxd came from (GPL-2.0: its source must be findable), as
-    # lxdocker.sources.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
+    # lxdocker.build.busybox.Busybox.provenance(): arch, source ("path" | "image"), sha256,
     # and path or image + digest. None in versions written before it was recorded.
     busybox: dict[str, str] | None = field(default=None, hash=False)
     runtime: Runtime | None = None  # None: written before the contract was recorded

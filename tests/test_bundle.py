@@ -21,10 +21,10 @@ from referencing.jsonschema import DRAFT4
 
 from lxdocker import arch
 from lxdocker.build import bundle
+from lxdocker.build.hostfiles import HOSTS_TEMPLATE
 from lxdocker.build.initscript import RunConfig
 from lxdocker.errors import ToolError
 from lxdocker.job import JobConfig, run
-from lxdocker.publish.lxdimage import HOSTS_TEMPLATE
 from lxdocker.publish.store import complete_versions
 from lxdocker.versioninfo import BUNDLE_FILE, ROLE_BUNDLE
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout

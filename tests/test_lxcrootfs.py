@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from lxdocker.build import lxcrootfs
+from lxdocker.build.lxcrootfs import HOSTS_FILE
 from lxdocker.build.rootfs import write_rootfs
-from lxdocker.build.tarstream import Entry, write_tar
-from lxdocker.build.variant import write_tars
+from lxdocker.build.variant import Output
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.publish.lxcimage import HOSTS_FILE
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
 from tests.helpers.entries import edge_entries, edge_members, entries_of
 from tests.helpers.images import Member, layer_tar
 
@@ -28,7 +29,7 @@ MTIME = 1_700_000_123
 def pair(tar_bytes: bytes | None = None) -> tuple[bytes, bytes]:
     main, lxc = io.BytesIO(), io.BytesIO()
     entries = entries_of(tar_bytes) if tar_bytes is not None else edge_entries()
-    write_tars(entries, main, [(lxcrootfs.variant(Path("unused"), MTIME), lxc)])
+    write_tar(entries, main, [Output(lxcrootfs.variant(Path("unused"), MTIME), lxc)])
     return main.getvalue(), lxc.getvalue()
 
 

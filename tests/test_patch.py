@@ -15,10 +15,11 @@ import pytest
 
 from lxdocker.arch import Arch, host
 from lxdocker.build.patch import patch, resolve_user
-from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
 from tests.helpers.images import Member, layer_tar
 from tests.helpers.initrun import HOST_BUSYBOX, need_namespaces, run_init
 

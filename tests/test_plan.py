@@ -14,7 +14,7 @@ import pytest
 from lxdocker.build.plan import make_plan
 from lxdocker.errors import LayerError
 from lxdocker.limits import Limits
-from lxdocker.sources.layerindex import Header
+from lxdocker.tar.layerindex import Header
 
 REG, DIR, LNK, SYM = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
 

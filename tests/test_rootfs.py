@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from lxdocker.build.rootfs import find_squashfs_tool, queue_backlog, write_rootfs
-from lxdocker.build.tarstream import Entry
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, StoreError, ToolError
+from lxdocker.tar.stream import Entry
 from tests.helpers.entries import (
     CAP_NET_RAW,
     FORMATS,

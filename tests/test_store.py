@@ -18,7 +18,6 @@ import pytest
 
 from lxdocker.arch import by_debian
 from lxdocker.build.rootfs import write_rootfs
-from lxdocker.build.tarstream import Entry
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, LxdockerError, StoreError
 from lxdocker.publish.lxdimage import ImageMeta, hash_files, write_meta
@@ -33,6 +32,7 @@ from lxdocker.publish.store import (
     publish,
     remove_image,
 )
+from lxdocker.tar.stream import Entry
 from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VersionInfo
 from tests.helpers.entries import edge_entries, entries_of
 from tests.helpers.images import Member, layer_tar

@@ -40,8 +40,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from lxdocker.build.flatten import LayerOpener, flatten
-from lxdocker.build.tarstream import write_tar
 from lxdocker.errors import LayerError
+from lxdocker.tar.writer import write_tar
 from tests.helpers import stacks
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 from tests.helpers.umoci import (

@@ -3,7 +3,7 @@
 Adds /busybox-lxd, our udhcpc script and /sbin/init; an existing init moves to
 /lxd-realinit (the new init bind-mounts it back at boot).
 
-The stream is single-pass and its order is not guaranteed (tarstream.py), so:
+The stream is single-pass and its order is not guaranteed (lxdocker/tar/stream.py), so:
 * etc/passwd and etc/group are buffered (small) as they pass, for user resolution;
 * everything we add is emitted at the END, when all symlinks are known;
 * where /sbin/init lands depends on symlinks we may not have seen yet
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from lxdocker.arch import Arch
+from lxdocker.build.busybox import check_busybox
 from lxdocker.build.contract import healthcheck_command, render_volumes, volume_paths
 from lxdocker.build.initscript import (
     BUSYBOX,
@@ -42,11 +43,10 @@ from lxdocker.build.initscript import (
     run_config,
     sh_quote,
 )
-from lxdocker.build.tarstream import COPY_BUFSIZE, Entry, copy_exact
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
-from lxdocker.sources.busybox import check_busybox
+from lxdocker.tar.stream import COPY_BUFSIZE, Entry, copy_exact
 
 log = logging.getLogger(__name__)
 

@@ -40,10 +40,10 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from lxdocker.build import paths
 from lxdocker.errors import LayerError, quoted
 from lxdocker.limits import DEFAULT_LIMITS, IMPLICIT_BYTES, Limits
-from lxdocker.sources.layerindex import Header, LayerIndex
+from lxdocker.tar import paths
+from lxdocker.tar.layerindex import Header, LayerIndex
 
 Ref = tuple[int, int]  # (layer index, entry ordinal)
 IMPLICIT_MODE = 0o755

@@ -40,12 +40,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from lxdocker.build import paths
 from lxdocker.build.squashfs import check_names
-from lxdocker.build.tarstream import Entry, write_tar
-from lxdocker.build.variant import Variant, compress_to, write_tars
+from lxdocker.build.variant import Output, Variant, compress_to
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError, ToolError
+from lxdocker.tar import paths
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +181,10 @@ def write_rootfs(
     entries = readable(entries)
     try:
         with contextlib.ExitStack() as stack:
-            sinks = [(v, stack.enter_context(compress_to(v.argv, v.out))) for v in variants]
+            more = [Output(v, stack.enter_context(compress_to(v.argv, v.out))) for v in variants]
 
             def serialise(sink: BinaryIO) -> None:
-                if sinks:
-                    write_tars(entries, sink, sinks)
-                else:
-                    write_tar(entries, sink)
+                write_tar(entries, sink, more)
 
             if fmt == "squashfs":
                 tool = find_squashfs_tool()

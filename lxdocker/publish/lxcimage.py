@@ -32,18 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from lxdocker.arch import Arch
-from lxdocker.publish.lxdimage import (
-    HOSTS_TEMPLATE,
-    ImageMeta,
-    creation_epoch,
-    tar_xz_bytes,
-    write_file,
-)
+from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, tar_xz_bytes, write_file
 
+# The files with LXC_NAME in them (build/lxcrootfs.py writes them into the rootfs).
 TEMPLATE_FILES = ("/etc/hostname", "/etc/hosts")
-# LXD's templates with LXD's variable replaced by LXC's placeholder.
-HOSTNAME_FILE = "LXC_NAME\n"
-HOSTS_FILE = HOSTS_TEMPLATE.replace("{{ container.name }}", "LXC_NAME")
 EXCLUDES_USER = "dev/*\n"
 # lxc.arch takes the kernel name, but LXC 5.0's personality table (src/lxc/confile.c)
 # has no "armv6l": lxc-start fails with 'Unsupported personality "armv6l"'. It has
@@ -150,8 +142,6 @@ def write_meta(out: Path, meta: LxcMeta) -> None:
 
 __all__ = [
     "EXCLUDES_USER",
-    "HOSTNAME_FILE",
-    "HOSTS_FILE",
     "TEMPLATE_FILES",
     "LxcMeta",
     "config",

@@ -24,21 +24,10 @@ from pathlib import Path
 import yaml
 
 from lxdocker.arch import Arch
+from lxdocker.build.hostfiles import HOSTNAME_TEMPLATE, HOSTS_TEMPLATE
 from lxdocker.errors import StoreError, quoted
 from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact
 
-HOSTNAME_TEMPLATE = "{{ container.name }}\n"
-# A full hosts file: the image may ship none (distroless) or a Docker one that
-# lacks the container's own name (Debian's layout, 127.0.1.1 for the host name).
-HOSTS_TEMPLATE = (
-    "127.0.0.1\tlocalhost\n"
-    "127.0.1.1\t{{ container.name }}\n"
-    "\n"
-    "# The following lines are desirable for IPv6 capable hosts\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    "ff02::1\tip6-allnodes\n"
-    "ff02::2\tip6-allrouters\n"
-)
 TEMPLATES: dict[str, tuple[str, str]] = {
     # target path in the container -> (template file name, content)
     "/etc/hostname": ("hostname.tpl", HOSTNAME_TEMPLATE),

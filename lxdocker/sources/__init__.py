@@ -2,5 +2,5 @@
 
 Image references, registries and local OCI layouts / docker archives, the
 verified content-addressed blob cache, layer blobs as uncompressed tar streams
-with their header indexes, and the static busybox binaries per architecture.
+with their header indexes (lxdocker/tar/layerindex.py).
 """

@@ -170,6 +170,10 @@ class BlobCache:
         check_digest(digest, f"cache {self.root}")
         return self.root / "partial" / digest.removeprefix("sha256:")
 
+    def index_path(self, digest: str) -> Path:
+        """Where the header index of layer blob `digest` is kept (lxdocker.tar.layerindex)."""
+        return self.root / "index" / "sha256" / self.path(digest).name
+
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
@@ -284,7 +288,7 @@ def gc(cache: BlobCache, keep: Iterable[str]) -> int:
     """
     live = referenced(cache, keep)
     freed = 0
-    # index/: layer header indexes, named like their blob (lxdocker/sources/layerindex.py).
+    # index/: layer header indexes, named like their blob (lxdocker/tar/layerindex.py).
     for sub in ("blobs/sha256", "partial", "index/sha256"):
         d = cache.root / sub
         if not d.is_dir():

@@ -118,7 +118,7 @@ def static_busybox(arch: str) -> Path:
     return dest
 
 
-# The applets lxdocker's busybox check asks for (lxdocker/sources/busybox.py _APPLETS).
+# The applets lxdocker's busybox check asks for (lxdocker/build/busybox.py _APPLETS).
 _STAND_IN_APPLETS = b"\0nsenter\0udhcpc\0mount\0ip\0sed\0tr\0sleep\0mkdir\0"
 
 

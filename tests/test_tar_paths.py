@@ -1,4 +1,4 @@
-"""Table-driven tests for the path and whiteout predicates (lxdocker.build.paths)."""
+"""Table-driven tests for the path and whiteout predicates (lxdocker.tar.paths)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lxdocker.build import paths
 from lxdocker.errors import LayerError
+from lxdocker.tar import paths
 
 
 @pytest.mark.parametrize(

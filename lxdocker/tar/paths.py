@@ -42,7 +42,7 @@ _SHORT = 63
 _LONG = 1023
 _DEEP = 2 * MAX_DEPTH - 1  # the shortest path of more than MAX_DEPTH components
 _LONG_PART = re.compile(f"[^/]{{{_SHORT + 1}}}")
-_ENCODING, _ERRORS = "utf-8", "surrogateescape"  # as lxdocker.build.tarstream
+_ENCODING, _ERRORS = "utf-8", "surrogateescape"  # as lxdocker.tar.stream
 
 
 def clean_name(name: str) -> str:
