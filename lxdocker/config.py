@@ -26,6 +26,7 @@ import yaml
 from lxdocker import smallfile
 from lxdocker.arch import NAMES as ARCH_NAMES
 from lxdocker.errors import SpecError, quoted
+from lxdocker.typecheck import string_list
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,12 @@ class SpecSet:
 
 
 def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    strings = string_list(value)
+    if strings is None:
         raise SpecError(f"{path}: key '{key}' must be a list of strings")
-    for v in value:
+    for v in strings:
         _no_nul(path, key, v)
-    return tuple(value)
+    return strings
 
 
 def _str(path: Path, key: str, value: object) -> str:

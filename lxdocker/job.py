@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -189,11 +188,13 @@ def build_version(
     `tmpdir`, streaming layers end to end: LXC's rootfs and the bundle come from
     the same pass."""
     write_meta(tmpdir / META_FILE, meta)
-    image_config = json.loads(pulled.config.raw).get("config") or {}
     mtime = creation_epoch(meta.created)
     variants = []
     if wants_lxc(spec, cfg):
-        write_lxc_meta(tmpdir / LXC_META_FILE, lxc_meta(spec.name, spec.image, meta, image_config))
+        write_lxc_meta(
+            tmpdir / LXC_META_FILE,
+            lxc_meta(spec.name, spec.image, meta, pulled.config.exposed_ports),
+        )
         variants.append(lxcrootfs.variant(tmpdir / LXC_ROOTFS_FILE, mtime))
     runs: list[RunConfig] = []
     if wants_bundle(spec, cfg):
@@ -213,7 +214,7 @@ def build_version(
             indexes=layer_indexes(pulled, cache, cfg.limits),
             limits=cfg.limits,
         ),
-        image_config,
+        pulled.config,
         spec,
         busybox=busybox,
         arch=pulled.resolved.arch,
@@ -349,7 +350,7 @@ def _convert_arch(
         meta=meta,
         busybox=busybox.provenance(),
         lxc=wants_lxc(spec, cfg),
-        runtime=runtime(json.loads(pulled.config.raw).get("config") or {}, image=spec.image),
+        runtime=runtime(pulled.config, image=spec.image),
         bundle=wants_bundle(spec, cfg),
     )
 

@@ -24,6 +24,7 @@ from lxdocker.build.initscript import (
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
+from tests.helpers.images import image_config
 from tests.helpers.initrun import (
     HOST_BUSYBOX,
     HOSTNAME,
@@ -74,24 +75,24 @@ def test_run_config_docker_semantics() -> None:
         "WorkingDir": "srv",
         "StopSignal": "SIGQUIT",
     }
-    req = run_config(image, _spec())
+    req = run_config(image_config(image), _spec())
     assert req.argv == ("/entry", "serve", "--x")
     assert req.path == "/img/bin:/bin"
     assert req.env == (("A", "1"), ("B", "2"))
     assert (req.user, req.workdir, req.stop_signal) == ("www", "/srv", "QUIT")
     assert (req.supervise, req.restart) == (True, "no")
     # spec cmd replaces Cmd only; spec entrypoint drops the image's Cmd (docker run).
-    assert run_config(image, _spec(cmd=("x",))).argv == ("/entry", "x")
-    assert run_config(image, _spec(entrypoint=("/e",))).argv == ("/e",)
+    assert run_config(image_config(image), _spec(cmd=("x",))).argv == ("/entry", "x")
+    assert run_config(image_config(image), _spec(entrypoint=("/e",))).argv == ("/e",)
     over = run_config(
-        image,
+        image_config(image),
         _spec(env=(("B", "spec"), ("PATH", "/p")), user="1:2", workdir="/w", restart="always",
               disable_supervisor=True),
     )  # fmt: skip
     assert over.env == (("A", "1"), ("B", "spec"))
     assert (over.path, over.user, over.workdir) == ("/p", "1:2", "/w")
     assert (over.supervise, over.restart) == (False, "always")
-    bare = run_config({"Cmd": ["run"], "Env": ["BAD-NAME=1", "NOEQ"]}, _spec())
+    bare = run_config(image_config({"Cmd": ["run"], "Env": ["BAD-NAME=1", "NOEQ"]}), _spec())
     assert (bare.path, bare.workdir, bare.user, bare.stop_signal) == (DEFAULT_PATH, "/", "", "TERM")
     assert bare.resolve(5, 6, "/home/u").env == (("HOME", "/home/u"),)
 
@@ -101,12 +102,12 @@ def test_run_config_docker_semantics() -> None:
     [
         ({}, "no command to run"),
         ({"Cmd": ["x"], "StopSignal": "SIGBOGUS"}, "StopSignal"),
-        ({"Cmd": "x"}, "Cmd must be a list"),
+        ({"Cmd": ["x", "a\0b"]}, "NUL"),
     ],
 )
 def test_run_config_errors_name_spec_and_image(config: dict[str, Any], message: str) -> None:
     with pytest.raises(PatchError, match=message) as exc:
-        run_config(config, _spec())
+        run_config(image_config(config), _spec())
     assert "/specs/app.yaml" in str(exc.value) and "example/app:1" in str(exc.value)
 
 

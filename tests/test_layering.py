@@ -37,6 +37,7 @@ TOP_LEVEL = {
     "lxdocker.lock": FOUNDATION,
     "lxdocker.progress": FOUNDATION,
     "lxdocker.smallfile": FOUNDATION,
+    "lxdocker.typecheck": FOUNDATION,
     "lxdocker.versioninfo": FOUNDATION,
     "lxdocker.__main__": "job",
     "lxdocker.busyboxes": "job",

@@ -108,6 +108,9 @@ def test_image_config() -> None:
             "WorkingDir": "/app",
             "StopSignal": "SIGQUIT",
             "Labels": {"a": "b"},
+            "Healthcheck": {"Test": ["CMD", "/check"], "Interval": 30_000_000_000},
+            "ExposedPorts": {"80/tcp": {}, "53": {}},
+            "Volumes": {"/data/": {}, "rel": {}},
         },
     )
     cfg = ImageConfig.parse(img.config.data)
@@ -117,10 +120,32 @@ def test_image_config() -> None:
     assert cfg.entrypoint == ("/init",) and cfg.cmd is None
     assert (cfg.user, cfg.working_dir, cfg.stop_signal) == ("1000:1000", "/app", "SIGQUIT")
     assert cfg.labels == {"a": "b"}
+    # As written: build/contract.py normalises them and says what it leaves out.
+    assert cfg.healthcheck == ("CMD", "/check")
+    assert cfg.exposed_ports == ("53", "80/tcp") and cfg.volumes == ("/data/", "rel")
     assert cfg.diff_ids == img.diff_ids
-    assert cfg.raw == img.config.data
     with pytest.raises(RegistryError, match="'Cmd' must be a list"):
         ImageConfig.parse(b'{"config": {"Cmd": "sh"}}', "cfg")
+
+
+@pytest.mark.parametrize(
+    ("config", "healthcheck", "ports", "volumes"),
+    [
+        ({}, None, (), ()),
+        ({"Healthcheck": {"Test": "CMD-SHELL true"}, "ExposedPorts": ["80/tcp"]}, None, (), ()),
+        ({"Healthcheck": {"Test": [1]}, "Volumes": "/data"}, None, (), ()),
+        ({"Healthcheck": ["CMD", "x"], "Volumes": None}, None, (), ()),
+        ({"Healthcheck": {"Test": ["NONE"]}}, ("NONE",), (), ()),
+    ],
+)
+def test_shapes_docker_never_writes_are_no_healthcheck_ports_or_volumes(
+    config: dict[str, object],
+    healthcheck: tuple[str, ...] | None,
+    ports: tuple[str, ...],
+    volumes: tuple[str, ...],
+) -> None:
+    cfg = ImageConfig.parse(json.dumps({"config": config}).encode())
+    assert (cfg.healthcheck, cfg.exposed_ports, cfg.volumes) == (healthcheck, ports, volumes)
 
 
 def test_verify_bytes() -> None:
@@ -192,6 +217,8 @@ def test_oversized_documents_are_refused() -> None:
         ("config.WorkingDir", ["/"]),
         ("config.Labels", {"a": 1}),
         ("config.Env", "PATH=/bin"),
+        ("config.Entrypoint", [1]),
+        ("config.Cmd", "sh"),
     ],
 )
 def test_config_fields_of_the_wrong_type_are_refused(field: str, value: object) -> None:

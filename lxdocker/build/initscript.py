@@ -27,13 +27,12 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from lxdocker.build.signals import SIGNALS, normalize_signal
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
+from lxdocker.sources.oci import ImageConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,25 +113,14 @@ def sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _str_list(ctx: str, key: str, value: object) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # Docker's shell form is stored as a list already
-        raise PatchError(f"{ctx}: image config {key} must be a list of strings")
-    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise PatchError(f"{ctx}: image config {key} must be a list of strings")
-    return tuple(value)
-
-
-def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
-    """Merge the OCI image config ("config" object) with the spec's overrides.
+def run_config(config: ImageConfig, spec: Spec) -> RunRequest:
+    """Merge the OCI image config with the spec's overrides.
 
     Docker semantics: an overridden entrypoint drops the image's Cmd; spec env
     overrides image Env key by key; the spec's user and workdir win.
     """
     ctx = f"{spec.path}: image {spec.image}"
-    image_ep = _str_list(ctx, "Entrypoint", image_config.get("Entrypoint"))
-    image_cmd = _str_list(ctx, "Cmd", image_config.get("Cmd"))
+    image_ep, image_cmd = config.entrypoint, config.cmd
     if spec.entrypoint is not None:
         argv = spec.entrypoint + (spec.cmd or ())
     else:
@@ -143,7 +131,7 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
         raise PatchError(f"{ctx}: a command argument contains a NUL byte")
 
     env: dict[str, str] = {}
-    for item in _str_list(ctx, "Env", image_config.get("Env")) or ():
+    for item in config.env:
         key, sep, val = item.partition("=")
         if sep and key:
             env[key] = val
@@ -159,13 +147,13 @@ def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
 
     if "\0" in path:
         raise PatchError(f"{ctx}: image config Env: PATH contains a NUL byte")
-    workdir = spec.workdir or str(image_config.get("WorkingDir") or "") or "/"
+    workdir = spec.workdir or config.working_dir or "/"
     if "\0" in workdir:
         raise PatchError(f"{ctx}: the working directory contains a NUL byte")
     workdir = posixpath.normpath("/" + workdir)
     workdir = "/" + workdir.lstrip("/")  # normpath keeps a leading "//"
-    user = spec.user if spec.user is not None else str(image_config.get("User") or "")
-    raw_signal = image_config.get("StopSignal") or "SIGTERM"
+    user = spec.user if spec.user is not None else config.user
+    raw_signal = config.stop_signal or "SIGTERM"
     try:
         stop_signal = normalize_signal(raw_signal)
     except ValueError as e:

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from lxdocker.arch import Arch
 from lxdocker.build.busybox import check_busybox
@@ -46,6 +46,7 @@ from lxdocker.build.initscript import (
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
+from lxdocker.sources.oci import ImageConfig
 from lxdocker.tar.stream import COPY_BUFSIZE, Entry, copy_exact
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def _held_copy(entry: Entry) -> Entry:
 
 def patch(
     entries: Iterable[Entry],
-    image_config: Mapping[str, Any],
+    config: ImageConfig,
     spec: Spec,
     *,
     busybox: Path,
@@ -174,9 +175,9 @@ def patch(
     entries the patch adds (the OCI bundle's config.json is made from it).
     """
     check_busybox(busybox, arch)
-    request = run_config(image_config, spec)
-    volumes = volume_paths(image_config, image=spec.image)
-    hc = healthcheck_command(image_config)
+    request = run_config(config, spec)
+    volumes = volume_paths(config.volumes, image=spec.image)
+    hc = healthcheck_command(config.healthcheck)
     return _patch(entries, request, spec, busybox, hc, volumes, on_resolved)
 
 

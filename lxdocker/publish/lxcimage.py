@@ -26,10 +26,9 @@ Same input, same bytes (lxdimage.tar_xz_bytes): mtimes are the image's creation 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lxdocker.arch import Arch
 from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, tar_xz_bytes, write_file
@@ -60,16 +59,16 @@ class LxcMeta:
     ports: tuple[str, ...] = ()  # the image config's ExposedPorts, e.g. "80/tcp"
 
 
-def lxc_meta(name: str, image: str, meta: ImageMeta, image_config: Mapping[str, Any]) -> LxcMeta:
-    """The LXC metadata of an image: LXD's metadata plus the config's ExposedPorts."""
-    ports = image_config.get("ExposedPorts") or {}
+def lxc_meta(name: str, image: str, meta: ImageMeta, ports: Iterable[str]) -> LxcMeta:
+    """The LXC metadata of an image: LXD's metadata plus the config's ExposedPorts
+    (ImageConfig.exposed_ports, as written)."""
     return LxcMeta(
         name=name,
         image=image,
         release=meta.release,
         arch=meta.arch,
         created=meta.created,
-        ports=tuple(sorted(ports)) if isinstance(ports, dict) else (),
+        ports=tuple(sorted(ports)),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from lxdocker import arch as arches
 from lxdocker.errors import DigestError, RegistryError, quoted
+from lxdocker.typecheck import string_list
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -258,14 +259,28 @@ def choose_platform(index: Index, want: arches.Arch, what: str) -> Descriptor:
 def _strs(value: Any, what: str, key: str) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    strings = string_list(value)
+    if strings is None:
         raise RegistryError(f"{what}: config field {key!r} must be a list of strings")
-    return tuple(value)
+    return strings
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    """The keys of a JSON object (Docker's sets: ExposedPorts, Volumes), in order;
+    () for anything else, which Docker never writes (left out, not refused)."""
+    return tuple(value) if isinstance(value, dict) else ()
+
+
+def _healthcheck(value: Any) -> tuple[str, ...] | None:
+    """Healthcheck.Test when it is a list of strings; None for no check or another
+    shape (build/contract.py turns Docker's forms into a command)."""
+    return string_list(value.get("Test")) if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """The parsed image config blob (OCI image spec config.md)."""
+    """The parsed image config blob (OCI image spec config.md): everything the build
+    and the published metadata read of it, typed, parsed once when it is pulled."""
 
     architecture: str
     os: str
@@ -276,10 +291,14 @@ class ImageConfig:
     cmd: tuple[str, ...] | None
     user: str
     working_dir: str
-    stop_signal: str
+    stop_signal: str  # as written ("SIGQUIT", "3", ...); "" if absent
     labels: dict[str, str] = field(hash=False)
     diff_ids: tuple[str, ...]
-    raw: bytes = field(repr=False)
+    # Docker's HEALTHCHECK: Healthcheck.Test (["CMD", ...], ["CMD-SHELL", cmd],
+    # ["NONE"]); None when absent or not a list of strings.
+    healthcheck: tuple[str, ...] | None
+    exposed_ports: tuple[str, ...]  # the keys of ExposedPorts as written ("80/tcp", "53")
+    volumes: tuple[str, ...]  # the keys of Volumes as written ("/data", "/var/lib/x/")
 
     @classmethod
     def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
@@ -311,7 +330,9 @@ class ImageConfig:
             stop_signal=_str(cfg, "StopSignal", what),
             labels=dict(labels),
             diff_ids=diff_ids or (),
-            raw=raw,
+            healthcheck=_healthcheck(cfg.get("Healthcheck")),
+            exposed_ports=_keys(cfg.get("ExposedPorts")),
+            volumes=_keys(cfg.get("Volumes")),
         )
 
     @property
