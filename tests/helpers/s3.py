@@ -19,11 +19,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
 from imgserver import authority
 from tests.helpers.lxd import unavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 ACCESS_KEY = "lxdockertest"
 SECRET_KEY = "lxdocker-test-secret-key"
@@ -95,11 +99,24 @@ class Rclone:
         self._log.close()
 
 
+class Face(Protocol):
+    """One process of an S3 server: where it listens, and its log."""
+
+    url: str
+
+    def log(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class S3Server:
+    """A running S3 server. `writer` takes the publisher's signed requests, `reader`
+    anonymous GETs (one process may be both: tests/helpers/moto.py)."""
+
     root: Path
-    writer: Rclone
-    reader: Rclone
+    writer: Face
+    reader: Face
 
     @property
     def data(self) -> Path:
@@ -110,12 +127,12 @@ class S3Server:
         """What hosts pin (gencert's ca.crt), and what the publisher trusts."""
         return self.root / "tls" / "ca.crt"
 
-    def bucket(self, name: str) -> Path:
-        """Create a bucket through the S3 API (CreateBucket); its backing directory."""
+    def client(self) -> S3Client:
+        """A boto3 client of the writer, with the publisher's credentials."""
         import boto3
         import botocore.config
 
-        client = boto3.session.Session(
+        return boto3.session.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
         ).client(
             "s3",
@@ -123,8 +140,16 @@ class S3Server:
             verify=str(self.ca),
             config=botocore.config.Config(s3={"addressing_style": "path"}),
         )
-        client.create_bucket(Bucket=name)
-        return self.data / name
+
+    def bucket(self, name: str) -> None:
+        """Create a bucket through the S3 API (CreateBucket)."""
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket: str, prefix: str = "") -> set[str]:
+        """The keys below `prefix/` (or all), relative to it, through the S3 API."""
+        start = f"{prefix}/" if prefix else ""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start)
+        return {o["Key"][len(start) :] for page in pages for o in page.get("Contents", [])}
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The publisher's environment: credentials and CA the usual AWS way."""
@@ -214,13 +239,18 @@ def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         server.stop()
 
 
-@pytest.fixture
-def s3env(s3server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    """The server, with this process's environment set up as the publisher's."""
-    for key, value in s3server.env().items():
+def publisher_env(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set this process's environment up as the publisher's of `server`."""
+    for key, value in server.env().items():
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def s3env(s3server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The server, with this process's environment set up as the publisher's."""
+    publisher_env(s3server, monkeypatch)
     return s3server
 
 
