@@ -16,6 +16,10 @@ Three kinds of resources:
   written before any page;
 * server pages: the landing page and the certificate to pin. They depend on the
   server (its URL, its certificates), not only on the catalog.
+
+Request paths name these resources with folding (candidates: LXC's template asks
+for `//meta/1.0/...`); a copy on a host that does not fold also holds the literal
+spelling of each LXC index (unfolded).
 """
 
 from __future__ import annotations
