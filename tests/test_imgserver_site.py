@@ -77,13 +77,16 @@ def test_server_pages_with_a_ca_and_with_a_public_certificate(tmp_path: Path) ->
     assert "lxc remote add mine https://img.example --protocol simplestreams --public" in html
 
 
-def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Path) -> None:
-    write_version(
-        tmp_path, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y")
-    )
-    catalog = Catalog(tmp_path)
+def lxc_pages(root: Path) -> dict[str, site.Page]:
+    """The catalog pages of one version with LXC files (`x`, `y`)."""
+    write_version(root, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y"))
+    catalog = Catalog(root)
     catalog.refresh()
-    pages = site.catalog_pages(catalog.snapshot.versions)
+    return site.catalog_pages(catalog.snapshot.versions)
+
+
+def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Path) -> None:
+    pages = lxc_pages(tmp_path)
     order = list(pages)
     sums = {
         "lxc/app/amd64/20260101_0000/rootfs.tar.xz.sha256": b"x",
@@ -101,12 +104,7 @@ def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Pat
 
 
 def test_unfolded_adds_the_template_spelling_of_each_lxc_index_after_it(tmp_path: Path) -> None:
-    write_version(
-        tmp_path, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y")
-    )
-    catalog = Catalog(tmp_path)
-    catalog.refresh()
-    pages = site.catalog_pages(catalog.snapshot.versions)
+    pages = lxc_pages(tmp_path)
     out = site.unfolded(pages)
     # `https://SERVER/` + DOWNLOAD_INDEX_PATH (`/meta/1.0/index-system`): below the
     # root, the path starts with `/`.

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,10 +23,9 @@ import pytest
 
 from imgserver import authority
 from tests.helpers.lxd import unavailable
-from tests.helpers.s3 import S3Server, publisher_env
+from tests.helpers.s3 import Face, S3Server, publisher_env
 
 ADDR_RE = re.compile(r"Running on https://127\.0\.0\.1:(\d+)")
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours the status
 GET_RE = re.compile(r'"GET /([^/?\s]+)/(\S*?)(?:\?\S*)? HTTP/1\.[01]" 200 ')
 
 
@@ -41,42 +38,12 @@ def moto_binary() -> str:
     return found
 
 
-class Moto:
-    def __init__(self, tls: Path, log: Path) -> None:
-        self.log_path = log
-        self._log = log.open("wb")
-        argv = [
-            moto_binary(), "-H", "127.0.0.1", "-p", "0",
-            "-c", str(tls / "server.crt"), "-k", str(tls / "server.key"),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
-        self.port = self._wait_for_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return ANSI_RE.sub("", self.log_path.read_text(errors="replace"))
-
-    def _wait_for_port(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = ADDR_RE.search(self.log())
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"moto_server did not start:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+def moto(tls: Path, log: Path) -> Face:
+    argv = [
+        moto_binary(), "-H", "127.0.0.1", "-p", "0",
+        "-c", str(tls / "server.crt"), "-k", str(tls / "server.key"),
+    ]  # fmt: skip
+    return Face("moto_server", argv, log, ADDR_RE)
 
 
 class MotoServer(S3Server):
@@ -104,7 +71,7 @@ class MotoServer(S3Server):
 def start(root: Path) -> MotoServer:
     root.mkdir(parents=True, exist_ok=True)
     authority.create(root / "tls", ["localhost", "127.0.0.1"])
-    face = Moto(root / "tls", root / "moto.log")
+    face = moto(root / "tls", root / "moto.log")
     return MotoServer(root, face, face)
 
 

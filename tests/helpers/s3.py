@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 ACCESS_KEY = "lxdockertest"
 SECRET_KEY = "lxdocker-test-secret-key"
 ADDR_RE = re.compile(r"Starting s3 server on \[https://127\.0\.0\.1:(\d+)/\]")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # moto's werkzeug colours the status
 
 
 def rclone_binary() -> str:
@@ -42,51 +43,32 @@ def rclone_binary() -> str:
     return found
 
 
-class Rclone:
-    def __init__(self, data: Path, tls: Path, log: Path, *extra: str) -> None:
+class Face:
+    """One server process on 127.0.0.1 (an S3 server's writer or reader face): its
+    output goes to `log`, and it is up once that shows its port (`addr_re`)."""
+
+    def __init__(self, what: str, argv: list[str], log: Path, addr_re: re.Pattern[str]) -> None:
+        self.what = what
         self.log_path = log
         self._log = log.open("wb")
-        argv = [
-            rclone_binary(),
-            "serve",
-            "s3",
-            str(data),
-            "--addr",
-            "127.0.0.1:0",
-            "--cert",
-            str(tls / "server.crt"),
-            "--key",
-            str(tls / "server.key"),
-            "--min-tls-version",
-            "tls1.3",  # LXD and Incus require it (DESIGN section 8)
-            # Re-list after a second: each face sees what the other wrote (0 s made
-            # rclone 1.75 spin with two processes on one directory).
-            "--dir-cache-time",
-            "1s",
-            "--poll-interval",
-            "0",
-            "--config",
-            "/dev/null",
-            *extra,
-        ]
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
-        self.port = self._wait_for_port()
+        self.port = self._wait_for_port(addr_re)
         self.url = f"https://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return ANSI_RE.sub("", self.log_path.read_text(errors="replace"))
 
-    def _wait_for_port(self, timeout: float = 20) -> int:
+    def _wait_for_port(self, addr_re: re.Pattern[str], timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = ADDR_RE.search(self.log())
+            m = addr_re.search(self.log())
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
         self.stop()
-        raise AssertionError(f"rclone serve s3 did not start:\n{self.log()}")
+        raise AssertionError(f"{self.what} did not start:\n{self.log()}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -99,14 +81,31 @@ class Rclone:
         self._log.close()
 
 
-class Face(Protocol):
-    """One process of an S3 server: where it listens, and its log."""
-
-    url: str
-
-    def log(self) -> str: ...
-
-    def stop(self) -> None: ...
+def rclone(data: Path, tls: Path, log: Path, *extra: str) -> Face:
+    argv = [
+        rclone_binary(),
+        "serve",
+        "s3",
+        str(data),
+        "--addr",
+        "127.0.0.1:0",
+        "--cert",
+        str(tls / "server.crt"),
+        "--key",
+        str(tls / "server.key"),
+        "--min-tls-version",
+        "tls1.3",  # LXD and Incus require it (DESIGN section 8)
+        # Re-list after a second: each face sees what the other wrote (0 s made
+        # rclone 1.75 spin with two processes on one directory).
+        "--dir-cache-time",
+        "1s",
+        "--poll-interval",
+        "0",
+        "--config",
+        "/dev/null",
+        *extra,
+    ]
+    return Face("rclone serve s3", argv, log, ADDR_RE)
 
 
 @dataclass
@@ -218,12 +217,12 @@ def start(root: Path) -> S3Server:
     root.mkdir(parents=True, exist_ok=True)
     authority.create(root / "tls", ["localhost", "127.0.0.1"])
     (root / "data").mkdir(exist_ok=True)
-    writer = Rclone(
+    writer = rclone(
         root / "data", root / "tls", root / "writer.log", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"
     )
     try:
         # -vv: its log names every object a client GETs (the tests' access log).
-        reader = Rclone(root / "data", root / "tls", root / "reader.log", "--read-only", "-vv")
+        reader = rclone(root / "data", root / "tls", root / "reader.log", "--read-only", "-vv")
     except BaseException:
         writer.stop()
         raise
