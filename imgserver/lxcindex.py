@@ -11,8 +11,16 @@ line `dist;release;arch;variant;build_id;path` that matches its options, then fe
   version carries the LXC files (a version converted without --lxc is not listed);
 * each arch twice: the Debian name (`--arch amd64`) and the uname name (x86_64,
   aarch64, armv7l), which OpenWrt's LuCI offers for servers it does not know;
-* path `/lxc/<name>/<arch>/<version>/` (the template puts `/` before and after it, so
-  requests arrive as `//lxc/...//rootfs.tar.xz`; the handler folds the slashes).
+* path `lxc/<name>/<arch>/<version>`, no slash around it: the template fetches
+  `https://SERVER/<path>/rootfs.tar.xz`, so the files' URLs are plain
+  (`SERVER/lxc/.../rootfs.tar.xz`), which a static host with no notion of `//` (an
+  S3 bucket, where `prefix//lxc/...` would be another key) serves as they are.
+  Earlier releases wrote `/lxc/.../`, and a template reading such an index (from a
+  mirror or a cache) asks for `//lxc/...//rootfs.tar.xz`: imgserver still folds
+  those slashes (site.candidates).
+  The index itself is requested as `SERVER//meta/1.0/index-*` whatever it holds
+  (DOWNLOAD_INDEX_PATH starts with `/`): imgserver folds that too, and an S3 copy
+  holds the index under that literal key as well (site.unfolded).
 System and user indexes are the same: the metadata has config and config-user.
 
 Beside each of those files, `<name>.sha256` holds its sha256 in sha256sum's format
@@ -98,7 +106,7 @@ def index_lines(versions: Iterable[VersionInfo]) -> list[str]:
         if not v.has_lxc:
             continue
         for name in arch_names(v.arch):
-            lines.append(f"{v.name};{v.release};{name};{VARIANT};{v.version};/{lxc_dir(v)}/")
+            lines.append(f"{v.name};{v.release};{name};{VARIANT};{v.version};{lxc_dir(v)}")
     return lines
 
 

@@ -16,6 +16,10 @@ Three kinds of resources:
   written before any page;
 * server pages: the landing page and the certificate to pin. They depend on the
   server (its URL, its certificates), not only on the catalog.
+
+Request paths name these resources with folding (candidates: LXC's template asks
+for `//meta/1.0/...`); a copy on a host that does not fold also holds the literal
+spelling of each LXC index (unfolded).
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ PAGE_CACHE_CONTROL = "no-cache"
 LANDING_PATH = "index.html"  # what `/` serves, under the name static web servers use
 CA_PATH = "ca.crt"
 SERVER_CERT_PATH = "server.crt"  # imgserver's own certificate: not part of a copy
-# LXC's download template asks for `//meta/1.0/...` and `//lxc/...//rootfs.tar.xz`
-# (DESIGN section 12): below these roots, empty path segments are folded.
+# LXC's download template asks for `//meta/1.0/...`, and for `//lxc/...//rootfs.tar.xz`
+# when an index of an earlier release names `/lxc/.../` (DESIGN section 12, lxcindex):
+# below these roots, empty path segments are folded.
 FOLDED_ROOTS = (lxcindex.INDEX_DIR.partition("/")[0], lxcindex.LXC_PREFIX)
 
 
@@ -140,6 +145,20 @@ def static_certs(ca: Path) -> tls.Certificates:
     `ca` (its server certificate is the web server's business, not ours)."""
     info = tls.read_cert(ca)
     return tls.Certificates(Path(SERVER_CERT_PATH), info, ca, info)
+
+
+def unfolded(pages: Mapping[str, Page]) -> dict[str, Page]:
+    """`pages`, and right after each LXC index the same page under the path the
+    download template literally requests: `https://SERVER/` + `/meta/1.0/index-*`
+    (its DOWNLOAD_INDEX_PATH starts with `/`), that is `/meta/1.0/index-*` below the
+    root. imgserver and web servers fold the `//` (candidates, nginx's merge_slashes);
+    an S3 bucket does not: there `prefix//meta/1.0/index-system` is a key of its own."""
+    out: dict[str, Page] = {}
+    for path, page in pages.items():
+        out[path] = page
+        if path.startswith(f"{lxcindex.INDEX_DIR}/"):
+            out[f"/{path}"] = page
+    return out
 
 
 def candidates(path: str) -> Iterator[str]:

@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "tests.helpers.incus",
     "tests.helpers.registry",
     "tests.helpers.s3",
+    "tests.helpers.moto",
 ]

@@ -72,11 +72,13 @@ def test_lxc_create_start_app_user_env_and_quick_stop(site: LxcSite) -> None:
     index = site.index()
     v = site.newest("app").version
     for name in (HOST.debian, HOST.lxd):  # LuCI offers the uname spelling
-        assert f"app;1.0;{name};default;{v};/lxc/app/{HOST.debian}/{v}/\n" in index
+        assert f"app;1.0;{name};default;{v};lxc/app/{HOST.debian}/{v}\n" in index
     c, out = site.create("app", "app", NO_NET)
     assert "Downloading the rootfs" in out
-    # The template's own spelling of the paths (DESIGN section 12).
-    site.server.wait_for_log(f'GET //lxc/app/{HOST.debian}/{v}//rootfs.tar.xz HTTP/1.1" 200')
+    # The template's own spelling of the paths (DESIGN section 12): `//` before the
+    # index, none in the files' URLs (`https://SERVER/` + the index's path).
+    site.server.wait_for_log('GET //meta/1.0/index-system.7 HTTP/1.1" 200')
+    site.server.wait_for_log(f'GET /lxc/app/{HOST.debian}/{v}/rootfs.tar.xz HTTP/1.1" 200')
     assert "lxc-start -n NAME" in out  # our create-message
     assert site.host.rootfs(c).joinpath("etc/hostname").read_text() == f"{c}\n"
     assert f"127.0.1.1\t{c}\n" in site.host.rootfs(c).joinpath("etc/hosts").read_text()

@@ -1,6 +1,7 @@
 """End to end: `lxdocker --publish-to` feeds LXD, Incus and LXC from an S3 bucket
-(`rclone serve s3` over TLS, tests/helpers/s3.py) and from a directory served by
-Debian's nginx, with no imgserver running.
+(`rclone serve s3` over TLS, tests/helpers/s3.py; moto's server,
+tests/helpers/moto.py) and from a directory served by Debian's nginx, with no
+imgserver running.
 
 * LXD and Incus add the bucket URL (path style, below a prefix) as a remote,
   launch, and after a new upstream version `image refresh` fetches the delta
@@ -10,9 +11,11 @@ Debian's nginx, with no imgserver running.
 * files no listing names any more stay for --publish-grace, then go;
 * the directory target behind nginx: LXD launches from it and `lxc-create -t
   download` creates from it; a bucket behind nginx (as behind a CDN) too, and
-  LXD follows a host of your own that redirects to the bucket.
+  LXD follows a host of your own that redirects to the bucket;
+* `lxc-create -t download` straight from a bucket whose server stores keys with
+  `//` (moto, as AWS), with and without a prefix; LXD launches from it too.
 
-Needs the real docker-registry, LXD/Incus, LXC, xdelta3, nginx and rclone:
+Needs the real docker-registry, LXD/Incus, LXC, xdelta3, nginx, rclone and moto:
 skipped without them, failed with CI=true.
 """
 
@@ -35,6 +38,7 @@ from imgserver import authority
 from tests.helpers import apps
 from tests.helpers.lxchost import LxcHost, need_lxc
 from tests.helpers.lxd import Scratch, wait_for
+from tests.helpers.moto import MotoServer
 from tests.helpers.nginx import bucket_front, redirect, static_site
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.remote import local_fingerprints, remote_fingerprints
@@ -235,7 +239,7 @@ def test_a_directory_behind_nginx_serves_lxd_and_lxc(
 ) -> None:
     """The directory target as the README configures nginx; and a bucket behind
     nginx (as behind a CDN) for LXC, whose template asks for `//meta/...`, which
-    rclone and MinIO refuse as an object name."""
+    rclone and MinIO refuse as an object name: nginx merges the slashes."""
     need_lxc()
     site = lxd_site
     tls = authority.create(tmp_path / "tls", ["localhost", "127.0.0.1"])
@@ -262,6 +266,10 @@ def test_a_directory_behind_nginx_serves_lxd_and_lxc(
         local = f"file://{www}?ca={tls.ca}&url={nginx.url}"
         log = convert(site, local, s3env.target(bucket, PREFIX))
         assert "FAILED" not in log, log
+        # rclone refuses the key `PREFIX//meta/1.0/index-system`: said once, the
+        # rest is published (and read through nginx below).
+        assert log.count("merges slashes") == 1, log
+        assert f"{PREFIX}//meta/1.0/index-system" in log, log
         v1 = site.newest("hello")
         add_remote(site, nginx.url, tls.ca, "www")
         c1 = site.launch("hello", "www1")
@@ -282,14 +290,58 @@ def test_a_directory_behind_nginx_serves_lxd_and_lxc(
             )
             host.start(name)
             assert host.page(name) == V1, out
-        # The template's own spelling, `//` and all (DESIGN section 12).
-        lxc_dir = f"//lxc/hello/{v1.arch}/{v1.version}/"
+        # The template's own spelling (DESIGN section 12): `//` before the index,
+        # none in the files' URLs (the index names `lxc/...`).
+        rootfs = f"/lxc/hello/{v1.arch}/{v1.version}/rootfs.tar.xz"
         assert "GET //meta/1.0/index-system.7 200" in nginx.log()
-        assert f"GET {lxc_dir}/rootfs.tar.xz 200" in nginx.log()
-        assert f"GET {lxc_dir}/rootfs.tar.xz 200" in front.log()
+        assert f"GET {rootfs} 200" in nginx.log()
+        assert "GET //meta/1.0/index-system.7 200" in front.log()
+        assert f"GET {rootfs} 200" in front.log()
     finally:
         for host in hosts:
             host.close()
         nginx.stop()
         front.stop()
         redir.stop()
+
+
+def test_lxc_create_and_lxd_launch_straight_from_a_bucket_that_stores_double_slashes(
+    lxd_site: Site, motoenv: MotoServer, tmp_path: Path
+) -> None:
+    """moto's server, which stores keys with `//` as AWS does: the copy holds the
+    index under the key LXC's template asks for, so `lxc-create -t download
+    --server HOST:PORT/BUCKET[/PREFIX]` reads the bucket with no proxy in front;
+    LXD launches from the same bucket."""
+    need_lxc()
+    site = lxd_site
+    repo = f"e2e/publish-moto-{uuid.uuid4().hex[:6]}"
+    site.write_spec("hello", site.push(repo, apps.app_image(V1), "1.0"), lxc=True)
+    bucket, bare = f"b{uuid.uuid4().hex[:10]}", f"b{uuid.uuid4().hex[:10]}"
+    motoenv.bucket(bucket)
+    motoenv.bucket(bare)
+    log = convert(site, motoenv.target(bucket, PREFIX, ca=str(motoenv.ca)), motoenv.target(bare))
+    assert "FAILED" not in log and "merges slashes" not in log, log
+    v1 = site.newest("hello")
+    address = motoenv.reader.url.removeprefix("https://")
+    # With a prefix and at the bucket's root; one LXC host each (the template caches
+    # per build id).
+    servers = {f"{bucket}/{PREFIX}": f"{address}/{bucket}/{PREFIX}", bare: f"{address}/{bare}"}
+    hosts = [LxcHost(tmp_path / f"lxc-{i}", motoenv.ca) for i in range(len(servers))]
+    try:
+        for host, (root, server) in zip(hosts, servers.items(), strict=True):
+            mark = len(motoenv.reader.log())
+            name, out = host.create(
+                "moto", server, "hello", "1.0", v1.arch, "lxc.net.0.type = empty"
+            )
+            fetched = motoenv.gets(mark)
+            assert f"{root}//meta/1.0/index-system.7" in fetched, (fetched, out)
+            assert f"{root}/lxc/hello/{v1.arch}/{v1.version}/rootfs.tar.xz" in fetched, fetched
+            host.start(name)
+            assert host.page(name) == V1, out
+
+        add_remote(site, motoenv.public_url(bucket, PREFIX), motoenv.ca, "moto")
+        c = site.launch("hello", "moto1")
+        assert site.page(c) == V1
+    finally:
+        for host in hosts:
+            host.close()

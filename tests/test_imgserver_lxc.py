@@ -73,10 +73,10 @@ async def raw_get(client: Client, path: str) -> tuple[int, bytes]:
 
 
 INDEX = (
-    b"app;1.0;amd64;default;20260102_0000;/lxc/app/amd64/20260102_0000/\n"
-    b"app;1.0;x86_64;default;20260102_0000;/lxc/app/amd64/20260102_0000/\n"
-    b"app;1.0;arm64;default;20260102_0000;/lxc/app/arm64/20260102_0000/\n"
-    b"app;1.0;aarch64;default;20260102_0000;/lxc/app/arm64/20260102_0000/\n"
+    b"app;1.0;amd64;default;20260102_0000;lxc/app/amd64/20260102_0000\n"
+    b"app;1.0;x86_64;default;20260102_0000;lxc/app/amd64/20260102_0000\n"
+    b"app;1.0;arm64;default;20260102_0000;lxc/app/arm64/20260102_0000\n"
+    b"app;1.0;aarch64;default;20260102_0000;lxc/app/arm64/20260102_0000\n"
 )
 
 
@@ -97,13 +97,16 @@ async def test_index_lists_newest_lxc_version_per_image_and_arch(client: Client,
 @pytest.mark.parametrize(
     ("path", "body"),
     [
+        # What the template asks for with this index's paths...
+        ("/lxc/app/amd64/20260102_0000/rootfs.tar.xz", LXC_ROOTFS),
+        ("/lxc/app/arm64/20260102_0000/meta.tar.xz", LXC_META),  # lxc-meta.tar.xz on disk
+        # ... and with an earlier release's (`/lxc/.../`): the slashes are folded.
         ("//lxc/app/amd64/20260102_0000//rootfs.tar.xz", LXC_ROOTFS),
-        ("//lxc/app/amd64/20260102_0000//meta.tar.xz", LXC_META),  # lxc-meta.tar.xz on disk
-        ("/lxc/app/arm64/20260102_0000/meta.tar.xz", LXC_META),
+        ("//lxc/app/amd64/20260102_0000//meta.tar.xz", LXC_META),
         ("//lxc/app/amd64/20260101_0000//rootfs.tar.xz", b"old"),  # older, still complete
     ],
 )
-async def test_lxc_files_are_served_with_double_slashes(
+async def test_lxc_files_are_served_plain_and_with_double_slashes(
     client: Client, path: str, body: bytes
 ) -> None:
     assert await raw_get(client, path) == (200, body)

@@ -58,9 +58,16 @@ def gencert(*args: str) -> subprocess.CompletedProcess[str]:
 
 def publish(tree: Path, n: int) -> VersionInfo:
     """Version n of a bootable image: the host's static busybox as /sbin/init (with
-    no inittab it runs a shell on the console) and /bin/sh."""
+    no inittab it runs a shell on the console) and /bin/sh. The tree's own name is in
+    it too, so no other test (or test session on the same daemons) has this image:
+    one test's cleanup must never delete the image another one is refreshing."""
     busybox = HOST_BUSYBOX.read_bytes()
-    files = {"sbin/init": busybox, "bin/sh": busybox, "srv/v": f"{n}\n".encode()}
+    files = {
+        "sbin/init": busybox,
+        "bin/sh": busybox,
+        "srv/v": f"{n}\n".encode(),
+        "srv/tree": f"{tree}\n".encode(),
+    }
     return write_version(
         tree,
         "hello",

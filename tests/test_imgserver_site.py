@@ -55,7 +55,7 @@ def test_catalog_pages_in_publishing_order(tmp_path: Path) -> None:
         "meta/1.0/index-user",
         "meta/1.0/index-user.7",
     }
-    assert b"app;1;amd64;default;20260101_0000;/lxc/app/amd64/20260101_0000/" in (
+    assert b"app;1;amd64;default;20260101_0000;lxc/app/amd64/20260101_0000\n" in (
         pages["meta/1.0/index-system"].body
     )
     assert pages["streams/v1/images.json"].compress and not pages["meta/1.0/index-user"].compress
@@ -77,13 +77,16 @@ def test_server_pages_with_a_ca_and_with_a_public_certificate(tmp_path: Path) ->
     assert "lxc remote add mine https://img.example --protocol simplestreams --public" in html
 
 
-def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Path) -> None:
-    write_version(
-        tmp_path, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y")
-    )
-    catalog = Catalog(tmp_path)
+def lxc_pages(root: Path) -> dict[str, site.Page]:
+    """The catalog pages of one version with LXC files (`x`, `y`)."""
+    write_version(root, "app", "amd64", "20260101_0000", meta=b"m", rootfs=b"r", lxc=(b"x", b"y"))
+    catalog = Catalog(root)
     catalog.refresh()
-    pages = site.catalog_pages(catalog.snapshot.versions)
+    return site.catalog_pages(catalog.snapshot.versions)
+
+
+def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Path) -> None:
+    pages = lxc_pages(tmp_path)
     order = list(pages)
     sums = {
         "lxc/app/amd64/20260101_0000/rootfs.tar.xz.sha256": b"x",
@@ -98,3 +101,18 @@ def test_lxc_checksums_and_the_updater_come_before_the_lxc_indexes(tmp_path: Pat
     updater = pages[lxcindex.UPDATER_NAME]
     assert updater.body == lxcindex.updater_script()
     assert updater.content_type == site.TEXT
+
+
+def test_unfolded_adds_the_template_spelling_of_each_lxc_index_after_it(tmp_path: Path) -> None:
+    pages = lxc_pages(tmp_path)
+    out = site.unfolded(pages)
+    # `https://SERVER/` + DOWNLOAD_INDEX_PATH (`/meta/1.0/index-system`): below the
+    # root, the path starts with `/`.
+    added = [p for p in out if p not in pages]
+    assert added == [f"/{lxcindex.INDEX_DIR}/{name}" for name in lxcindex.INDEX_NAMES]
+    order = list(out)
+    for path in added:
+        assert out[path] == pages[path[1:]]
+        assert order.index(path) == order.index(path[1:]) + 1
+    # Everything else, and its order, is as it was.
+    assert [p for p in order if p in pages] == list(pages)

@@ -48,7 +48,7 @@ def test_every_arch_of_the_catalog_twice_debian_and_uname() -> None:
 def test_line_format_and_newest_version_only() -> None:
     versions = [version("web", "amd64", "20260101_0000"), version("web", "amd64", "20260102_0000")]
     assert lxcindex.index_lines(reversed(versions))[0] == (
-        "web;1.0;amd64;default;20260102_0000;/lxc/web/amd64/20260102_0000/"
+        "web;1.0;amd64;default;20260102_0000;lxc/web/amd64/20260102_0000"
     )
     body = lxcindex.render(versions).decode()
     assert body.endswith("\n") and len(body.splitlines()) == 2
@@ -64,6 +64,17 @@ def test_versions_without_lxc_files_are_not_listed() -> None:
     half = dataclasses.replace(older, artifacts=older.artifacts[:3])
     assert lxcindex.index_lines([half]) == []
     assert lxcindex.served_files(half) == {}
+
+
+def test_the_template_asks_for_the_served_paths_exactly() -> None:
+    """lxc-download fetches `https://SERVER/${path}/rootfs.tar.xz`: with the index's
+    path that is a served path as it is, no `//` to fold (an S3 key)."""
+    v = version("web", "arm64", "20260101_0000")
+    path = lxcindex.index_lines([v])[0].split(";")[5]
+    served = lxcindex.served_files(v)
+    for name in lxcindex.SERVED_NAMES:
+        url = f"https://img.example/{path}/{name}"
+        assert url.removeprefix("https://img.example/") in served
 
 
 def test_served_files_map_the_template_names_to_the_artifacts() -> None:

@@ -197,6 +197,14 @@ def test_plan_uploads_only_what_differs() -> None:
     assert [i.path for i in plan([a], manifest, {}).uploads] == ["x/a"]
 
 
+def test_lost_manifest_literal_index_keys_belong_to_the_site() -> None:
+    """An S3 copy's `prefix//meta/1.0/index-system` lists as `/meta/1.0/...`: with
+    the manifest lost, it is the site's own (below `meta`), `/other/x` is not."""
+    index = page("meta/1.0/index-system", b"i")
+    p = plan([index], {}, {"meta/1.0/index-system": 1, "/meta/1.0/index-x": 2, "/other/x": 3})
+    assert set(p.unlisted) == {"/meta/1.0/index-x"}
+
+
 def test_manifest_round_trip_and_a_damaged_one_counts_as_empty() -> None:
     records = {"a/b": Record(3, "f" * 64), "c/d": Record(1, "0" * 64, True, 12.5)}
     assert decode_manifest(encode_manifest(records), "t") == records
@@ -209,3 +217,18 @@ def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(PublishError, match=str(blocker)):
         mirror(DirectoryTarget(blocker / "www"), site(tmp_path, "20260101_0000"), GRACE)
+
+
+def test_a_directory_holds_no_path_with_an_empty_segment(tmp_path: Path) -> None:
+    """LXC's literal `/meta/1.0/index-system` (imgserver.site.unfolded) is the plain
+    path on disk: not written again, and never as `/meta` outside the directory."""
+    target = Recording(tmp_path / "www")
+    index = page("meta/1.0/index-system", b"web;1.0;amd64;default;v;lxc/web/amd64/v\n")
+    literal = page("/meta/1.0/index-system", index.body or b"")
+    outcome = mirror(target, [index, literal], GRACE, clock=lambda: 1000.0)
+    assert target.puts == [MANIFEST_PATH, "meta/1.0/index-system", MANIFEST_PATH]
+    assert outcome.uploaded == 1 and outcome.waiting == 0
+    assert set(target.listing()) == {"meta/1.0/index-system", MANIFEST_PATH}
+    manifest = json.loads((tmp_path / "www" / MANIFEST_PATH).read_bytes())
+    assert set(manifest["paths"]) == {"meta/1.0/index-system"}
+    assert not Path("/meta/1.0/index-system").exists()

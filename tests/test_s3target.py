@@ -1,9 +1,12 @@
-"""lxdocker.publish.s3target against a real S3 server (`rclone serve s3` over TLS,
-tests/helpers/s3.py): objects and their headers, parts, refusals, retries."""
+"""lxdocker.publish.s3target against real S3 servers over TLS (`rclone serve s3`,
+tests/helpers/s3.py; moto's server, tests/helpers/moto.py): objects and their
+headers, parts, refusals, retries, keys with `//`."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import ssl
 import urllib.request
@@ -13,14 +16,16 @@ from pathlib import Path
 import pytest
 
 from lxdocker.errors import PublishError
-from lxdocker.publish.mirror import Item, mirror
+from lxdocker.publish.mirror import MANIFEST_PATH, Item, mirror
 from lxdocker.publish.s3target import S3Options, S3Target
+from tests.helpers.moto import MotoServer
 from tests.helpers.s3 import Proxy, S3Server
 
 MiB = 1024 * 1024
 
 
 def options(server: S3Server, bucket: str, prefix: str = "p", endpoint: str = "") -> S3Options:
+    # prefix "": the bucket's root
     return S3Options(bucket, prefix, endpoint=endpoint or server.writer.url, path_style=True)
 
 
@@ -131,3 +136,74 @@ def test_credentials_from_a_profile(
     opts = S3Options(bucket, "", endpoint=s3env.writer.url, profile="mirror", path_style=True)
     S3Target(opts).put(Item.of_bytes("x", b"via profile", "text/plain", ""))
     assert (s3env.data / bucket / "x").read_bytes() == b"via profile"
+
+
+INDEX = b"web;1.0;amd64;default;v;lxc/web/amd64/v\n"
+
+
+def lxc_index_items() -> list[Item]:
+    """An LXC index under its path and under the template's literal spelling
+    (imgserver.site.unfolded), and a file beside."""
+    return [
+        Item.of_bytes("lxc/web/amd64/v/rootfs.tar.xz", b"R", "application/octet-stream", ""),
+        Item.of_bytes("meta/1.0/index-system", INDEX, "text/plain", "no-cache"),
+        Item.of_bytes("/meta/1.0/index-system", INDEX, "text/plain", "no-cache"),
+        Item.of_bytes("/meta/1.0/index-system.7", INDEX, "text/plain", "no-cache"),
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["p", ""])
+def test_a_server_that_stores_double_slash_keys_gets_the_templates_spelling(
+    motoenv: MotoServer, prefix: str
+) -> None:
+    """moto, like AWS: `lxc-create` asks for `BUCKET/PREFIX//meta/1.0/index-system`,
+    which is then an object of its own, readable anonymously."""
+    bucket = fresh_bucket(motoenv)
+    target = S3Target(options(motoenv, bucket, prefix))
+    outcome = mirror(target, lxc_index_items(), grace=0)
+    assert outcome.uploaded == 4 and not outcome.failed
+    below = f"{prefix}/" if prefix else ""
+    assert public_get(motoenv, bucket, f"{below}/meta/1.0/index-system.7")[0] == INDEX
+    assert public_get(motoenv, bucket, f"{below}/meta/1.0/index-system")[0] == INDEX
+    assert "/meta/1.0/index-system" in motoenv.keys(bucket, prefix)
+    manifest = json.loads(target.read(MANIFEST_PATH) or b"")
+    assert "/meta/1.0/index-system.7" in manifest["paths"]
+    # Unchanged: nothing uploaded again; no longer listed: deleted like any path.
+    assert mirror(S3Target(options(motoenv, bucket, prefix)), lxc_index_items(), 0).uploaded == 0
+    outcome = mirror(S3Target(options(motoenv, bucket, prefix)), lxc_index_items()[:3], grace=0)
+    assert outcome.deleted == 1
+    assert "/meta/1.0/index-system.7" not in motoenv.keys(bucket, prefix)
+    assert "/meta/1.0/index-system" in motoenv.keys(bucket, prefix)
+
+
+def test_a_server_that_refuses_them_gets_the_rest_and_one_warning(
+    s3env: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rclone answers 400 to a key with `//` (and never answers a PUT of one): the
+    copy goes on without those keys, and says once what LXC hosts need."""
+    bucket = fresh_bucket(s3env)
+    for run in range(2):
+        caplog.clear()
+        proxy = Proxy(s3env.writer.url, s3env.ca)
+        try:
+            target = S3Target(options(s3env, bucket, endpoint=proxy.url))
+            with caplog.at_level(logging.WARNING, logger="lxdocker.publish.s3target"):
+                outcome = mirror(target, lxc_index_items(), grace=0)
+        finally:
+            proxy.close()
+        assert not outcome.failed
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "p//meta/1.0/index-system" in warnings[0] and "merges slashes" in warnings[0]
+        assert not [q for m, q, _ in proxy.requests if m == "PUT" and "//" in q]
+        if run == 0:
+            assert outcome.uploaded == 2
+        else:  # unchanged: one GET asks again, nothing is written
+            assert outcome.uploaded == 0 and proxy.count("PUT") == 0
+    assert s3env.keys(bucket, "p") == {
+        "lxc/web/amd64/v/rootfs.tar.xz",
+        "meta/1.0/index-system",
+        MANIFEST_PATH,
+    }
+    manifest = json.loads((s3env.data / bucket / "p" / MANIFEST_PATH).read_bytes())
+    assert set(manifest["paths"]) == {"lxc/web/amd64/v/rootfs.tar.xz", "meta/1.0/index-system"}

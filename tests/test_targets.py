@@ -85,6 +85,10 @@ def test_items_carry_imgserver_headers(tree: Path) -> None:
     assert "ca.crt" not in items  # no ca=: a certificate from a public CA
     order = list(items)
     assert order.index("streams/v1/images.json") < order.index("streams/v1/index.json")
+    # LXC's literal spelling of each index, right after it (a target may hold it).
+    literal = items["/meta/1.0/index-system"]
+    assert literal.body == items["meta/1.0/index-system"].body
+    assert order.index("/meta/1.0/index-system") == order.index("meta/1.0/index-system") + 1
     assert max(order.index(p) for p in items if p.startswith("images/")) < order.index("index.html")
 
 

@@ -67,6 +67,13 @@ class DirectoryTarget:
             out[path.relative_to(self.root).as_posix()] = st.st_size
         return out
 
+    def holds(self, path: str) -> bool:
+        # On disk `meta//x` names `meta/x`, which the copy writes anyway, so a web
+        # server that maps `//meta/1.0/index-system` to a file finds it (nginx merges
+        # the slashes first: merge_slashes, on by default). And `self.root / "/meta"`
+        # would be `/meta`.
+        return False
+
     def read(self, path: str) -> bytes | None:
         try:
             return (self.root / path).read_bytes()

@@ -18,6 +18,11 @@ Interrupted anywhere (SIGKILL, a network error), the previous listing stays vali
 its files are only deleted after the grace time, and its pages are replaced only
 after everything the new ones name is in place. The next run finishes the copy.
 
+A path with an empty segment (the literal key LXC's template asks for its index,
+`/meta/1.0/index-system`: imgserver.site.unfolded) is copied only where it can be a
+name of its own (Target.holds): not in a directory, where it is the plain path, nor
+to an S3 server that refuses such keys.
+
 The manifest (MANIFEST_PATH in the target) is the record of what the target holds:
 per path its size and sha256, and the time it was unlisted. Paths in the target
 that the manifest does not know (a lost manifest) below the site's own top-level
@@ -47,7 +52,7 @@ MANIFEST_FORMAT = 1
 class Item:
     """One path of the site: rendered bytes or a file on disk, with its headers."""
 
-    path: str  # relative to the target's root, no leading slash
+    path: str  # relative to the target's root (a leading `/`: site.unfolded)
     size: int
     sha256: str
     content_type: str
@@ -81,6 +86,11 @@ class Target(Protocol):
 
     def listing(self) -> dict[str, int]:
         """Path -> size of everything below the target's root."""
+
+    def holds(self, path: str) -> bool:
+        """Whether `path`, which has an empty segment (`/meta/1.0/index-system`:
+        imgserver.site.unfolded), can be a name of its own here; False leaves it out
+        of the copy. Asked only when the listing lacks it: every other path is held."""
 
     def read(self, path: str) -> bytes | None:
         """A small object's bytes (the manifest); None when it does not exist."""
@@ -157,8 +167,13 @@ def decode_manifest(data: bytes | None, where: str) -> dict[str, Record]:
         return {}
 
 
+def _root(path: str) -> str:
+    # `/meta/1.0/index-system` (site.unfolded) is below the site's `meta`.
+    return path.lstrip("/").partition("/")[0]
+
+
 def _roots(paths: Iterable[str]) -> set[str]:
-    return {p.partition("/")[0] for p in paths if "/" in p}
+    return {_root(p) for p in paths if "/" in p.lstrip("/")}
 
 
 def plan(items: Sequence[Item], manifest: Mapping[str, Record], present: Mapping[str, int]) -> Plan:
@@ -174,7 +189,7 @@ def plan(items: Sequence[Item], manifest: Mapping[str, Record], present: Mapping
     # Objects nobody recorded (the manifest was lost) below the site's own directories.
     roots = _roots(wanted) | _roots(manifest)
     for p, size in present.items():
-        if p not in wanted and p not in manifest and p.partition("/")[0] in roots:
+        if p not in wanted and p not in manifest and _root(p) in roots:
             unlisted[p] = Record(size, "", pending=True)
     return Plan(tuple(uploads), unlisted, len(items) - len(uploads))
 
@@ -183,6 +198,15 @@ def expired(unlisted: Mapping[str, Record], now: float, grace: float) -> list[st
     return sorted(
         p for p, r in unlisted.items() if r.unlisted is not None and now - r.unlisted >= grace
     )
+
+
+def _held(target: Target, items: Sequence[Item], present: Mapping[str, int]) -> list[Item]:
+    """`items` without the paths with an empty segment that the target cannot hold
+    (a directory has them as the plain path; an S3 server may refuse such keys). One
+    in the listing evidently can be: no need to ask."""
+    return [
+        i for i in items if "" not in i.path.split("/") or i.path in present or target.holds(i.path)
+    ]
 
 
 def _write_manifest(target: Target, records: Mapping[str, Record]) -> None:
@@ -206,6 +230,7 @@ def mirror(
         log.warning("%s", e)
     present = target.listing()
     present.pop(MANIFEST_PATH, None)
+    items = _held(target, items, present)
     p = plan(items, manifest, present)
     records = dict(manifest)
     if p.uploads:

@@ -8,6 +8,14 @@ multipart uploads of large files with a bounded number of bounded parts
 (s3transfer). Each object carries its sha256 as user metadata (`x-amz-meta-sha256`)
 and the headers imgserver would send (Content-Type, Cache-Control).
 
+Keys with an empty segment (`prefix//meta/1.0/index-system`, what LXC's download
+template asks for: imgserver.site.unfolded): AWS S3 and moto store them, rclone
+and MinIO refuse them (400; minio/minio#5874). Whether this server does is asked
+once per run, with a GET, before any PUT of such a key (holds), because rclone
+never answers that PUT (it waits for the body without sending 100 Continue, boto3
+waits for the 100 Continue before sending the body). A server that refuses gets
+one warning per run, and the copy goes on without those keys.
+
 Checksums: boto3 >= 1.36 sends a CRC trailer in aws-chunked encoding with every
 upload by default, which many S3 implementations refuse (rclone answers
 MissingContentLength; older MinIO and Ceph too): checksums only where the
@@ -66,6 +74,7 @@ class S3Target:
         self.name = options.name
         self.part_size = part_size  # and the multipart threshold: four parts
         self._client: S3Client | None = None
+        self._empty_segments: bool | None = None  # keys like `p//meta/...` (holds)
 
     def _key(self, path: str) -> str:
         return f"{self.options.prefix}/{path}" if self.options.prefix else path
@@ -148,6 +157,40 @@ class S3Target:
 
         self._call("listing", walk)
         return out
+
+    def holds(self, path: str) -> bool:
+        if self._empty_segments is None:
+            self._empty_segments = self._stores_empty_segments(path)
+        return self._empty_segments
+
+    def _stores_empty_segments(self, path: str) -> bool:
+        """Asked with a GET of `path`'s key: 404 (or 200) where such keys exist, 400
+        where they are refused (rclone: InvalidArgument, MinIO: XMinioInvalidObjectName)."""
+        from botocore.exceptions import ClientError
+
+        key = self._key(path)
+        try:
+            self.client.get_object(Bucket=self.options.bucket, Key=key)["Body"].close()
+            return True
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            if err.get("Code") in ("NoSuchKey", "404"):
+                return True
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 400:
+                raise self._error(f"reading {path}", e) from None
+            log.warning(
+                "%s: the server refuses object keys with `//` (%s: %s), and LXC's download "
+                "template asks for its index under such a key: `lxc-create -t download` "
+                "needs a proxy that merges slashes in front of the bucket (nginx does by "
+                "default; README: LXC from a bucket). Everything else is published; LXD "
+                "and Incus are not affected.",
+                self.name,
+                key,
+                err.get("Code") or 400,
+            )
+            return False
+        except Exception as e:  # botocore's connection errors, after its retries
+            raise self._error(f"reading {path}", e) from None
 
     def read(self, path: str) -> bytes | None:
         from botocore.exceptions import ClientError

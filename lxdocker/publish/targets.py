@@ -133,10 +133,14 @@ def site_items(snapshot: Snapshot, spec: TargetSpec) -> list[Item]:
         for path, f in snapshot.files.items()
     ]
     versions = snapshot.versions
-    pages = {
-        **site.server_pages(versions, spec.public_url, spec.remote, certs),
-        **site.catalog_pages(versions),
-    }
+    # The template's literal spelling of the index too: the target decides whether
+    # that is a name of its own (mirror.Target.holds).
+    pages = site.unfolded(
+        {
+            **site.server_pages(versions, spec.public_url, spec.remote, certs),
+            **site.catalog_pages(versions),
+        }
+    )
     items += [
         Item.of_bytes(path, p.body, p.content_type, p.cache_control) for path, p in pages.items()
     ]

@@ -19,15 +19,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from imgserver import authority
 from tests.helpers.lxd import unavailable
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 ACCESS_KEY = "lxdockertest"
 SECRET_KEY = "lxdocker-test-secret-key"
 ADDR_RE = re.compile(r"Starting s3 server on \[https://127\.0\.0\.1:(\d+)/\]")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # moto's werkzeug colours the status
 
 
 def rclone_binary() -> str:
@@ -38,51 +43,32 @@ def rclone_binary() -> str:
     return found
 
 
-class Rclone:
-    def __init__(self, data: Path, tls: Path, log: Path, *extra: str) -> None:
+class Face:
+    """One server process on 127.0.0.1 (an S3 server's writer or reader face): its
+    output goes to `log`, and it is up once that shows its port (`addr_re`)."""
+
+    def __init__(self, what: str, argv: list[str], log: Path, addr_re: re.Pattern[str]) -> None:
+        self.what = what
         self.log_path = log
         self._log = log.open("wb")
-        argv = [
-            rclone_binary(),
-            "serve",
-            "s3",
-            str(data),
-            "--addr",
-            "127.0.0.1:0",
-            "--cert",
-            str(tls / "server.crt"),
-            "--key",
-            str(tls / "server.key"),
-            "--min-tls-version",
-            "tls1.3",  # LXD and Incus require it (DESIGN section 8)
-            # Re-list after a second: each face sees what the other wrote (0 s made
-            # rclone 1.75 spin with two processes on one directory).
-            "--dir-cache-time",
-            "1s",
-            "--poll-interval",
-            "0",
-            "--config",
-            "/dev/null",
-            *extra,
-        ]
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
-        self.port = self._wait_for_port()
+        self.port = self._wait_for_port(addr_re)
         self.url = f"https://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return ANSI_RE.sub("", self.log_path.read_text(errors="replace"))
 
-    def _wait_for_port(self, timeout: float = 20) -> int:
+    def _wait_for_port(self, addr_re: re.Pattern[str], timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = ADDR_RE.search(self.log())
+            m = addr_re.search(self.log())
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
         self.stop()
-        raise AssertionError(f"rclone serve s3 did not start:\n{self.log()}")
+        raise AssertionError(f"{self.what} did not start:\n{self.log()}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -95,11 +81,41 @@ class Rclone:
         self._log.close()
 
 
+def rclone(data: Path, tls: Path, log: Path, *extra: str) -> Face:
+    argv = [
+        rclone_binary(),
+        "serve",
+        "s3",
+        str(data),
+        "--addr",
+        "127.0.0.1:0",
+        "--cert",
+        str(tls / "server.crt"),
+        "--key",
+        str(tls / "server.key"),
+        "--min-tls-version",
+        "tls1.3",  # LXD and Incus require it (DESIGN section 8)
+        # Re-list after a second: each face sees what the other wrote (0 s made
+        # rclone 1.75 spin with two processes on one directory).
+        "--dir-cache-time",
+        "1s",
+        "--poll-interval",
+        "0",
+        "--config",
+        "/dev/null",
+        *extra,
+    ]
+    return Face("rclone serve s3", argv, log, ADDR_RE)
+
+
 @dataclass
 class S3Server:
+    """A running S3 server. `writer` takes the publisher's signed requests, `reader`
+    anonymous GETs (one process may be both: tests/helpers/moto.py)."""
+
     root: Path
-    writer: Rclone
-    reader: Rclone
+    writer: Face
+    reader: Face
 
     @property
     def data(self) -> Path:
@@ -110,12 +126,12 @@ class S3Server:
         """What hosts pin (gencert's ca.crt), and what the publisher trusts."""
         return self.root / "tls" / "ca.crt"
 
-    def bucket(self, name: str) -> Path:
-        """Create a bucket through the S3 API (CreateBucket); its backing directory."""
+    def client(self) -> S3Client:
+        """A boto3 client of the writer, with the publisher's credentials."""
         import boto3
         import botocore.config
 
-        client = boto3.session.Session(
+        return boto3.session.Session(
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"
         ).client(
             "s3",
@@ -123,8 +139,16 @@ class S3Server:
             verify=str(self.ca),
             config=botocore.config.Config(s3={"addressing_style": "path"}),
         )
-        client.create_bucket(Bucket=name)
-        return self.data / name
+
+    def bucket(self, name: str) -> None:
+        """Create a bucket through the S3 API (CreateBucket)."""
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket: str, prefix: str = "") -> set[str]:
+        """The keys below `prefix/` (or all), relative to it, through the S3 API."""
+        start = f"{prefix}/" if prefix else ""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=start)
+        return {o["Key"][len(start) :] for page in pages for o in page.get("Contents", [])}
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The publisher's environment: credentials and CA the usual AWS way."""
@@ -193,12 +217,12 @@ def start(root: Path) -> S3Server:
     root.mkdir(parents=True, exist_ok=True)
     authority.create(root / "tls", ["localhost", "127.0.0.1"])
     (root / "data").mkdir(exist_ok=True)
-    writer = Rclone(
+    writer = rclone(
         root / "data", root / "tls", root / "writer.log", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"
     )
     try:
         # -vv: its log names every object a client GETs (the tests' access log).
-        reader = Rclone(root / "data", root / "tls", root / "reader.log", "--read-only", "-vv")
+        reader = rclone(root / "data", root / "tls", root / "reader.log", "--read-only", "-vv")
     except BaseException:
         writer.stop()
         raise
@@ -214,13 +238,18 @@ def s3server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         server.stop()
 
 
-@pytest.fixture
-def s3env(s3server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    """The server, with this process's environment set up as the publisher's."""
-    for key, value in s3server.env().items():
+def publisher_env(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set this process's environment up as the publisher's of `server`."""
+    for key, value in server.env().items():
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def s3env(s3server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The server, with this process's environment set up as the publisher's."""
+    publisher_env(s3server, monkeypatch)
     return s3server
 
 
