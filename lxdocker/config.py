@@ -63,7 +63,7 @@ class Spec:
 
         Not the file's path, not `architectures` (adding an arch to a spec must not
         rebuild the arches it already had) and not `lxc` or `bundle` (they add files
-        but change none; job.is_current checks them).
+        but change none; the build key has them: lxdocker.buildkey).
         """
         data = asdict(self)
         del data["path"], data["architectures"], data["lxc"], data["bundle"]

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from lxdocker import smallfile
+from lxdocker.buildkey import BuildKey
 from lxdocker.errors import StoreError, quoted
 
 VERSION_FILE = "version.json"
@@ -211,12 +212,29 @@ class VersionInfo:
     # and path or image + digest. None in versions written before it was recorded.
     busybox: dict[str, str] | None = field(default=None, hash=False)
     runtime: Runtime | None = None  # None: written before the contract was recorded
+    # The squashfs compressor (xz | zstd | gzip), "" for a tar rootfs; None: written
+    # before it was recorded (part of the build key).
+    compressor: str | None = None
 
     def _single(self, role: str) -> Artifact:
         found = [a for a in self.artifacts if a.role == role]
         if len(found) != 1:
             raise StoreError(f"{self.name}/{self.arch}/{self.version}: no single {role} file")
         return found[0]
+
+    @property
+    def build_key(self) -> BuildKey:
+        """What this version was built from and as (lxdocker.buildkey)."""
+        return BuildKey(
+            manifest_digest=self.manifest_digest,
+            spec_digest=self.spec_digest,
+            recipe=self.recipe,
+            rootfs_format=self.rootfs_format,
+            compressor=self.compressor,
+            busybox=(self.busybox or {}).get("sha256"),
+            lxc=self.has_lxc,
+            bundle=self.artifact(ROLE_BUNDLE) is not None,
+        )
 
     @property
     def meta(self) -> Artifact:

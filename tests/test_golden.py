@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from lxdocker import arch as archmod
-from lxdocker.job import JobConfig, run
+from lxdocker.job import run
+from lxdocker.jobconfig import JobConfig
 from lxdocker.publish.store import complete_versions
 from lxdocker.versioninfo import ROLE_DELTA, VersionInfo
 from tests.helpers.busyboxes import stand_in

@@ -30,6 +30,7 @@ TOP_LEVEL = {
     "lxdocker": FOUNDATION,
     "lxdocker.arch": FOUNDATION,
     "lxdocker.atomicfile": FOUNDATION,
+    "lxdocker.buildkey": FOUNDATION,
     "lxdocker.config": FOUNDATION,
     "lxdocker.deadline": FOUNDATION,
     "lxdocker.errors": FOUNDATION,
@@ -42,7 +43,9 @@ TOP_LEVEL = {
     "lxdocker.__main__": "job",
     "lxdocker.busyboxes": "job",
     "lxdocker.cli": "job",
+    "lxdocker.conversion": "job",
     "lxdocker.job": "job",
+    "lxdocker.jobconfig": "job",
     "lxdocker.summary": "job",
 }
 SUBPACKAGES = {
@@ -56,6 +59,7 @@ CONTRACT = {
     "lxdocker",
     "lxdocker.arch",
     "lxdocker.atomicfile",
+    "lxdocker.buildkey",
     "lxdocker.errors",
     "lxdocker.smallfile",
     "lxdocker.versioninfo",

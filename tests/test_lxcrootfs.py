@@ -15,7 +15,7 @@ import pytest
 
 from lxdocker.build import lxcrootfs
 from lxdocker.build.lxcrootfs import HOSTS_FILE
-from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.build.variant import Output
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.tar.stream import Entry
@@ -99,8 +99,8 @@ def test_write_rootfs_writes_both_and_is_reproducible(tmp_path: Path, fmt: str) 
     for run in ("a", "b"):
         d = tmp_path / run
         d.mkdir()
-        write_rootfs(edge_entries(), d / "rootfs", fmt,  # type: ignore[arg-type]
-                     variants=[lxcrootfs.variant(d / "rootfs.tar.xz", MTIME)])  # fmt: skip
+        variants = [lxcrootfs.variant(d / "rootfs.tar.xz", MTIME)]
+        write_rootfs(edge_entries(), d / "rootfs", RootfsFormat(fmt), variants)
         outs.append(((d / "rootfs").read_bytes(), (d / "rootfs.tar.xz").read_bytes()))
     assert outs[0] == outs[1]
     # The xz container is real xz (what `tar -J` needs); GNU tar lists the content.
@@ -135,7 +135,7 @@ def test_a_failing_stream_removes_both_outputs(tmp_path: Path) -> None:
 
     lxc = lxcrootfs.variant(tmp_path / "r.tar.xz", MTIME)
     with pytest.raises(EOFError, match="layer went away"):
-        write_rootfs(broken(), tmp_path / "rootfs.tar", "tar", variants=[lxc])
+        write_rootfs(broken(), tmp_path / "rootfs.tar", RootfsFormat("tar"), [lxc])
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -154,6 +154,6 @@ def test_full_disk_under_xz_is_a_clear_error_and_removes_both(
     entries = entries_of(layer_tar([Member("data", data=noise)]))
     main, lxc = tmp_path / "rootfs", tiny_disk / "rootfs.tar.xz"
     with pytest.raises(StoreError, match="No space left on device") as e:
-        write_rootfs(entries, main, fmt, variants=[lxcrootfs.variant(lxc, 0)])  # type: ignore[arg-type]
+        write_rootfs(entries, main, RootfsFormat(fmt), [lxcrootfs.variant(lxc, 0)])
     assert "rootfs.tar.xz" in str(e.value) and "xz" in str(e.value)
     assert not main.exists() and not lxc.exists()

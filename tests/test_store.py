@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker.arch import by_debian
-from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, LxdockerError, StoreError
 from lxdocker.publish.lxdimage import ImageMeta, hash_files, write_meta
@@ -36,6 +36,7 @@ from lxdocker.tar.stream import Entry
 from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VersionInfo
 from tests.helpers.entries import edge_entries, entries_of
 from tests.helpers.images import Member, layer_tar
+from tests.helpers.versions import build_key
 
 REPO = Path(__file__).resolve().parents[1]
 AMD64 = by_debian("amd64")
@@ -44,14 +45,15 @@ T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 def source(fmt: ImageFormat = "tar", description: str = "app") -> VersionSource:
     meta = ImageMeta(AMD64, "2024-01-02T03:04:05Z", description, "app", "1.0", "lxdocker")
-    return VersionSource("app:1.0", "1.0", "sha256:" + "a" * 64, "sha256:" + "b" * 64, fmt, meta)
+    return VersionSource(build_key(fmt), "app:1.0", "1.0", meta)
 
 
 def builder(src: VersionSource, entries: Iterator[Entry] | None = None) -> Callable[[Path], None]:
     def build(tmp: Path) -> None:
         write_meta(tmp / META_FILE, src.meta)
         stream = edge_entries() if entries is None else entries
-        write_rootfs(stream, tmp / ROOTFS_FILES[src.rootfs_format], src.rootfs_format, jobs=2)
+        fmt = src.key.rootfs_format
+        write_rootfs(stream, tmp / ROOTFS_FILES[fmt], RootfsFormat(fmt, jobs=2))
 
     return build
 
@@ -259,7 +261,7 @@ from tests.helpers.images import Member, layer_tar
 from tests.helpers.entries import entries_of
 from tests.test_store import source
 from lxdocker.publish.lxdimage import write_meta
-from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.publish.store import publish
 
 root, marker = Path(sys.argv[1]), Path(sys.argv[2])
@@ -273,7 +275,7 @@ def entries():
 
 def build(tmp):
     write_meta(tmp / "meta.tar.xz", source("squashfs").meta)
-    write_rootfs(entries(), tmp / "rootfs.squashfs", "squashfs", jobs=1)
+    write_rootfs(entries(), tmp / "rootfs.squashfs", RootfsFormat("squashfs", jobs=1))
 
 publish(root, "app", source("squashfs"), build)
 """

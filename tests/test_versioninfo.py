@@ -178,6 +178,26 @@ def test_a_bad_runtime_is_refused_naming_the_file(runtime: object, message: str)
     assert "/srv/x/version.json" in str(e.value)
 
 
+def test_the_build_key_is_made_of_the_recorded_fields_and_older_files_have_one() -> None:
+    old = VersionInfo.from_json(json.dumps(FORMAT_1))
+    key = old.build_key
+    assert (key.manifest_digest, key.spec_digest, key.recipe) == ("sha256:" + A, "sha256:" + B, 3)
+    assert (key.rootfs_format, key.lxc, key.bundle) == ("squashfs", False, False)
+    assert (key.compressor, key.busybox) == (None, None)  # not recorded then: unknown
+    data = json.loads(old.to_json())
+    data["compressor"] = "zstd"
+    data["busybox"] = {"arch": "amd64", "source": "path", "path": "/bin/busybox", "sha256": C}
+    data["artifacts"].append({"role": ROLE_BUNDLE, "name": BUNDLE_FILE, "size": 1, "sha256": A})
+    new = VersionInfo.from_json(json.dumps(data))
+    assert (new.build_key.compressor, new.build_key.busybox, new.build_key.bundle) == (
+        "zstd", C, True,
+    )  # fmt: skip
+    assert VersionInfo.from_json(new.to_json()) == new
+    data["compressor"] = 5
+    with pytest.raises(StoreError, match="'compressor' must be"):
+        VersionInfo.from_json(json.dumps(data))
+
+
 def test_the_stat_records_round_trip_and_older_files_read_as_unrecorded() -> None:
     info = VersionInfo.from_json(json.dumps(FORMAT_1))
     assert not info.rootfs.recorded and (info.rootfs.inode, info.rootfs.mtime_ns) == (0, 0)

@@ -37,12 +37,12 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from lxdocker.build.squashfs import check_names
 from lxdocker.build.variant import Output, Variant, compress_to
-from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.tar import paths
 from lxdocker.tar.stream import Entry
@@ -160,24 +160,26 @@ def readable(entries: Iterable[Entry]) -> Iterator[Entry]:
         yield entry
 
 
+@dataclass(frozen=True)
+class RootfsFormat:
+    """How a rootfs file is written."""
+
+    kind: str  # squashfs | gzip | tar (config.IMAGE_FORMATS)
+    compressor: str = "xz"  # squashfs only: xz | zstd | gzip
+    jobs: int | None = None  # squashfs only: compressor threads (default: all cores)
+
+
 def write_rootfs(
-    entries: Iterable[Entry],
-    out: Path,
-    fmt: ImageFormat,
-    *,
-    compressor: str = "xz",
-    jobs: int | None = None,
-    variants: Sequence[Variant] = (),
+    entries: Iterable[Entry], out: Path, fmt: RootfsFormat, variants: Sequence[Variant] = ()
 ) -> None:
     """Write `entries` as the rootfs file `out` in format `fmt`.
 
-    `compressor` (xz | zstd | gzip) and `jobs` (default: all cores) apply to
-    squashfs only. The same pass also writes each of `variants` (variant.py: LXC's
-    rootfs.tar.xz, the OCI bundle). On any error every output is removed; a missing
-    or failing tool is a ToolError, a write error (disk full) a StoreError, both
-    naming the file.
+    The same pass also writes each of `variants` (variant.py: LXC's rootfs.tar.xz,
+    the OCI bundle). On any error every output is removed; a missing or failing tool
+    is a ToolError, a write error (disk full) a StoreError, both naming the file.
     """
-    log.info("writing %s rootfs %s%s", fmt, out, "".join(f" and {v.out}" for v in variants))
+    kind = fmt.kind
+    log.info("writing %s rootfs %s%s", kind, out, "".join(f" and {v.out}" for v in variants))
     entries = readable(entries)
     try:
         with contextlib.ExitStack() as stack:
@@ -186,15 +188,15 @@ def write_rootfs(
             def serialise(sink: BinaryIO) -> None:
                 write_tar(entries, sink, more)
 
-            if fmt == "squashfs":
+            if kind == "squashfs":
                 tool = find_squashfs_tool()
-                argv = squashfs_argv(tool, out, compressor, jobs or os.cpu_count() or 1)
-                _write_through_tool(serialise, out, argv)
+                jobs = fmt.jobs or os.cpu_count() or 1
+                _write_through_tool(serialise, out, squashfs_argv(tool, out, fmt.compressor, jobs))
                 check_names(out)
-            elif fmt in ("gzip", "tar"):
-                _write_tar_file(serialise, out, gzipped=fmt == "gzip")
+            elif kind in ("gzip", "tar"):
+                _write_tar_file(serialise, out, gzipped=kind == "gzip")
             else:
-                raise ToolError(f"{out}: unknown rootfs format {fmt!r}")
+                raise ToolError(f"{out}: unknown rootfs format {kind!r}")
     except BaseException:
         out.unlink(missing_ok=True)
         for v in variants:
@@ -292,4 +294,4 @@ def _free_bytes(directory: Path) -> int | None:
         return None
 
 
-__all__ = ["find_squashfs_tool", "queue_backlog", "squashfs_argv", "write_rootfs"]
+__all__ = ["RootfsFormat", "find_squashfs_tool", "queue_backlog", "squashfs_argv", "write_rootfs"]

@@ -50,21 +50,44 @@ MAX_WINDOW = 2 * 1024**3
 _CHUNK = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Xdelta3:
+    """How this run makes deltas: the tool, and the largest share of the full rootfs
+    a delta may have to be kept."""
+
+    path: str
+    threshold: float = DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    """A version's rootfs file and what its version.json lists for it."""
+
+    version: str  # the version key
+    path: Path
+    artifact: Artifact
+
+    @classmethod
+    def published(cls, root: Path, info: VersionInfo) -> Rootfs:
+        return cls(info.version, version_dir(root, info) / info.rootfs.name, info.rootfs)
+
+
 def find_xdelta3() -> str | None:
     """Path of xdelta3 on PATH, None when it is not installed (Debian: xdelta3)."""
     return shutil.which(XDELTA3)
 
 
-def xdelta3_for_run() -> str | None:
-    """xdelta3's path; None, with one warning for the run, when it is missing: the
-    conversion goes on without deltas (clients then download the full rootfs)."""
+def xdelta3_for_run(threshold: float = DEFAULT_THRESHOLD) -> Xdelta3 | None:
+    """xdelta3 for this run; None, with one warning for the run, when it is missing:
+    the conversion goes on without deltas (clients then download the full rootfs)."""
     found = find_xdelta3()
     if found is None:
         log.warning(
             "xdelta3 not found: no delta updates this run (install the Debian "
             "package xdelta3, or pass --no-deltas)"
         )
-    return found
+        return None
+    return Xdelta3(found, threshold)
 
 
 @dataclass(frozen=True)
@@ -142,43 +165,37 @@ def decoded_sha256(xdelta3: str, old: Path, delta: Path) -> str:
     return h.hexdigest()
 
 
-def make_delta(
-    xdelta3: str,
-    base: str,
-    old: Path,
-    old_sha256: str,
-    new: Artifact,
-    directory: Path,
-    *,
-    threshold: float = DEFAULT_THRESHOLD,
-) -> DeltaOutcome:
-    """Write `directory/delta-<base>.vcdiff` from `old` (version `base`'s rootfs) to
-    `directory/<new.name>`, verified; on any failure nothing is left behind.
+def make_delta(tool: Xdelta3, old: Rootfs, new: Rootfs) -> DeltaOutcome:
+    """Write `delta-<old.version>.vcdiff` beside `new.path`, from `old` (a published
+    version's rootfs) to `new`, verified; on any failure nothing is left behind.
 
     Failures are outcomes, not errors: a missing delta costs a client a full
     download, never a conversion."""
     started = time.monotonic()
-    out = directory / delta_name(base)
+    base, target = old.version, new.artifact
+    out = new.path.with_name(delta_name(base))
     part = out.with_name(out.name + ".part")
 
     def dropped(reason: str) -> DeltaOutcome:
         part.unlink(missing_ok=True)
-        log.warning("delta from %s to %s dropped: %s", base, directory / new.name, reason)
+        log.warning("delta from %s to %s dropped: %s", base, new.path, reason)
         return DeltaOutcome(base, None, reason, time.monotonic() - started)
 
     try:
-        if sha256_file(old) != old_sha256:
-            return dropped(f"{old} does not match the sha256 in its version.json")
-        _run(encode_argv(xdelta3, old, directory / new.name, part), str(part))
+        if sha256_file(old.path) != old.artifact.sha256:
+            return dropped(f"{old.path} does not match the sha256 in its version.json")
+        _run(encode_argv(tool.path, old.path, new.path, part), str(part))
         size = part.stat().st_size
-        if size >= threshold * new.size:
-            reason = f"{size} bytes is not below {threshold:.0%} of the full {new.size} bytes"
+        if size >= tool.threshold * target.size:
+            reason = (
+                f"{size} bytes is not below {tool.threshold:.0%} of the full {target.size} bytes"
+            )
             part.unlink(missing_ok=True)
-            log.info("delta from %s to %s not kept: %s", base, directory / new.name, reason)
+            log.info("delta from %s to %s not kept: %s", base, new.path, reason)
             return DeltaOutcome(base, None, reason, time.monotonic() - started)
-        got = decoded_sha256(xdelta3, old, part)
-        if got != new.sha256:
-            return dropped(f"decoding it gives sha256 {got}, not the rootfs's {new.sha256}")
+        got = decoded_sha256(tool.path, old.path, part)
+        if got != target.sha256:
+            return dropped(f"decoding it gives sha256 {got}, not the rootfs's {target.sha256}")
         sha = sha256_file(part)
         part.rename(out)
     except (ToolError, OSError) as e:
@@ -186,43 +203,25 @@ def make_delta(
     artifact = Artifact(ROLE_DELTA, out.name, size, sha, base)
     seconds = time.monotonic() - started
     log.info("delta from %s: %d bytes (%.2f%% of %d) in %.1f s", base, size,
-             100 * size / max(new.size, 1), new.size, seconds)  # fmt: skip
+             100 * size / max(target.size, 1), target.size, seconds)  # fmt: skip
     return DeltaOutcome(base, artifact, "", seconds)
 
 
-def write_deltas(
-    xdelta3: str,
-    root: Path,
-    bases: Sequence[VersionInfo],
-    rootfs: Artifact,
-    directory: Path,
-    threshold: float = DEFAULT_THRESHOLD,
-) -> list[DeltaOutcome]:
-    """Deltas to `directory/<rootfs.name>` (a version being published) from each of
-    `bases` (published versions of the same image/arch)."""
-    out = []
-    for b in bases:
-        old = version_dir(root, b) / b.rootfs.name
-        out.append(
-            make_delta(
-                xdelta3, b.version, old, b.rootfs.sha256, rootfs, directory, threshold=threshold
-            )
-        )
-    return out
+def write_deltas(tool: Xdelta3, bases: Sequence[Rootfs], new: Rootfs) -> list[DeltaOutcome]:
+    """Deltas to `new` (the rootfs of a version being published) from each of `bases`
+    (published rootfs files of the same image/arch)."""
+    return [make_delta(tool, old, new) for old in bases]
 
 
 def check_deltas(
-    root: Path,
-    versions: list[VersionInfo],
-    xdelta3: str | None,
-    threshold: float = DEFAULT_THRESHOLD,
+    root: Path, versions: list[VersionInfo], tool: Xdelta3 | None
 ) -> list[VersionInfo]:
     """Keep the listed deltas of one image/arch (`versions`, oldest first) true.
 
     A delta whose base is no longer a complete version is unlisted and removed; a
     delta file whose bytes changed since publishing (disk error, a hand edit) is
     unlisted at once, so no client fetches it, and made again from its base when
-    xdelta3 is at hand. Delta files are small, so hashing them every run is cheap
+    xdelta3 is at hand (`tool`). Delta files are small, so hashing them every run is cheap
     (lxdocker.publish.integrity.check_published runs this once per job run).
     Returns the versions as now listed."""
     by_key = {v.version: v for v in versions}
@@ -248,16 +247,13 @@ def check_deltas(
                 "%s: unlisting %s: %s", directory, a.name,
                 "its base version is gone" if gone else "its bytes changed since publishing",
             )  # fmt: skip
-            if not gone and xdelta3:
+            if not gone and tool is not None:
                 redo.append(by_key[a.base])
         try:
             v = set_deltas(root, v, good)
             for b in redo:
-                old = version_dir(root, b) / b.rootfs.name
-                o = make_delta(
-                    xdelta3 or XDELTA3, b.version, old, b.rootfs.sha256, v.rootfs, directory,
-                    threshold=threshold,
-                )  # fmt: skip
+                assert tool is not None
+                o = make_delta(tool, Rootfs.published(root, b), Rootfs.published(root, v))
                 if o.artifact is not None:
                     log.info("%s: made %s again", directory, o.artifact.name)
                     good.append(o.artifact)
@@ -273,6 +269,8 @@ __all__ = [
     "DEFAULT_BASES",
     "DEFAULT_THRESHOLD",
     "DeltaOutcome",
+    "Rootfs",
+    "Xdelta3",
     "check_deltas",
     "decoded_sha256",
     "describe",

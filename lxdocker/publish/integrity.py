@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError
-from lxdocker.publish.delta import DEFAULT_THRESHOLD, check_deltas
+from lxdocker.publish.delta import Xdelta3, check_deltas
 from lxdocker.publish.store import complete_versions, remove_version, rewrite, version_dir
 from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, verified
 
@@ -68,7 +68,7 @@ def check_files(root: Path, versions: list[VersionInfo]) -> list[VersionInfo]:
     return out
 
 
-def check_published(root: Path, xdelta3: str | None, threshold: float = DEFAULT_THRESHOLD) -> None:
+def check_published(root: Path, xdelta3: Xdelta3 | None) -> None:
     """check_files, then check_deltas, for every image/arch under `root`: once per
     job run, before converting."""
     for arch_dir in sorted(root.glob("*/*")):
@@ -78,7 +78,7 @@ def check_published(root: Path, xdelta3: str | None, threshold: float = DEFAULT_
             and NAME_RE.fullmatch(arch_dir.parent.name)
         ):
             versions = complete_versions(root, arch_dir.parent.name, arch_dir.name)
-            check_deltas(root, check_files(root, versions), xdelta3, threshold)
+            check_deltas(root, check_files(root, versions), xdelta3)
 
 
 __all__ = ["check_files", "check_published"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lxdocker import RECIPE_VERSION
-from lxdocker.config import NAME_RE, ImageFormat
+from lxdocker.buildkey import BuildKey
+from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError
 from lxdocker.publish.lxdimage import ImageMeta, hash_file, hash_files
 from lxdocker.versioninfo import (
@@ -57,19 +57,39 @@ GRACE = timedelta(hours=2)
 
 @dataclass(frozen=True)
 class VersionSource:
-    """The version.json fields that describe the input, known before building."""
+    """What a new version is made from, known before building: its build key (which
+    also says which files the build writes) and what version.json says of the image."""
 
+    key: BuildKey
     image: str  # the spec's `image` as written
     tag: str  # "" when pinned by digest only
-    manifest_digest: str  # "sha256:..." of the platform manifest converted
-    spec_digest: str  # Spec.digest()
-    rootfs_format: ImageFormat
     meta: ImageMeta  # what meta.tar.xz says (arch, created, description, ...)
-    recipe: int = RECIPE_VERSION
-    lxc: bool = False  # the build also wrote LXC's rootfs.tar.xz and lxc-meta.tar.xz
-    bundle: bool = False  # the build also wrote the OCI runtime bundle
     busybox: dict[str, str] | None = None  # version.json `busybox` (VersionInfo)
     runtime: Runtime | None = None  # version.json `runtime`: VOLUME, EXPOSE, HEALTHCHECK
+
+    def version_info(
+        self, name: str, version: str, built: str, artifacts: tuple[Artifact, ...], fingerprint: str
+    ) -> VersionInfo:
+        """The version.json of version `version` of this source, built at `built`."""
+        m = self.meta
+        return VersionInfo(
+            name=name,
+            arch=m.arch.debian,
+            version=version,
+            image=self.image,
+            tag=self.tag,
+            built=built,
+            artifacts=artifacts,
+            fingerprint=fingerprint,
+            created=m.created,
+            description=m.description,
+            os=m.os,
+            release=m.release,
+            variant=m.variant,
+            busybox=self.busybox,
+            runtime=self.runtime,
+            **self.key.recorded(),
+        )
 
 
 def _rfc3339(t: datetime) -> str:
@@ -139,7 +159,8 @@ def publish(
     """Build a new version of `name` in a temp dir and make it visible atomically.
 
     `build(tmpdir)` writes meta.tar.xz (lxdimage.write_meta) and
-    ROOTFS_FILES[source.rootfs_format] (rootfs.write_rootfs) into tmpdir; its
+    ROOTFS_FILES[source.key.rootfs_format] (rootfs.write_rootfs) into tmpdir, and
+    the LXC files and the bundle when the key asks for them; its
     return value is ignored. `extras(tmpdir, rootfs)`, when given, runs once the
     rootfs is hashed and returns more artifacts it wrote into tmpdir (deltas); they
     become visible in the same rename. Any error removes the temp dir and leaves existing
@@ -172,13 +193,13 @@ def _finish(
     now: datetime,
     extras: Callable[[Path, Artifact], Sequence[Artifact]] | None,
 ) -> VersionInfo:
-    arch, m = source.meta.arch, source.meta
-    meta_path, rootfs_path = tmp / META_FILE, tmp / ROOTFS_FILES[source.rootfs_format]
+    arch, key = source.meta.arch, source.key
+    meta_path, rootfs_path = tmp / META_FILE, tmp / ROOTFS_FILES[key.rootfs_format]
     extra = (
         ((ROLE_LXC_ROOTFS, tmp / LXC_ROOTFS_FILE), (ROLE_LXC_META, tmp / LXC_META_FILE))
-        if source.lxc
+        if key.lxc
         else ()
-    ) + (((ROLE_BUNDLE, tmp / BUNDLE_FILE),) if source.bundle else ())
+    ) + (((ROLE_BUNDLE, tmp / BUNDLE_FILE),) if key.bundle else ())
     for p in (meta_path, rootfs_path, *(path for _, path in extra)):
         if not p.is_file():
             raise StoreError(f"{p}: the build did not write this file")
@@ -191,27 +212,8 @@ def _finish(
         for a in more:
             _fsync(tmp / a.name)
         version = next_version([p.name for p in parent.iterdir()], now)
-        info = VersionInfo(
-            name=name,
-            arch=arch.debian,
-            version=version,
-            image=source.image,
-            tag=source.tag,
-            manifest_digest=source.manifest_digest,
-            spec_digest=source.spec_digest,
-            recipe=source.recipe,
-            rootfs_format=source.rootfs_format,
-            created=m.created,
-            built=_rfc3339(now),
-            artifacts=(meta, rootfs, *optional, *more),
-            fingerprint=fingerprint,
-            description=m.description,
-            os=m.os,
-            release=m.release,
-            variant=m.variant,
-            busybox=source.busybox,
-            runtime=source.runtime,
-        )
+        artifacts = (meta, rootfs, *optional, *more)
+        info = source.version_info(name, version, _rfc3339(now), artifacts, fingerprint)
         _write_version_json(tmp, info)
         # One rename makes the complete version visible; a name that exists
         # already makes it fail (ENOTEMPTY/EEXIST) instead of mixing two versions.

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from lxdocker import arch
+from lxdocker import RECIPE_VERSION, arch
+from lxdocker.buildkey import BuildKey
 from lxdocker.versioninfo import (
     BUNDLE_FILE,
     META_FILE,
@@ -41,6 +42,21 @@ DEFAULT_FILES: Mapping[str, bytes] = {
     "srv/hello.txt": b"hello from a test image\n",
 }
 MTIME = 1_700_000_000  # fixed, so equal inputs give equal bytes
+
+
+def build_key(rootfs_format: str = "tar", **changes: object) -> BuildKey:
+    """A build key with made-up digests: a version of that format and nothing more."""
+    key = BuildKey(
+        manifest_digest="sha256:" + "a" * 64,
+        spec_digest="sha256:" + "b" * 64,
+        recipe=RECIPE_VERSION,
+        rootfs_format=rootfs_format,
+        compressor="xz" if rootfs_format == "squashfs" else "",
+        busybox=None,
+        lxc=False,
+        bundle=False,
+    )
+    return dataclasses.replace(key, **changes)  # type: ignore[arg-type]
 
 
 def _tar(files: Mapping[str, bytes], executable: Collection[str] = ()) -> bytes:
