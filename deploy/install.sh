@@ -23,6 +23,6 @@ systemctl enable --now imgserver.service lxdocker.timer
 if [ -f /etc/lxdocker/tls/ca.crt ]; then
     echo "imgserver runs on :443; LXD/Incus hosts pin /etc/lxdocker/tls/ca.crt"
 else
-    # An install from before the CA: README "Renewing the certificate" moves it safely.
+    # An install from before the CA: docs/imgserver.md "Renewing the certificate" moves it safely.
     echo "imgserver runs on :443; LXD/Incus hosts pin /etc/lxdocker/tls/server.crt (self-signed)"
 fi

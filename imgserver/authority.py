@@ -224,7 +224,7 @@ def _adopt(out: Path) -> None:
     log.info(
         "adopted the self-signed %s as %s (same bytes: LXD and Incus hosts that pinned it "
         "need nothing; OpenSSL-based clients pinning it, such as curl --cacert, refuse "
-        "certificates it issues: see the README)",
+        "certificates it issues: see docs/imgserver.md)",
         cert_path,
         out / CA_CERT,
     )

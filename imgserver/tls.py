@@ -35,7 +35,7 @@ CA_FILE = "ca.crt"
 EXPIRY_WARNING = datetime.timedelta(days=30)
 # Nothing a CA issued is trusted once it expired: hosts must pin a new one.
 NEW_CA = (
-    "every host must pin a new CA: imgserver gencert --out NEW_DIR, then README "
+    "every host must pin a new CA: imgserver gencert --out NEW_DIR, then docs/imgserver.md, "
     "'Renewing the certificate'"
 )
 DNS_NAME_RE = re.compile(

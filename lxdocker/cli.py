@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TARGET",
         help="after each run, copy what imgserver serves to s3://BUCKET/PREFIX[?OPTIONS] or "
-        "a directory (repeatable; README 'Publishing to S3 or a static web server')",
+        "a directory (repeatable; docs/publishing.md)",
     )
     p.add_argument(
         "--publish-grace",

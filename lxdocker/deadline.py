@@ -25,7 +25,7 @@ from typing import ParamSpec, TypeVar
 
 from lxdocker.errors import DeadlineError
 
-# Sane defaults far above what real images need: see README "Limits".
+# Sane defaults far above what real images need: see docs/converter.md, "Limits and broken input".
 DEFAULT_SPEC_TIMEOUT = 4 * 3600.0
 DEFAULT_REQUEST_TIMEOUT = 600.0
 

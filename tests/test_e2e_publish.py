@@ -237,7 +237,7 @@ def test_unlisted_files_are_deleted_only_after_the_grace_time(
 def test_a_directory_behind_nginx_serves_lxd_and_lxc(
     lxd_site: Site, s3env: S3Server, tmp_path: Path
 ) -> None:
-    """The directory target as the README configures nginx; and a bucket behind
+    """The directory target as docs/publishing.md configures nginx; and a bucket behind
     nginx (as behind a CDN) for LXC, whose template asks for `//meta/...`, which
     rclone and MinIO refuse as an object name: nginx merges the slashes."""
     need_lxc()

@@ -119,7 +119,7 @@ def test_volumes_survive_updates_rollbacks_and_kills_and_a_tag_may_move_back(
 
         n1 = s.launch("notes", "n1")
         n2 = s.launch("notes", "n2")
-        # The app is PID 1: LXD's SIGPWR would be ignored (README, Troubleshooting).
+        # The app is PID 1: LXD's SIGPWR would be ignored (docs/troubleshooting.md).
         p1 = s.launch("pid1", "p1", "raw.lxc=lxc.signal.halt=SIGTERM")
         d1 = s.launch("dl", "d1")
         for name in (n1, n2, p1):

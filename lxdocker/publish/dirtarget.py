@@ -3,7 +3,7 @@
 Each path is written to a temporary name beside it (TMP_SUFFIX, never a name the
 site uses), fsynced and renamed into place, so a web server reads the old or the
 new bytes, never a part, and a killed run leaves only temporary files, which the
-next run removes. Headers are the web server's business (README: nginx example).
+next run removes. Headers are the web server's business (docs/publishing.md: the nginx example).
 """
 
 from __future__ import annotations

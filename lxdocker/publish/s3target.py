@@ -182,8 +182,8 @@ class S3Target:
                 "%s: the server refuses object keys with `//` (%s: %s), and LXC's download "
                 "template asks for its index under such a key: `lxc-create -t download` "
                 "needs a proxy that merges slashes in front of the bucket (nginx does by "
-                "default; README: LXC from a bucket). Everything else is published; LXD "
-                "and Incus are not affected.",
+                "default; docs/publishing.md, 'LXC from a bucket'). Everything else is "
+                "published; LXD and Incus are not affected.",
                 self.name,
                 key,
                 err.get("Code") or 400,

@@ -210,7 +210,7 @@ echo "boot $(cat /www/index.html)" >> {BOOTS}
 exec httpd -f -p 80 -h /www
 """
 # The same as PID 1 (`disable_supervisor: true`): a trap, so that `lxc stop` (with
-# raw.lxc lxc.signal.halt=SIGTERM, README) reaches it; PID 1 ignores other signals.
+# raw.lxc lxc.signal.halt=SIGTERM, docs/troubleshooting.md) reaches it; PID 1 ignores other signals.
 STATEFUL_PID1_SH = f"""#!/bin/sh
 echo "boot $(cat /www/index.html)" >> {BOOTS}
 httpd -f -p 80 -h /www &

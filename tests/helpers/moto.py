@@ -6,7 +6,7 @@ Unlike `rclone serve s3` (tests/helpers/s3.py) it stores keys with an empty segm
 as AWS S3 does: `prefix//meta/1.0/index-system`, the key LXC's download template
 asks for. One process is both faces: it accepts the publisher's signed requests
 (any credentials) and answers anonymous GETs where the bucket's policy allows them,
-so each bucket gets the public-read policy the README asks for. Everything is kept
+so each bucket gets the public-read policy docs/publishing.md asks for. Everything is kept
 in memory. Its log (werkzeug's) names every request and its status.
 """
 

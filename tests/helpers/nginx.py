@@ -1,4 +1,4 @@
-"""Debian's nginx on 127.0.0.1 over TLS 1.3 (a port the test picks), as the README
+"""Debian's nginx on 127.0.0.1 over TLS 1.3 (a port the test picks), as docs/publishing.md
 configures it for a `--publish-to` directory, or in front of a bucket like a CDN.
 
 It runs as this user with everything (pid, logs, temp files) in its own work
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.helpers.lxd import unavailable
 
-# The server block the README shows for a published directory (ROOT: the target).
+# The server block docs/publishing.md shows for a published directory (ROOT: the target).
 STATIC_SITE = """
         root {root};
         # index.json and images.json change with every run: revalidate them.
@@ -110,7 +110,7 @@ class Nginx:
 
 
 def static_site(workdir: Path, root: Path, cert: Path, key: Path) -> Nginx:
-    """nginx serving a published directory, configured as the README says."""
+    """nginx serving a published directory, configured as docs/publishing.md says."""
     return Nginx(workdir, cert, key, STATIC_SITE.format(root=root))
 
 
