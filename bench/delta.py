@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import bigimage
 from bench.conversion import COMPRESSOR
 from bench.measure import Sample, timed
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.imgserver import RunningServer
 from tests.helpers.lxd import Lxd, Scratch, start_daemon

@@ -31,7 +31,6 @@ version with one warning per change of the file; the rest is listed as usual.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -49,6 +48,7 @@ from lxdocker.versioninfo import (
     VERSION_RE,
     Artifact,
     VersionInfo,
+    file_digest,
     verified,
 )
 
@@ -309,7 +309,7 @@ def _check_delta(root: Path, directory: Path, d: Artifact) -> _StatKey:
             st = os.fstat(f.fileno())
             if d.size > DELTA_HASH_LIMIT:
                 return (st.st_ino, st.st_size, st.st_mtime_ns)
-            digest = hashlib.sha256(f.read()).hexdigest()
+            digest = file_digest(f)[1]
             st = os.fstat(f.fileno())
     except OSError as e:
         raise StoreError(f"{path}: unreadable: {e.strerror}") from None

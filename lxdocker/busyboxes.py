@@ -9,18 +9,18 @@ and hands the build a checked binary (lxdocker.build.busybox.Busybox).
 
 from __future__ import annotations
 
+import io
 import logging
-import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from lxdocker import atomicfile
 from lxdocker.arch import Arch
 from lxdocker.build.busybox import Busybox, check_busybox, check_elf
 from lxdocker.build.flatten import flatten
-from lxdocker.errors import DeadlineError, LxdockerError, PatchError
+from lxdocker.errors import DeadlineError, LxdockerError, PatchError, StoreError
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.pull import ResolvedImage, layer_openers, pull, resolve
 from lxdocker.sources.reference import parse
@@ -99,21 +99,18 @@ def _extract(resolved: ResolvedImage, cache_root: Path, target: Path, what: str)
     if BINARY_IN_IMAGE not in links:
         raise PatchError(f"{what}: the image has no /{BINARY_IN_IMAGE}")
     source = _target(links, BINARY_IN_IMAGE, what)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".busybox-", dir=target.parent)
+    data = io.BytesIO()  # a busybox is a megabyte or two
+    for entry in flatten(openers):
+        if entry.info.name == source and entry.info.isreg():
+            if entry.data is not None:
+                copy_exact(entry.data, data, entry.info.size)
+            break
+    check_elf(data.getvalue(), resolved.arch, f"{what}: /{BINARY_IN_IMAGE}")
     try:
-        with os.fdopen(fd, "wb") as out:
-            for entry in flatten(openers):
-                if entry.info.name == source and entry.info.isreg():
-                    if entry.data is not None:
-                        copy_exact(entry.data, out, entry.info.size)
-                    break
-        os.chmod(tmp, 0o755)
-        check_elf(Path(tmp).read_bytes(), resolved.arch, f"{what}: /{BINARY_IN_IMAGE}")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomicfile.write(target, data.getvalue(), mode=0o755)
+    except OSError as e:
+        raise StoreError(f"cache {target}: cannot write: {e.strerror or e}") from None
 
 
 class BusyboxSet:

@@ -25,7 +25,7 @@ from lxdocker.job import LockedError, run
 from lxdocker.jobconfig import JobConfig
 from lxdocker.limits import DEFAULT_ENTRIES, DEFAULT_SIZE, Limits
 from lxdocker.publish.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
-from lxdocker.publish.store import GRACE
+from lxdocker.publish.prune import GRACE
 from lxdocker.publish.targets import parse_target
 from lxdocker.summary import format_summary
 

@@ -38,10 +38,11 @@ from lxdocker.errors import LxdockerError, quoted
 from lxdocker.jobconfig import JobConfig
 from lxdocker.limits import Limits
 from lxdocker.publish.delta import DeltaOutcome, Rootfs, Xdelta3, write_deltas
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.lxcimage import lxc_meta
 from lxdocker.publish.lxcimage import write_meta as write_lxc_meta
 from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, write_meta
-from lxdocker.publish.store import VersionSource, complete_versions, publish
+from lxdocker.publish.store import VersionSource, publish
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.pull import (
     PulledImage,

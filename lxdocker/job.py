@@ -26,14 +26,16 @@ from typing import TypeVar
 
 from lxdocker import arch as archmod
 from lxdocker.busyboxes import BusyboxSet
-from lxdocker.config import NAME_RE, load_specs
+from lxdocker.config import load_specs
 from lxdocker.conversion import Converter, internal_error
 from lxdocker.errors import LxdockerError, SpecError
 from lxdocker.jobconfig import JobConfig
 from lxdocker.lock import LockedError, job_lock
 from lxdocker.publish.delta import xdelta3_for_run
+from lxdocker.publish.imagedir import complete_versions, image_arches, image_names
 from lxdocker.publish.integrity import check_published
-from lxdocker.publish.store import clean_stale_temp, complete_versions, prune, remove_image
+from lxdocker.publish.prune import clean_stale_temp, prune
+from lxdocker.publish.store import remove_image
 from lxdocker.publish.targets import publish_all
 from lxdocker.sources.cache import BlobCache, gc
 from lxdocker.summary import SpecResult, Summary
@@ -48,22 +50,13 @@ def job_busyboxes(cfg: JobConfig) -> BusyboxSet:
     return BusyboxSet(paths, cfg.busybox_image, cfg.cache, auth_file=cfg.auth_file)
 
 
-def published_names(lxdimages: Path) -> list[str]:
-    """Image directories: named like an image (anything else an operator keeps there,
-    temp and trash directories included, is not ours to unpublish)."""
-    return sorted(p.name for p in lxdimages.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
-
-
 def kept_manifests(lxdimages: Path) -> set[str]:
     """Manifest digests of every complete version on disk (what GC must keep)."""
-    digests: set[str] = set()
-    for name in published_names(lxdimages):
-        for archdir in (lxdimages / name).iterdir():
-            if archdir.is_dir() and NAME_RE.fullmatch(archdir.name):
-                digests.update(
-                    v.manifest_digest for v in complete_versions(lxdimages, name, archdir.name)
-                )
-    return digests
+    return {
+        v.manifest_digest
+        for name, arch in image_arches(lxdimages)
+        for v in complete_versions(lxdimages, name, arch)
+    }
 
 
 def run(cfg: JobConfig) -> Summary:
@@ -114,7 +107,7 @@ def run(cfg: JobConfig) -> Summary:
         for path in step("pruning", lambda: prune(cfg.lxdimages, keep=cfg.keep)) or ():
             log.info("pruned %s", path)
         if not cfg.only:
-            for name in step("listing images", lambda: published_names(cfg.lxdimages)) or ():
+            for name in step("listing images", lambda: image_names(cfg.lxdimages)) or ():
                 if name not in known:
                     log.info("%s: spec removed, unpublishing the image", name)
                     step(

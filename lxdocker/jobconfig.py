@@ -11,7 +11,7 @@ from lxdocker.busyboxes import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.config import ImageFormat
 from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.publish.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
-from lxdocker.publish.store import GRACE
+from lxdocker.publish.prune import GRACE
 from lxdocker.publish.targets import TargetSpec
 
 

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lxdocker import smallfile
 from lxdocker.buildkey import BuildKey
@@ -87,6 +87,7 @@ OPTIONAL_ROLES = {
 SINGLE_ROLES = (ROLE_META, ROLE_ROOTFS)
 # A version.json is a few kB (one artifact per delta); anything larger is not one.
 MAX_VERSION_FILE = 1 << 20
+_HASH_CHUNK = 1 << 20
 
 
 def delta_name(base: str) -> str:
@@ -128,6 +129,23 @@ class Artifact:
         )
 
 
+def file_digest(source: Path | IO[bytes], *also: hashlib._Hash) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, or of an open stream from where it is to its end,
+    read once in chunks; each hash in `also` is fed the same bytes (the fingerprint).
+    OSError propagates."""
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            return file_digest(f, *also)
+    h = hashlib.sha256()
+    size = 0
+    while chunk := source.read(_HASH_CHUNK):
+        h.update(chunk)
+        for other in also:
+            other.update(chunk)
+        size += len(chunk)
+    return size, h.hexdigest()
+
+
 def verified(path: Path, a: Artifact) -> Artifact | None:
     """`a` with the current inode and mtime of `path` if the file still holds the
     bytes `a` lists, None if they changed or it cannot be read.
@@ -141,7 +159,7 @@ def verified(path: Path, a: Artifact) -> Artifact | None:
                 return a
             if st.st_size != a.size:
                 return None
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            digest = file_digest(f)[1]
             after = os.fstat(f.fileno())
     except OSError:
         return None

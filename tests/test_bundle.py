@@ -26,7 +26,7 @@ from lxdocker.build.initscript import RunConfig
 from lxdocker.errors import ToolError
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.versioninfo import BUNDLE_FILE, ROLE_BUNDLE
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 

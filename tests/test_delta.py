@@ -20,7 +20,8 @@ from lxdocker.cli import EXIT_OK, main
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
 from lxdocker.publish.delta import Rootfs, Xdelta3, check_deltas, find_xdelta3, make_delta
-from lxdocker.publish.store import complete_versions, prune, version_dir
+from lxdocker.publish.imagedir import complete_versions, version_dir
+from lxdocker.publish.prune import prune
 from lxdocker.summary import format_summary
 from lxdocker.versioninfo import ROLE_DELTA, ROLE_ROOTFS, Artifact, VersionInfo
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lxdocker.publish.store import version_dir
+from lxdocker.publish.imagedir import version_dir
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers import apps
 from tests.helpers.imgserver import RunningServer, raw_get_json

@@ -28,7 +28,7 @@ import pytest
 from lxdocker import arch as archmod
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.versioninfo import ROLE_DELTA, VersionInfo
 from tests.helpers.busyboxes import stand_in
 from tests.helpers.images import Image, Member, build_image, build_index, layer_tar

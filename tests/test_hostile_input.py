@@ -32,7 +32,7 @@ from lxdocker.conversion import REASON_LIMIT
 from lxdocker.errors import LxdockerError
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.sources.reference import parse
 from lxdocker.summary import SpecResult
 from lxdocker.versioninfo import VersionInfo

@@ -28,8 +28,8 @@ from lxdocker.errors import StoreError
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
 from lxdocker.lock import job_lock
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.lxcimage import lxc_arch
-from lxdocker.publish.store import complete_versions
 from lxdocker.sources.cache import BlobCache
 from lxdocker.summary import format_summary
 from lxdocker.versioninfo import ROLE_BUNDLE, VERSION_FILE, Runtime

@@ -21,7 +21,6 @@ are lost and a 100 MB image's delta grows to tens of MB; xdelta3 accepts 512 KiB
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -31,9 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.publish.lxdimage import file_digest
-from lxdocker.publish.store import set_deltas, version_dir
-from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name, verified
+from lxdocker.publish.imagedir import version_dir
+from lxdocker.publish.store import set_deltas
+from lxdocker.versioninfo import (
+    ROLE_DELTA,
+    Artifact,
+    VersionInfo,
+    delta_name,
+    file_digest,
+    verified,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,6 @@ DEFAULT_THRESHOLD = 0.5
 # xdelta3 -B limits (xdelta3.c: XD3_MINSRCWINSZ .. XD3_MAXSRCWINSZ).
 MIN_WINDOW = 512 * 1024
 MAX_WINDOW = 2 * 1024**3
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -115,10 +120,6 @@ def describe(outcomes: Sequence[DeltaOutcome], total_seconds: float) -> str:
     )
 
 
-def sha256_file(path: Path) -> str:
-    return file_digest(path)[1]
-
-
 def window(old_size: int) -> int:
     """The -B value: at least the whole old file, within xdelta3's limits."""
     if old_size > MAX_WINDOW:
@@ -148,7 +149,6 @@ def decoded_sha256(xdelta3: str, old: Path, delta: Path) -> str:
 
     Same decoder and options as LXD (`-d -s`); `-c` writes to stdout."""
     argv = [xdelta3, "-d", "-c", "-s", str(old), str(delta)]
-    h = hashlib.sha256()
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -157,12 +157,11 @@ def decoded_sha256(xdelta3: str, old: Path, delta: Path) -> str:
         raise ToolError(f"{delta}: cannot run {xdelta3}: {e.strerror or e}") from None
     assert proc.stdout is not None and proc.stderr is not None
     with proc:
-        while chunk := proc.stdout.read(_CHUNK):
-            h.update(chunk)
+        digest = file_digest(proc.stdout)[1]
         err = proc.stderr.read().decode(errors="replace").strip()
     if proc.returncode != 0:
         raise ToolError(f"{delta}: xdelta3 cannot decode it: {err or proc.returncode}")
-    return h.hexdigest()
+    return digest
 
 
 def make_delta(tool: Xdelta3, old: Rootfs, new: Rootfs) -> DeltaOutcome:
@@ -182,7 +181,7 @@ def make_delta(tool: Xdelta3, old: Rootfs, new: Rootfs) -> DeltaOutcome:
         return DeltaOutcome(base, None, reason, time.monotonic() - started)
 
     try:
-        if sha256_file(old.path) != old.artifact.sha256:
+        if file_digest(old.path)[1] != old.artifact.sha256:
             return dropped(f"{old.path} does not match the sha256 in its version.json")
         _run(encode_argv(tool.path, old.path, new.path, part), str(part))
         size = part.stat().st_size
@@ -196,7 +195,7 @@ def make_delta(tool: Xdelta3, old: Rootfs, new: Rootfs) -> DeltaOutcome:
         got = decoded_sha256(tool.path, old.path, part)
         if got != target.sha256:
             return dropped(f"decoding it gives sha256 {got}, not the rootfs's {target.sha256}")
-        sha = sha256_file(part)
+        sha = file_digest(part)[1]
         part.rename(out)
     except (ToolError, OSError) as e:
         return dropped(str(e))
@@ -276,7 +275,6 @@ __all__ = [
     "describe",
     "find_xdelta3",
     "make_delta",
-    "sha256_file",
     "write_deltas",
     "xdelta3_for_run",
 ]

@@ -22,10 +22,10 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError
 from lxdocker.publish.delta import Xdelta3, check_deltas
-from lxdocker.publish.store import complete_versions, remove_version, rewrite, version_dir
+from lxdocker.publish.imagedir import complete_versions, image_arches, version_dir
+from lxdocker.publish.store import remove_version, rewrite
 from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, verified
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,9 @@ def check_files(root: Path, versions: list[VersionInfo]) -> list[VersionInfo]:
 def check_published(root: Path, xdelta3: Xdelta3 | None) -> None:
     """check_files, then check_deltas, for every image/arch under `root`: once per
     job run, before converting."""
-    for arch_dir in sorted(root.glob("*/*")):
-        if (
-            arch_dir.is_dir()
-            and NAME_RE.fullmatch(arch_dir.name)
-            and NAME_RE.fullmatch(arch_dir.parent.name)
-        ):
-            versions = complete_versions(root, arch_dir.parent.name, arch_dir.name)
-            check_deltas(root, check_files(root, versions), xdelta3)
+    for name, arch in image_arches(root):
+        versions = complete_versions(root, name, arch)
+        check_deltas(root, check_files(root, versions), xdelta3)
 
 
 __all__ = ["check_files", "check_published"]

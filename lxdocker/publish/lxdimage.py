@@ -26,14 +26,13 @@ import yaml
 from lxdocker.arch import Arch
 from lxdocker.build.hostfiles import HOSTNAME_TEMPLATE, HOSTS_TEMPLATE
 from lxdocker.errors import StoreError, quoted
-from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact
+from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact, file_digest
 
 TEMPLATES: dict[str, tuple[str, str]] = {
     # target path in the container -> (template file name, content)
     "/etc/hostname": ("hostname.tpl", HOSTNAME_TEMPLATE),
     "/etc/hosts": ("hosts.tpl", HOSTS_TEMPLATE),
 }
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -139,20 +138,6 @@ def write_meta(out: Path, meta: ImageMeta) -> None:
     write_file(out, meta_tar_bytes(meta))
 
 
-def file_digest(path: Path, *also: hashlib._Hash) -> tuple[int, str]:
-    """(size, sha256 hex) of a file, read once in chunks; every hash in `also` is fed
-    the same bytes (the fingerprint). OSError propagates."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-            for other in also:
-                other.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 def hash_file(role: str, path: Path, *also: hashlib._Hash) -> Artifact:
     """The Artifact (size, sha256, and the inode and mtime that let readers notice a
     later change cheaply) of one file of a version; a read error is a StoreError
@@ -176,7 +161,6 @@ def hash_files(meta: Path, rootfs: Path) -> tuple[Artifact, Artifact, str]:
 __all__ = [
     "ImageMeta",
     "creation_epoch",
-    "file_digest",
     "hash_file",
     "hash_files",
     "meta_tar_bytes",

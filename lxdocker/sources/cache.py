@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from lxdocker import atomicfile
 from lxdocker.errors import DigestError, LxdockerError, StoreError
 from lxdocker.sources.oci import DIGEST_RE, MAX_CONFIG, MAX_MANIFEST, check_digest
+from lxdocker.versioninfo import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,9 @@ class BlobWriter:
         except OSError as e:
             raise disk_error(self.partial, e) from None
         try:
+            # A partial file left by a cut download: its bytes count, hashed again.
             self._file.seek(0)
-            while chunk := self._file.read(_CHUNK):
-                self._hash.update(chunk)
-            self.offset = self._file.tell()
+            self.offset, _ = file_digest(self._file, self._hash)
         except OSError as e:
             self._file.close()
             raise disk_error(self.partial, e, "read") from None
@@ -100,8 +101,7 @@ class BlobWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.partial, dest)
-            _fsync_dir(dest.parent)
+            atomicfile.move(self.partial, dest)
         except OSError as e:
             raise disk_error(Path(e.filename or self.partial), e) from None
         return dest
@@ -117,14 +117,6 @@ class BlobWriter:
                 self._file.close()
             except OSError as e:  # buffered bytes that no longer fit
                 raise disk_error(self.partial, e) from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

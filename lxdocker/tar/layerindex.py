@@ -20,14 +20,13 @@ hold NUL (the tar reader refuses them), so no escaping is needed.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from lxdocker import atomicfile
 from lxdocker.errors import LayerError, StoreError
 from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.tar.reader import TarReader
@@ -124,24 +123,10 @@ def cached(
     index = build(opener, label, limits)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Written to a temporary name and renamed, so a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        atomicfile.write(path, dumps(index, diff_id))
     except OSError as e:
-        raise _disk_error(path, e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(dumps(index, diff_id))
-        os.replace(tmp, path)
-    except BaseException as e:
-        os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise _disk_error(path, e) from None
-        raise
+        raise StoreError(f"cache {path}: cannot write: {e.strerror or e}") from None
     return index
-
-
-def _disk_error(path: Path, e: OSError) -> StoreError:
-    return StoreError(f"cache {path}: cannot write: {e.strerror or e}")
 
 
 __all__ = ["Header", "LayerIndex", "LayerOpener", "build", "cached", "dumps", "loads"]
