@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from imgserver import tls
+from imgserver.errors import CertificateError, ServerError
 from lxdocker import atomicfile
-from lxdocker.errors import CertificateError, ServerError
 
 log = logging.getLogger(__name__)
 

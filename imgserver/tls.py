@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import re
 import ssl
 from collections.abc import Sequence
@@ -21,12 +20,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lxdocker.errors import CertificateError, ServerError
+from imgserver.errors import CertificateError, ServerError
 
 CERT_FILE = "server.crt"
 KEY_FILE = "server.key"
@@ -256,35 +255,6 @@ def server_cert_builder(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
-
-
-def generate(out: Path, sans: Sequence[str], days: int = 3650) -> tuple[Path, Path]:
-    """Write a self-signed EC P-384 certificate and key to `out`; return their paths.
-
-    What `gencert` made before the private CA (imgserver.authority); tests use it
-    for such installs. The key is created 0600.
-    """
-    if not sans:
-        raise ServerError("gencert needs at least one --san (a DNS name or IP address)")
-    key = ec.generate_private_key(ec.SECP384R1())
-    self_signed = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])])
-    not_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
-    cert = server_cert_builder(sans, key, self_signed, not_after).sign(key, hashes.SHA384())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        key_path, cert_path = out / KEY_FILE, out / CERT_FILE
-        key_bytes = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_bytes)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    except OSError as e:
-        raise ServerError(f"cannot write certificate to {out}: {e}") from None
-    return cert_path, key_path
 
 
 def remote_url(info: CertInfo, port: int) -> str:

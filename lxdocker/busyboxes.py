@@ -176,6 +176,7 @@ class BusyboxSet:
             if d.is_dir() and d.name not in used:
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
+                log.info("cache: removed busybox %s no arch uses any more", d.name)
         return removed
 
 

@@ -269,7 +269,6 @@ class Converter:
             lambda tmpdir: write_version(tmpdir, new, cache, cfg.limits),
             extras=deltas if bases else None,
         )
-        log.info("%s: published %s (fingerprint %s)", label, info.version, info.fingerprint)
         same = [v.version for v in versions if v.fingerprint == info.fingerprint]
         if same:
             # The upstream tag went back to a digest built before: same bytes, and

@@ -79,8 +79,8 @@ def run(cfg: JobConfig) -> Summary:
         return None
 
     with job_lock(cfg.lxdimages):
-        for leftover in step("cleaning leftovers", lambda: clean_stale_temp(cfg.lxdimages)) or ():
-            log.info("removed leftover of an interrupted run: %s", leftover)
+        # Each step logs what it does where it does it (prune, store, busyboxes, cache).
+        step("cleaning leftovers", lambda: clean_stale_temp(cfg.lxdimages))
         specset = load_specs(cfg.specs)
         specs = specset.specs
         known = {s.name for s in specs} | set(specset.failed_names)
@@ -104,12 +104,10 @@ def run(cfg: JobConfig) -> Summary:
         with ThreadPoolExecutor(max_workers=cfg.jobs, thread_name_prefix="spec") as pool:
             for per_arch in pool.map(converter.convert, specs):
                 results.extend(per_arch)
-        for path in step("pruning", lambda: prune(cfg.lxdimages, keep=cfg.keep)) or ():
-            log.info("pruned %s", path)
-        if not cfg.only:
+        step("pruning", lambda: prune(cfg.lxdimages, keep=cfg.keep))
+        if not cfg.only:  # an image whose spec is gone is unpublished
             for name in step("listing images", lambda: image_names(cfg.lxdimages)) or ():
                 if name not in known:
-                    log.info("%s: spec removed, unpublishing the image", name)
                     step(
                         f"{name}: unpublishing",
                         functools.partial(remove_image, cfg.lxdimages, name),
@@ -117,8 +115,7 @@ def run(cfg: JobConfig) -> Summary:
         kept = step("listing kept manifests", lambda: kept_manifests(cfg.lxdimages))
         roots = (kept or set()) | {r.manifest_digest for r in results if r.manifest_digest}
         if not cfg.only:  # with --only, other specs' arches may still need theirs
-            for d in step("busybox cache", busyboxes.prune_cache) or ():
-                log.info("cache: removed busybox %s no arch uses any more", d.name)
+            step("busybox cache", busyboxes.prune_cache)
         # Without the list of kept versions, GC could delete what they need.
         freed = step("cache GC", lambda: gc(BlobCache(cfg.cache), roots)) if kept is not None else 0
         if freed:

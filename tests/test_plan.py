@@ -45,6 +45,12 @@ def test_a_layer_nothing_survives_of_is_not_wanted() -> None:
     assert (plan.wanted(0), plan.wanted(1)) == (False, True)
 
 
+def test_a_whiteout_below_a_regular_file_does_nothing() -> None:
+    # umoci's lstat of f/x fails with ENOTDIR and it goes on; an entry there is refused.
+    plan = make_plan([[h("f")], [h("f/.wh.x"), h("g")]], ["l0", "l1"])
+    assert plan.inodes == {(0, 0): ("f", ()), (1, 1): ("g", ())}
+
+
 def test_implicit_dirs_inherit_setgid_and_group() -> None:
     plan = make_plan([[h("g", DIR, mode=0o2750, gid=7), h("g/x/y"), h("p/q")]], ["l0"])
     assert plan.implicit == (("g/x", 0o2755, 7), ("p", 0o755, 0))

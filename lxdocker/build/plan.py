@@ -50,6 +50,11 @@ IMPLICIT_MODE = 0o755
 SETGID = 0o2000
 
 
+class _BelowNonDirectory(LayerError):
+    """A path below a regular file, symlink aside: umoci's lstat of it fails with
+    ENOTDIR (an entry is refused, a whiteout does nothing)."""
+
+
 class _Inode:
     """A non-directory object; hardlinks share one. Entry (layer, ordinal) created
     it at `path` (two slots, not a Ref tuple: one of these per file)."""
@@ -163,7 +168,7 @@ class _Tree:
                         f"{quoted(anc)} "
                         "(umoci would follow it; lxdocker never writes through links)"
                     )
-                raise LayerError(
+                raise _BelowNonDirectory(
                     f"{what} {quoted(path)} lies below {quoted(anc)}, which is not a directory"
                 )
         return True
@@ -243,10 +248,8 @@ def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
         try:
             if not tree.check_parents(path, "whiteout", create=False):
                 return
-        except LayerError as exc:
-            if str(exc).startswith("unsafe"):
-                raise
-            return
+        except _BelowNonDirectory:
+            return  # a symlink on the way is still refused
         tree.whiteout(target, opaque, upper)
         return
     tree.check_parents(path, "entry", create=True)

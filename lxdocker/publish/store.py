@@ -244,7 +244,7 @@ def remove_image(root: Path, name: str) -> None:
         raise StoreError(f"{root}: invalid image name {name!r}")
     if d.exists():
         remove_tree(d)
-        log.info("removed image %s", d)
+        log.info("%s: unpublished: every version removed (its spec is gone)", name)
 
 
 __all__ = [

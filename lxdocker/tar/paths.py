@@ -147,15 +147,6 @@ def check_xattrs(pax_headers: Mapping[str, str], name: str) -> None:
             )
 
 
-def escapes_root(name: str) -> bool:
-    """True when `name` is absolute or climbs above the root with `..`."""
-    try:
-        clean_name(name)
-    except LayerError:
-        return True
-    return False
-
-
 def parent(path: str) -> str:
     """The parent of a canonical path ("a/b" -> "a", "a" -> "").
 
@@ -176,13 +167,6 @@ def ancestors(path: str) -> Iterator[str]:
     while head:
         yield head
         head = parent(head)
-
-
-def is_below(path: str, ancestor: str) -> bool:
-    """True when `path` lies strictly below `ancestor` (the root is above all)."""
-    if ancestor == ROOT:
-        return path != ROOT
-    return path.startswith(ancestor + "/")
 
 
 def is_whiteout(path: str) -> bool:
@@ -224,8 +208,6 @@ __all__ = [
     "check_link",
     "check_xattrs",
     "clean_name",
-    "escapes_root",
-    "is_below",
     "is_opaque_whiteout",
     "is_whiteout",
     "opaque_dir",
