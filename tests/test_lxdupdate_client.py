@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lxdupdate.client import Client, find_socket
-from lxdupdate.errors import ApiError, SocketError
+from lxdupdate.client import Client, _api_error, find_socket
+from lxdupdate.errors import ApiError, DaemonBusyError, SocketError
 from tests.helpers.lxd import Lxd
 
 
@@ -47,3 +47,13 @@ async def test_real_daemon_answers_and_errors_name_the_path(lxd: Lxd) -> None:
             await client.get("/1.0/instances/lxdt-no-such")
         assert e.value.status == 404
         assert await client.get_or_none("/1.0/instances/lxdt-no-such") is None
+
+
+def test_a_busy_instance_is_its_own_error_type() -> None:
+    # LXD and Incus (operationlock): the instance still runs its own "stop" of an app
+    # that exited; the updater waits that out (instance._unbusy) by the error's type.
+    busy = 'Instance is busy running a "stop" operation'
+    err = _api_error(f"DELETE /1.0/instances/x: {busy} (400)", busy, 400)
+    assert isinstance(err, DaemonBusyError) and err.status == 400 and busy in str(err)
+    other = _api_error("DELETE /1.0/instances/busybox: Not Found (404)", "Not Found", 404)
+    assert type(other) is ApiError  # a name with "busy" in it is not a busy daemon
