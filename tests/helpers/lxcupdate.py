@@ -34,7 +34,7 @@ COMMANDS = (
     "mv", "cp", "rm", "mkdir", "chmod", "chown", "ls", "sed", "cat", "sort", "tail",
     "head", "cut", "grep", "tr", "date", "sleep", "sync", "readlink", "ln", "sha256sum",
     "tar", "wget", "lxc-info", "lxc-start", "lxc-stop", "lxc-attach", "lxc-usernsexec",
-    "uxc", "env", "gzip", "nsenter",
+    "uxc", "env", "gzip", "nsenter", "mount",
 )  # fmt: skip
 
 SHIM = """#!/bin/sh

@@ -132,7 +132,9 @@ class UxcSite:
     def wait_status(self, c: str, status: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while self.status(c) != status:
-            assert time.monotonic() < deadline, f"{c}: {self.uxc_state(c)}, not {status}"
+            assert time.monotonic() < deadline, (
+                f"{c}: {self.uxc_state(c)}, not {status}\n{self.box.log()}"
+            )
             time.sleep(0.2)
 
     def sh(self, c: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -155,8 +157,10 @@ class UxcSite:
 
     def boot(self, c: str) -> None:
         """What a reboot does with an --autostart container: procd forgets it (here:
-        it is killed), then `uxc boot` creates it from /etc/uxc and starts it."""
+        it is killed), then `uxc boot` creates it from /etc/uxc and starts it (after
+        the boot script made /run/netns private, as the README says)."""
         self.stop(c)
+        self.box.run(["mount", "--make-rprivate", "/run/netns"])
         self.box.run(["uxc", "create", c])
         self.wait_status(c, "created")
         self.box.run(["uxc", "start", c])
