@@ -23,6 +23,7 @@ import pytest
 
 from tests.helpers import apps
 from tests.helpers.images import Image
+from tests.helpers.imgserver import damaged
 from tests.helpers.lxchost import BB, need_lxc
 from tests.helpers.lxcsite import LxcSite
 from tests.helpers.lxcupdate import (
@@ -332,16 +333,10 @@ def test_dry_run_and_a_checksum_mismatch_change_nothing_stopped_stays_stopped(
         f"{c}: would-update unknown -> {v2.version}\n",
     )
 
-    # The published rootfs.tar.xz damaged in place (same size: the server still serves it).
+    # The published rootfs.tar.xz damaged in place (same stat: the server still serves it).
     tarball = site.lxdimages / "sums" / v2.arch / v2.version / "rootfs.tar.xz"
-    good_bytes = tarball.read_bytes()
-    damaged = bytearray(good_bytes)
-    damaged[len(damaged) // 2] ^= 0xFF
-    tarball.write_bytes(bytes(damaged))
-    try:
+    with damaged(tarball):
         proc = up.run("--once", *GATE, c)
-    finally:
-        tarball.write_bytes(good_bytes)
     assert proc.returncode == EXIT_FAILED, lines(proc)
     assert f"{c}: failed unknown -> {v2.version} (checksum mismatch for https://" in proc.stdout
     assert "nothing changed)" in proc.stdout

@@ -15,16 +15,15 @@ without them, failed with CI=true.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import apps, uxc
 from tests.helpers.images import Image
+from tests.helpers.imgserver import damaged
 from tests.helpers.initrun import need_namespaces
 from tests.helpers.lxcupdate import EXIT_FAILED, EXIT_OK, EXIT_USAGE, KillAt, need_shells
 from tests.helpers.ocirun import dhcp_network
@@ -257,26 +256,6 @@ def test_a_kill_at_any_step_leaves_a_container_that_starts(
         assert site.page(c) == page(2)
     assert_data_kept(site, c, seed=1)
     site.stop(c)
-
-
-@contextmanager
-def damaged(tarball: Path) -> Iterator[None]:
-    """A byte in the middle of a published file flipped, as a bad disk or a broken
-    transfer would: same inode, size and mtime, so imgserver (which stops serving a
-    file it sees changed) still serves it, under the sha256 bundles.txt lists."""
-    st = tarball.stat()
-    good_bytes = tarball.read_bytes()
-    bad = bytearray(good_bytes)
-    bad[len(bad) // 2] ^= 0xFF
-    try:
-        with tarball.open("r+b") as f:
-            f.write(bad)
-        os.utime(tarball, ns=(st.st_atime_ns, st.st_mtime_ns))
-        yield
-    finally:
-        with tarball.open("r+b") as f:
-            f.write(good_bytes)
-        os.utime(tarball, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def test_dry_run_and_a_checksum_mismatch_change_nothing_stopped_stays_stopped(
