@@ -371,7 +371,17 @@ def test_install_refuses_a_second_copy_and_registers_again_after_uxc_delete(
     v1 = site.publish("again", good(1)).version
     c = name("again")
     ns = site.netns()
+    # What an install killed before its rename leaves: the next install removes it.
+    leftover = site.bundles / f".{c}.lxdocker-install"
+    (leftover / "bundle/rootfs").mkdir(parents=True)
     install(site, c, "again", ns, "--enable")
+    assert not leftover.exists()
+    assert sorted(p.name for p in (site.bundles / c / "lxdocker-update").iterdir()) == [
+        "build", "config.sha256", "enabled", "source",
+    ]  # fmt: skip
+    assert (site.bundles / c / "lxdocker-update/source").read_text() == (
+        f"server={site.address}\nimage=again\narch={HOST.debian}\nnetns={ns}\n"
+    )
     up = site.updater()
     proc = up.run("install", c, "--server", site.address, "--image", "again", "--netns", ns)
     assert proc.returncode == EXIT_USAGE, lines(proc)
