@@ -387,9 +387,9 @@ def test_install_refuses_a_second_copy_and_registers_again_after_uxc_delete(
     assert proc.returncode == EXIT_USAGE, lines(proc)
     assert f"install: {site.bundles / c} exists" in proc.stderr
 
-    site.box.run(["uxc", "kill", c, "--signal", "KILL"])
-    site.wait_status(c, "stopped")
-    site.box.run(["uxc", "delete", c])
+    site.stop(c)
+    site.uxc("delete", c)
+    site.wait_status(c, "absent")
     proc = up.run("--once", *GATE, c)
     assert proc.returncode == EXIT_FAILED, lines(proc)
     assert proc.stdout == (

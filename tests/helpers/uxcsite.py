@@ -31,6 +31,7 @@ from tests.helpers.uxc import Sandbox
 HOST = arch.host()
 BB = "/busybox-lxd"
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # what sandbox.sh exec gives, and routers have
+ENOENT_STATUS = 254  # uxc exits -errno & 0xff (tests/uxc/README.md)
 
 
 @dataclass
@@ -115,11 +116,17 @@ class UxcSite:
         return ns
 
     def uxc_state(self, c: str) -> dict[str, object]:
-        proc = self.box.run(["uxc", "state", c], check=False)
-        if proc.returncode != 0:
-            return {"status": "absent"}
-        state: dict[str, object] = json.loads(proc.stdout)
-        return state
+        """`uxc state`: "absent" when uxc knows no such container (ENOENT, 254). uxc
+        gives up on procd after 3 s, which a loaded machine can take: asked again."""
+        for _ in range(10):
+            proc = self.box.run(["uxc", "state", c], check=False)
+            if proc.returncode == 0:
+                state: dict[str, object] = json.loads(proc.stdout)
+                return state
+            if proc.returncode == ENOENT_STATUS:
+                return {"status": "absent"}
+            time.sleep(0.5)
+        raise AssertionError(f"uxc state {c}: {proc.stderr}\n{self.box.log()}")
 
     def status(self, c: str) -> str:
         return str(self.uxc_state(c)["status"])
@@ -150,10 +157,17 @@ class UxcSite:
             time.sleep(0.3)
         return proc.stdout
 
+    def uxc(self, *args: str) -> None:
+        """A uxc command whose effect the caller waits for: its status may be a
+        timeout on ubus (3 s) on a loaded machine, when procd still does it."""
+        self.box.run(["uxc", *args], check=False)
+
     def stop(self, c: str) -> None:
-        if self.status(c) in ("running", "created"):
-            self.box.run(["uxc", "kill", c, "--signal", "KILL"])
-            self.wait_status(c, "stopped")
+        deadline = time.monotonic() + 60
+        while self.status(c) in ("running", "created", "creating"):
+            assert time.monotonic() < deadline, f"{c} does not stop: {self.box.log()}"
+            self.uxc("kill", c, "--signal", "KILL")
+            time.sleep(0.5)
 
     def boot(self, c: str) -> None:
         """What a reboot does with an --autostart container: procd forgets it (here:
@@ -161,9 +175,9 @@ class UxcSite:
         the boot script made /run/netns private, as the README says)."""
         self.stop(c)
         self.box.run(["mount", "--make-rprivate", "/run/netns"])
-        self.box.run(["uxc", "create", c])
+        self.uxc("create", c)
         self.wait_status(c, "created")
-        self.box.run(["uxc", "start", c])
+        self.uxc("start", c)
         self.wait_status(c, "running")
 
 
