@@ -178,3 +178,70 @@ def test_a_second_run_exits_75_and_a_killed_runs_lock_does_not_block(
     assert third.returncode == EXIT_FAILED, third.stderr
     assert third.stdout.startswith("web: failed (cannot download https://127.0.0.1:1/")
     assert "removing the stale lock" in third.stderr
+
+
+@pytest.fixture(params=sorted(SHELLS))
+def uxc_up(request: pytest.FixtureRequest, tmp_path: Path) -> Updater:
+    need_shells()
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    return Updater(request.param, bundles, dict(os.environ), ("--uxc",))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["install"], "install: name the container"),
+        (["install", "web"], "install: --server HOST[:PORT] names the image server"),
+        (["install", "web", "--server"], "install: --server needs a value"),
+        (
+            ["install", "web", "other", "--server", "s"],
+            "one container at a time, not web and other",
+        ),
+        (["install", "web", "--server", "s", "--bogus"], "install: unknown option --bogus"),
+        (["install", "../web", "--server", "s"], "not a container name: '../web'"),
+        (["install", "web", "--server", "s", "--image", "a b"], "not an image name: 'a b'"),
+        (["install", "web", "--server", "s/x"], "not a server: 's/x'"),
+        (
+            ["install", "web", "--server", "s", "--netns", "lxdt-no-such-ns"],
+            "install: no network namespace /var/run/netns/lxdt-no-such-ns, which its config.json"
+            " joins: create and wire it first",
+        ),
+        (["enable", "web"], "enable: no container web in"),
+    ],
+)
+def test_uxc_usage_errors_exit_2(uxc_up: Updater, args: list[str], message: str) -> None:
+    proc = uxc_up.run(*args)
+    assert proc.returncode == EXIT_USAGE
+    assert message in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert list(uxc_up.lxcpath.iterdir()) == []
+
+
+def test_install_is_for_uxc_only(up: Updater) -> None:
+    proc = up.run("install", "web", "--server", "s")
+    assert proc.returncode == EXIT_USAGE
+    assert "install: for uxc bundles (--uxc install)" in proc.stderr
+
+
+def test_uxc_status_lists_installed_bundles_only(uxc_up: Updater) -> None:
+    state = uxc_up.lxcpath / "web" / STATE
+    state.mkdir(parents=True)
+    (state / "source").write_text("server=s\nimage=web\narch=amd64\nnetns=web\n")
+    (state / "build").write_text("20260101_0000\n")
+    (uxc_up.lxcpath / "handmade").mkdir()  # a bundle unpacked by hand: not ours
+    assert uxc_up.run("status").stdout == ""  # not enabled
+    assert uxc_up.run("status", "web").stdout == "web: build 20260101_0000, not enabled\n"
+    (state / "enabled").touch()
+    assert uxc_up.run("status").stdout == "web: build 20260101_0000\n"
+    proc = uxc_up.run("disable", "web")
+    assert (proc.returncode, proc.stdout) == (EXIT_OK, "web: disabled\n")
+    assert not (state / "enabled").exists()
+
+
+def test_uxc_needs_a_bundles_directory(tmp_path: Path) -> None:
+    need_shells()
+    up = Updater("dash", tmp_path / "missing", dict(os.environ), ("--uxc",))
+    proc = up.run("--once")
+    assert proc.returncode == EXIT_USAGE
+    assert f"no such bundles' directory: {tmp_path}/missing" in proc.stderr

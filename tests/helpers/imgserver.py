@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -15,7 +16,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,27 @@ def client_context(cert: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
+
+
+@contextmanager
+def damaged(path: Path) -> Iterator[None]:
+    """A byte in the middle of a published file flipped, as a bad disk would do it:
+    same inode, size and mtime, so imgserver, which stops serving a file whose stat
+    changed (imgserver.files), still serves it under its published sha256. The good
+    bytes (and the mtime) are back afterwards."""
+    st = path.stat()
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    try:
+        with path.open("r+b") as f:
+            f.write(bad)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        yield
+    finally:
+        with path.open("r+b") as f:
+            f.write(good)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def reading(writer: asyncio.StreamWriter) -> asyncio.Transport:

@@ -6,7 +6,8 @@ script: every external command it calls goes through a PATH shim, which looks at
 the container's journal and, at the Nth call of a command during a journaled step,
 kills the script's whole process group (the script is started in a session of its
 own). dash runs every command through PATH; BusyBox ash (Debian's prefers its
-applets) does not, so the kill tests use dash.
+applets) does not, so the kill tests use dash. With `--uxc` the script runs in uxc's
+sandbox (tests/helpers/uxc.py), where procd and uxc run: `world`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -31,12 +34,14 @@ COMMANDS = (
     "mv", "cp", "rm", "mkdir", "chmod", "chown", "ls", "sed", "cat", "sort", "tail",
     "head", "cut", "grep", "tr", "date", "sleep", "sync", "readlink", "ln", "sha256sum",
     "tar", "wget", "lxc-info", "lxc-start", "lxc-stop", "lxc-attach", "lxc-usernsexec",
+    "uxc", "env", "gzip", "nsenter", "mount",
 )  # fmt: skip
 
 SHIM = """#!/bin/sh
 # Test shim: kill the updater's process group at the Nth call of KILL_CMD made while
-# the journal says KILL_STEP; then run the real command.
-PATH=$LXDT_REALPATH
+# the journal says KILL_STEP; then run the real command. (A command run with a clear
+# environment, as `env -i PATH=... nsenter`, finds the real one on its own PATH.)
+PATH=${LXDT_REALPATH:-$PATH}
 name=${0##*/}
 if [ "$name" = "$LXDT_KILL_CMD" ] && [ -f "$LXDT_JOURNAL" ] &&
 	grep -qx "step=$LXDT_KILL_STEP" "$LXDT_JOURNAL"; then
@@ -76,11 +81,22 @@ class KillAt:
         return f"{self.step}-{self.command}-{self.nth}"
 
 
+class World(Protocol):
+    """Where the script runs when not on the host: uxc's sandbox."""
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    def command(self, argv: Sequence[str]) -> list[str]: ...
+
+
 @dataclass
 class Updater:
     shell: str  # a key of SHELLS
     lxcpath: Path
-    env: dict[str, str]
+    env: dict[str, str]  # with a world: the variables set in there
+    options: tuple[str, ...] = ()  # before -P: ("--uxc",)
+    world: World | None = None
 
     def run(
         self, *args: str, kill: KillAt | None = None, container: str = "", timeout: float = 300
@@ -101,7 +117,11 @@ class Updater:
                 LXDT_KILL_NTH=str(kill.nth),
                 LXDT_COUNT=str(count),
             )
-        argv = [*SHELLS[self.shell], str(SCRIPT), "-P", str(self.lxcpath), *args]
+        argv = [*SHELLS[self.shell], str(SCRIPT), *self.options, "-P", str(self.lxcpath), *args]
+        if self.world is not None:
+            # The sandbox's exec clears the environment: `env` sets the script's.
+            argv = self.world.command(["env", *(f"{k}={v}" for k, v in env.items()), *argv])
+            env = self.world.env
         proc = subprocess.run(
             argv,
             capture_output=True,

@@ -96,6 +96,15 @@ class Sandbox:
         """Run `argv` in the sandbox (its mounts and processes; the host's network)."""
         return self._script("exec", *argv, check=check, timeout=timeout)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment `command` is run with (what it runs gets a clear one)."""
+        return dict(self._env)
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """A command line that runs `argv` in the sandbox, for a subprocess of one's own."""
+        return ["bash", str(UXC_DIR / "sandbox.sh"), "exec", *argv]
+
     def log(self) -> str:
         """What ujail logged (syslog) and procd said."""
         out = []
