@@ -18,7 +18,7 @@ instead of being served to LXD, whose CLI then only says "Image already up to da
 (the daemon log has "Hash mismatch"), and the client downloads the full rootfs.
 
 The full files are watched the same way, against the inode, size and mtime that
-version.json records for each (lxdocker.versioninfo.verified): a file overwritten
+version.json records for each (lxdocker.artifact.verified): a file overwritten
 in place or appended to after publishing is hashed again, once per change, and its
 version is unlisted unless the bytes are still the listed ones. Files of versions
 written before these were recorded are taken as found and watched from then on.
@@ -40,17 +40,9 @@ from pathlib import Path
 
 from imgserver import lxcindex
 from lxdocker import arch
+from lxdocker.artifact import ROLE_BUNDLE, ROLE_DELTA, Artifact, file_digest, verified
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import (
-    ROLE_BUNDLE,
-    ROLE_DELTA,
-    VERSION_FILE,
-    VERSION_RE,
-    Artifact,
-    VersionInfo,
-    file_digest,
-    verified,
-)
+from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, VersionInfo
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 
 from lxdocker import arch
-from lxdocker.versioninfo import ROLE_LXC_META, ROLE_LXC_ROOTFS, Artifact, VersionInfo
+from lxdocker.artifact import ROLE_LXC_META, ROLE_LXC_ROOTFS, Artifact
+from lxdocker.versioninfo import VersionInfo
 
 LXC_PREFIX = "lxc"
 INDEX_DIR = "meta/1.0"

@@ -39,7 +39,9 @@ from typing import Any
 from urllib.parse import quote
 
 from imgserver.catalog import url_path
-from lxdocker.versioninfo import Artifact, Runtime, VersionInfo
+from lxdocker.artifact import Artifact
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VersionInfo
 
 INDEX_PATH = "streams/v1/index.json"
 IMAGES_PATH = "streams/v1/images.json"

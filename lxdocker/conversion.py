@@ -24,6 +24,14 @@ from pathlib import Path
 
 from lxdocker import RECIPE_VERSION, deadline
 from lxdocker import arch as archmod
+from lxdocker.artifact import (
+    BUNDLE_FILE,
+    LXC_META_FILE,
+    LXC_ROOTFS_FILE,
+    META_FILE,
+    ROOTFS_FILES,
+    Artifact,
+)
 from lxdocker.build import bundle, lxcrootfs
 from lxdocker.build.busybox import Busybox
 from lxdocker.build.contract import runtime
@@ -54,15 +62,7 @@ from lxdocker.sources.pull import (
 )
 from lxdocker.sources.reference import Reference, parse
 from lxdocker.summary import SpecResult
-from lxdocker.versioninfo import (
-    BUNDLE_FILE,
-    LXC_META_FILE,
-    LXC_ROOTFS_FILE,
-    META_FILE,
-    ROOTFS_FILES,
-    Artifact,
-    VersionInfo,
-)
+from lxdocker.versioninfo import VersionInfo
 
 log = logging.getLogger(__name__)
 # The `extra` of the one log record an unexpected exception makes (tests fail on it).

@@ -20,6 +20,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from lxdocker import arch
+from lxdocker.artifact import BUNDLE_FILE, ROLE_BUNDLE
 from lxdocker.build import bundle
 from lxdocker.build.hostfiles import HOSTS_TEMPLATE
 from lxdocker.build.initscript import RunConfig
@@ -27,7 +28,6 @@ from lxdocker.errors import ToolError
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
 from lxdocker.publish.imagedir import complete_versions
-from lxdocker.versioninfo import BUNDLE_FILE, ROLE_BUNDLE
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 
 SCHEMAS = Path(__file__).parent / "oci-runtime-spec"

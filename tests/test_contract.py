@@ -16,7 +16,7 @@ from lxdocker.build.contract import (
     runtime,
     volume_paths,
 )
-from lxdocker.versioninfo import Runtime
+from lxdocker.runtime import Runtime
 from tests.helpers.images import image_config
 
 

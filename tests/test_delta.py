@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lxdocker.artifact import ROLE_DELTA, ROLE_ROOTFS, Artifact
 from lxdocker.cli import EXIT_OK, main
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
@@ -23,7 +24,7 @@ from lxdocker.publish.delta import Rootfs, Xdelta3, check_deltas, find_xdelta3, 
 from lxdocker.publish.imagedir import complete_versions, version_dir
 from lxdocker.publish.prune import prune
 from lxdocker.summary import format_summary
-from lxdocker.versioninfo import ROLE_DELTA, ROLE_ROOTFS, Artifact, VersionInfo
+from lxdocker.versioninfo import VersionInfo
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 from tests.helpers.versions import squashfs_rootfs
 

@@ -26,10 +26,11 @@ from typing import Any
 import pytest
 
 from lxdocker import arch as archmod
+from lxdocker.artifact import ROLE_DELTA
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig
 from lxdocker.publish.imagedir import complete_versions
-from lxdocker.versioninfo import ROLE_DELTA, VersionInfo
+from lxdocker.versioninfo import VersionInfo
 from tests.helpers.busyboxes import stand_in
 from tests.helpers.images import Image, Member, build_image, build_index, layer_tar
 from tests.helpers.images import write_oci_layout as write_layout

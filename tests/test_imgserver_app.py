@@ -20,7 +20,8 @@ from imgserver import files
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.handlers import accepts_gzip
-from lxdocker.versioninfo import Runtime, VersionInfo
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VersionInfo
 from tests.helpers.certs import self_signed
 from tests.helpers.imgserver import make_cert, reading
 from tests.helpers.versions import change_file, write_version

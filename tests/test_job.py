@@ -23,6 +23,7 @@ from imgserver import lxcindex
 from imgserver.catalog import Catalog
 from lxdocker import conversion, job
 from lxdocker.arch import by_debian
+from lxdocker.artifact import ROLE_BUNDLE
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
 from lxdocker.errors import StoreError
 from lxdocker.job import run
@@ -30,9 +31,10 @@ from lxdocker.jobconfig import JobConfig
 from lxdocker.lock import job_lock
 from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.lxcimage import lxc_arch
+from lxdocker.runtime import Runtime
 from lxdocker.sources.cache import BlobCache
 from lxdocker.summary import format_summary
-from lxdocker.versioninfo import ROLE_BUNDLE, VERSION_FILE, Runtime
+from lxdocker.versioninfo import VERSION_FILE
 from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
 from tests.helpers.hostile import Behaviour, HostileRegistry, bearer, body, redirect, trickle

@@ -29,6 +29,7 @@ STAGES = (FOUNDATION, "sources", "build", "publish", "job")
 TOP_LEVEL = {
     "lxdocker": FOUNDATION,
     "lxdocker.arch": FOUNDATION,
+    "lxdocker.artifact": FOUNDATION,
     "lxdocker.atomicfile": FOUNDATION,
     "lxdocker.buildkey": FOUNDATION,
     "lxdocker.config": FOUNDATION,
@@ -37,6 +38,7 @@ TOP_LEVEL = {
     "lxdocker.limits": FOUNDATION,
     "lxdocker.lock": FOUNDATION,
     "lxdocker.progress": FOUNDATION,
+    "lxdocker.runtime": FOUNDATION,
     "lxdocker.smallfile": FOUNDATION,
     "lxdocker.typecheck": FOUNDATION,
     "lxdocker.versioninfo": FOUNDATION,
@@ -58,10 +60,13 @@ SUBPACKAGES = {
 CONTRACT = {
     "lxdocker",
     "lxdocker.arch",
+    "lxdocker.artifact",
     "lxdocker.atomicfile",
     "lxdocker.buildkey",
     "lxdocker.errors",
+    "lxdocker.runtime",
     "lxdocker.smallfile",
+    "lxdocker.typecheck",
     "lxdocker.versioninfo",
 }
 # The only stage that copies the site out (publish.targets renders it with imgserver).

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from lxdocker.arch import by_debian, host
+from lxdocker.artifact import META_FILE, ROOTFS_FILES
 from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError
@@ -27,7 +28,6 @@ from lxdocker.publish.lxdimage import (
     write_meta,
 )
 from lxdocker.publish.store import VersionSource, publish
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES
 from tests.helpers.entries import FORMATS, edge_entries
 from tests.helpers.lxd import Scratch
 from tests.helpers.versions import build_key

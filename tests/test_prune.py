@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from lxdocker.artifact import META_FILE, Artifact
 from lxdocker.errors import StoreError
 from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.prune import GRACE, clean_stale_temp, prunable, prune
 from lxdocker.publish.store import publish
-from lxdocker.versioninfo import META_FILE, Artifact, VersionInfo
+from lxdocker.versioninfo import VersionInfo
 from tests.test_store import T0, builder, leftovers, put, source
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lxdocker.arch import by_debian
+from lxdocker.artifact import META_FILE, ROOTFS_FILES
 from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, LxdockerError, StoreError
@@ -24,7 +25,7 @@ from lxdocker.publish.lxdimage import ImageMeta, hash_files, write_meta
 from lxdocker.publish.prune import clean_stale_temp, prune
 from lxdocker.publish.store import VersionSource, next_version, publish, remove_image
 from lxdocker.tar.stream import Entry
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VersionInfo
+from lxdocker.versioninfo import VERSION_FILE, VersionInfo
 from tests.helpers.entries import edge_entries, entries_of
 from tests.helpers.images import Member, layer_tar
 from tests.helpers.versions import build_key

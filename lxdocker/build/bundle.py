@@ -56,8 +56,8 @@ from lxdocker.build import hostfiles
 from lxdocker.build.initscript import DEFAULT_PATH, RunConfig
 from lxdocker.build.variant import Variant
 from lxdocker.errors import ToolError
+from lxdocker.runtime import netns_path
 from lxdocker.tar.stream import Entry
-from lxdocker.versioninfo import netns_path
 
 OCI_VERSION = "1.0.2"
 CONFIG_FILE = "config.json"

@@ -7,7 +7,7 @@ must outlive a new root filesystem: Docker keeps them in volumes, a rebuilt cont
 would otherwise start from the image's copy. Its format is a fixed contract other
 readers code against: UTF-8, one absolute normalised path a line (posixpath.normpath,
 no trailing slash), each line LF-terminated, sorted, no duplicates; no file when the
-image declares no usable VOLUME. version.json's `runtime` (versioninfo.Runtime) says
+image declares no usable VOLUME. version.json's `runtime` (lxdocker.runtime.Runtime) says
 the same for imgserver, which shows it in `lxc image info` and on its landing page.
 """
 
@@ -18,8 +18,8 @@ import posixpath
 from collections.abc import Iterable, Sequence
 
 from lxdocker.build.initscript import VOLUMES_FILE, sh_quote
+from lxdocker.runtime import Runtime, is_port
 from lxdocker.sources.oci import ImageConfig
-from lxdocker.versioninfo import Runtime, is_port
 
 log = logging.getLogger(__name__)
 

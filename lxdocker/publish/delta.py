@@ -29,17 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lxdocker.artifact import ROLE_DELTA, Artifact, delta_name, file_digest, verified
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.publish.imagedir import version_dir
 from lxdocker.publish.store import set_deltas
-from lxdocker.versioninfo import (
-    ROLE_DELTA,
-    Artifact,
-    VersionInfo,
-    delta_name,
-    file_digest,
-    verified,
-)
+from lxdocker.versioninfo import VersionInfo
 
 log = logging.getLogger(__name__)
 

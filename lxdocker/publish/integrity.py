@@ -4,7 +4,7 @@ A file of a published version can change under us: a disk error, a hand edit, a
 copy or restore that rewrote it in place or appended to it. imgserver never serves
 such a file under the sha256 it lists (imgserver.catalog checks the same records);
 each job run, before converting, checks every published version with
-`versioninfo.verified`: one stat per file while it is as recorded at publishing,
+`lxdocker.artifact.verified`: one stat per file while it is as recorded at publishing,
 a re-hash only when not. Then:
 
 * a version whose metadata, rootfs or LXC files hold other bytes is removed, so
@@ -22,11 +22,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from lxdocker.artifact import ROLE_DELTA, Artifact, verified
 from lxdocker.errors import StoreError
 from lxdocker.publish.delta import Xdelta3, check_deltas
 from lxdocker.publish.imagedir import complete_versions, image_arches, version_dir
 from lxdocker.publish.store import remove_version, rewrite
-from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, verified
+from lxdocker.versioninfo import VersionInfo
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import yaml
 
 from lxdocker.arch import Arch
+from lxdocker.artifact import ROLE_META, ROLE_ROOTFS, Artifact, file_digest
 from lxdocker.build.hostfiles import HOSTNAME_TEMPLATE, HOSTS_TEMPLATE
 from lxdocker.errors import StoreError, quoted
-from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact, file_digest
 
 TEMPLATES: dict[str, tuple[str, str]] = {
     # target path in the container -> (template file name, content)

@@ -23,6 +23,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lxdocker import atomicfile
+from lxdocker.artifact import (
+    BUNDLE_FILE,
+    LXC_META_FILE,
+    LXC_ROOTFS_FILE,
+    META_FILE,
+    ROLE_BUNDLE,
+    ROLE_LXC_META,
+    ROLE_LXC_ROOTFS,
+    ROOTFS_FILES,
+    Artifact,
+)
 from lxdocker.buildkey import BuildKey
 from lxdocker.config import NAME_RE
 from lxdocker.errors import StoreError
@@ -35,21 +46,8 @@ from lxdocker.publish.imagedir import (
     version_dir,
 )
 from lxdocker.publish.lxdimage import ImageMeta, hash_file, hash_files
-from lxdocker.versioninfo import (
-    BUNDLE_FILE,
-    LXC_META_FILE,
-    LXC_ROOTFS_FILE,
-    META_FILE,
-    ROLE_BUNDLE,
-    ROLE_LXC_META,
-    ROLE_LXC_ROOTFS,
-    ROOTFS_FILES,
-    VERSION_FILE,
-    VERSION_RE,
-    Artifact,
-    Runtime,
-    VersionInfo,
-)
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, VersionInfo
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from lxdocker import atomicfile
+from lxdocker.artifact import file_digest
 from lxdocker.errors import DigestError, LxdockerError, StoreError
 from lxdocker.sources.oci import DIGEST_RE, MAX_CONFIG, MAX_MANIFEST, check_digest
-from lxdocker.versioninfo import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -23,18 +23,17 @@ from pathlib import Path
 import yaml
 
 from lxdocker import RECIPE_VERSION, arch
-from lxdocker.buildkey import BuildKey
-from lxdocker.versioninfo import (
+from lxdocker.artifact import (
     BUNDLE_FILE,
     META_FILE,
     ROLE_BUNDLE,
     ROOTFS_FILES,
-    VERSION_FILE,
     Artifact,
-    Runtime,
-    VersionInfo,
     delta_name,
 )
+from lxdocker.buildkey import BuildKey
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VERSION_FILE, VersionInfo
 
 DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/hostname": b"lxdocker\n",
