@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 from lxdocker.build.initscript import VOLUMES_FILE, sh_quote
 from lxdocker.runtime import Runtime, is_port
-from lxdocker.sources.oci import ImageConfig
+from lxdocker.sources.imageconfig import ImageConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from lxdocker.build.signals import SIGNALS, normalize_signal
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
-from lxdocker.sources.oci import ImageConfig
+from lxdocker.sources.imageconfig import ImageConfig
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from lxdocker.build.initscript import (
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
-from lxdocker.sources.oci import ImageConfig
+from lxdocker.sources.imageconfig import ImageConfig
 from lxdocker.tar.stream import COPY_BUFSIZE, Entry, copy_exact
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Media types, descriptors, manifests, indexes, image configs; platform choice.
+"""Media types, descriptors, manifests and indexes; platform choice. The image
+config is imageconfig.py.
 
 Pure parsing of the OCI image spec (manifest.md, image-index.md, config.md) and
 the Docker v2 schema 2 equivalents. Every descriptor digest is validated here, so
@@ -15,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lxdocker import arch as arches
 from lxdocker.errors import DigestError, RegistryError, quoted
-from lxdocker.typecheck import string_list
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -116,7 +116,9 @@ class Descriptor:
             if not isinstance(p, dict):
                 raise RegistryError(f"{what}: 'platform' must be an object")
             plat = Platform(
-                _str(p, "os", what), _str(p, "architecture", what), _str(p, "variant", what)
+                field_str(p, "os", what),
+                field_str(p, "architecture", what),
+                field_str(p, "variant", what),
             )
         ann = obj.get("annotations")
         if ann is not None and not (
@@ -129,7 +131,7 @@ class Descriptor:
         ):
             raise RegistryError(f"{what}: 'urls' must be a list of strings")
         return cls(
-            media_type=_str(obj, "mediaType", what),
+            media_type=field_str(obj, "mediaType", what),
             digest=digest,
             size=size,
             platform=plat,
@@ -154,7 +156,7 @@ class Index:
     manifests: tuple[Descriptor, ...]
 
 
-def _str(obj: dict[str, Any], key: str, what: str) -> str:
+def field_str(obj: dict[str, Any], key: str, what: str) -> str:
     """A string field of a JSON object: "" when absent or null, else a str."""
     value = obj.get(key)
     if value is None:
@@ -196,7 +198,7 @@ def parse_manifest(raw: bytes, content_type: str, what: str) -> Manifest | Index
     if len(raw) > MAX_MANIFEST:
         raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
     obj = load_json(raw, what)
-    media_type = _str(obj, "mediaType", what) or content_type.split(";")[0].strip()
+    media_type = field_str(obj, "mediaType", what) or content_type.split(";")[0].strip()
     if obj.get("schemaVersion") == 1 or media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         raise RegistryError(
             f"{what}: Docker image manifest v2 schema 1 is not supported "
@@ -256,90 +258,6 @@ def choose_platform(index: Index, want: arches.Arch, what: str) -> Descriptor:
     )
 
 
-def _strs(value: Any, what: str, key: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    strings = string_list(value)
-    if strings is None:
-        raise RegistryError(f"{what}: config field {key!r} must be a list of strings")
-    return strings
-
-
-def _keys(value: Any) -> tuple[str, ...]:
-    """The keys of a JSON object (Docker's sets: ExposedPorts, Volumes), in order;
-    () for anything else, which Docker never writes (left out, not refused)."""
-    return tuple(value) if isinstance(value, dict) else ()
-
-
-def _healthcheck(value: Any) -> tuple[str, ...] | None:
-    """Healthcheck.Test when it is a list of strings; None for no check or another
-    shape (build/contract.py turns Docker's forms into a command)."""
-    return string_list(value.get("Test")) if isinstance(value, dict) else None
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The parsed image config blob (OCI image spec config.md): everything the build
-    and the published metadata read of it, typed, parsed once when it is pulled."""
-
-    architecture: str
-    os: str
-    variant: str
-    created: str  # RFC 3339, "" if absent
-    env: tuple[str, ...]
-    entrypoint: tuple[str, ...] | None
-    cmd: tuple[str, ...] | None
-    user: str
-    working_dir: str
-    stop_signal: str  # as written ("SIGQUIT", "3", ...); "" if absent
-    labels: dict[str, str] = field(hash=False)
-    diff_ids: tuple[str, ...]
-    # Docker's HEALTHCHECK: Healthcheck.Test (["CMD", ...], ["CMD-SHELL", cmd],
-    # ["NONE"]); None when absent or not a list of strings.
-    healthcheck: tuple[str, ...] | None
-    exposed_ports: tuple[str, ...]  # the keys of ExposedPorts as written ("80/tcp", "53")
-    volumes: tuple[str, ...]  # the keys of Volumes as written ("/data", "/var/lib/x/")
-
-    @classmethod
-    def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
-        if len(raw) > MAX_CONFIG:
-            raise RegistryError(f"{what}: larger than {MAX_CONFIG} bytes")
-        obj = load_json(raw, what)
-        cfg = obj.get("config") or {}
-        if not isinstance(cfg, dict):
-            raise RegistryError(f"{what}: 'config' must be an object")
-        rootfs = obj.get("rootfs") or {}
-        diff_ids = _strs(
-            rootfs.get("diff_ids") if isinstance(rootfs, dict) else None, what, "diff_ids"
-        )
-        for d in diff_ids or ():
-            check_digest(d, f"{what} rootfs.diff_ids")
-        labels = cfg.get("Labels") or {}
-        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            raise RegistryError(f"{what}: config field 'Labels' must be an object of strings")
-        return cls(
-            architecture=_str(obj, "architecture", what),
-            os=_str(obj, "os", what),
-            variant=_str(obj, "variant", what),
-            created=_str(obj, "created", what),
-            env=_strs(cfg.get("Env"), what, "Env") or (),
-            entrypoint=_strs(cfg.get("Entrypoint"), what, "Entrypoint"),
-            cmd=_strs(cfg.get("Cmd"), what, "Cmd"),
-            user=_str(cfg, "User", what),
-            working_dir=_str(cfg, "WorkingDir", what),
-            stop_signal=_str(cfg, "StopSignal", what),
-            labels=dict(labels),
-            diff_ids=diff_ids or (),
-            healthcheck=_healthcheck(cfg.get("Healthcheck")),
-            exposed_ports=_keys(cfg.get("ExposedPorts")),
-            volumes=_keys(cfg.get("Volumes")),
-        )
-
-    @property
-    def platform(self) -> Platform:
-        return Platform(self.os, self.architecture, self.variant)
-
-
 __all__ = [
     "ACCEPT",
     "DOCKER_CONFIG",
@@ -358,12 +276,12 @@ __all__ = [
     "OCI_INDEX",
     "OCI_MANIFEST",
     "Descriptor",
-    "ImageConfig",
     "Index",
     "Manifest",
     "Platform",
     "check_digest",
     "choose_platform",
+    "field_str",
     "load_json",
     "parse_manifest",
     "platform_arch",

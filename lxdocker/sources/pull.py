@@ -23,12 +23,12 @@ from lxdocker.errors import LxdockerError, RegistryError
 from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.progress import Progress
 from lxdocker.sources.cache import BlobCache
+from lxdocker.sources.imageconfig import ImageConfig
 from lxdocker.sources.layers import open_layer
 from lxdocker.sources.localsource import DockerArchiveSource, OciLayoutSource
 from lxdocker.sources.oci import (
     MAX_CONFIG,
     Descriptor,
-    ImageConfig,
     Index,
     choose_platform,
     parse_manifest,

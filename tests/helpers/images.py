@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import zstandard
 
-from lxdocker.sources.oci import ImageConfig
+from lxdocker.sources.imageconfig import ImageConfig
 
 Compression = Literal["gzip", "zstd", "none"]
 
