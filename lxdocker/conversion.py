@@ -36,9 +36,9 @@ from lxdocker.build import bundle, lxcrootfs
 from lxdocker.build.busybox import Busybox
 from lxdocker.build.contract import runtime
 from lxdocker.build.flatten import flatten
-from lxdocker.build.initscript import RunConfig
 from lxdocker.build.patch import patch
 from lxdocker.build.rootfs import RootfsFormat, write_rootfs
+from lxdocker.build.runconfig import RunConfig
 from lxdocker.buildkey import BuildKey
 from lxdocker.busyboxes import BusyboxSet
 from lxdocker.config import Spec

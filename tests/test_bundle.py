@@ -23,7 +23,7 @@ from lxdocker import arch
 from lxdocker.artifact import BUNDLE_FILE, ROLE_BUNDLE
 from lxdocker.build import bundle
 from lxdocker.build.hostfiles import HOSTS_TEMPLATE
-from lxdocker.build.initscript import RunConfig
+from lxdocker.build.runconfig import RunConfig
 from lxdocker.errors import ToolError
 from lxdocker.job import run
 from lxdocker.jobconfig import JobConfig

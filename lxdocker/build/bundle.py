@@ -53,7 +53,7 @@ from typing import Any
 
 from lxdocker.arch import Arch
 from lxdocker.build import hostfiles
-from lxdocker.build.initscript import DEFAULT_PATH, RunConfig
+from lxdocker.build.runconfig import DEFAULT_PATH, RunConfig
 from lxdocker.build.variant import Variant
 from lxdocker.errors import ToolError
 from lxdocker.runtime import netns_path

@@ -37,12 +37,10 @@ from lxdocker.build.initscript import (
     REALINIT,
     UDHCPC_SCRIPT,
     VOLUMES_FILE,
-    RunConfig,
-    RunRequest,
     render_init,
-    run_config,
     sh_quote,
 )
+from lxdocker.build.runconfig import RunConfig, RunRequest, run_config
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
