@@ -41,11 +41,6 @@ def _auth_file(tmp_path: Path, host: str, user: str, password: str) -> Path:
     return path
 
 
-def _no_secret(text: str) -> None:
-    for secret in (PASSWORD, "wrong-Pa55", base64.b64encode(f"{USER}:".encode()).decode()[:8]):
-        assert secret not in text
-
-
 def test_tls_ca_from_environment(
     registry_basic: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

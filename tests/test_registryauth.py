@@ -4,7 +4,6 @@ servers): credentials found and used, refusals said clearly and never with the s
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,20 +17,13 @@ from lxdocker.sources.pull import pull, resolve
 from tests.helpers.hostile import Behaviour, HostileRegistry, bearer, body
 from tests.helpers.images import Member, build_image, layer_tar
 from tests.helpers.registry import PASSWORD, USER, RunningRegistry, push_image
-from tests.test_registry import _hostile_client
+from tests.test_registry import _auth_file, _hostile_client
 
 pytestmark = pytest.mark.registry
 AMD64 = arch.by_debian("amd64")
 
 
-def _auth_file(tmp_path: Path, host: str, user: str, password: str) -> Path:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    path = tmp_path / "auth.json"
-    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
-    return path
-
-
-def _no_secret(text: str) -> None:
+def _assert_no_secret(text: str) -> None:
     for secret in (PASSWORD, "wrong-Pa55", base64.b64encode(f"{USER}:".encode()).decode()[:8]):
         assert secret not in text
 
@@ -52,7 +44,7 @@ def test_pull_with_credentials(
     assert resolved.manifest_digest == img.manifest.digest
     pulled = pull(resolved, BlobCache(tmp_path / "cache"))
     assert pulled.config.diff_ids == img.diff_ids
-    _no_secret(caplog.text)
+    _assert_no_secret(caplog.text)
 
 
 def test_anonymous_token(
@@ -85,7 +77,7 @@ def test_wrong_credentials_are_a_clear_error_without_the_password(
     assert time.monotonic() - start < 5  # no retry loop on a refused login
     msg = str(e.value)
     assert reg.host in msg and str(auth) in msg
-    _no_secret(msg + caplog.text)
+    _assert_no_secret(msg + caplog.text)
 
 
 def test_missing_credentials_for_basic(
