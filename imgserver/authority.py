@@ -1,7 +1,7 @@
 """The private CA behind imgserver's certificate (`imgserver gencert [--renew]`).
 
 LXD and Incus trust a simplestreams server by the one PEM pinned for the remote and
-stored with every image copied from it, for its auto-update (DESIGN section 8).
+stored with every image copied from it, for its auto-update (docs/design.md section 8).
 Both add that certificate to the root pool with IsCA forced on and Go checks no
 constraint of a root, so a pinned CA trusts every server certificate it signs: the
 server certificate can be renewed or re-issued without touching any host

@@ -1,12 +1,12 @@
 """The catalog: which complete image versions exist under the image directory.
 
-Layout (DESIGN section 7): <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*,
+Layout (docs/design.md section 7): <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*,
 version.json}. A version is listed only once its version.json exists (it is renamed
 into place last), parses, matches its directory names and the files it describes
 are present with the sizes it records. Full files are not hashed here (the sha256
 values come from version.json, written by the converter); delta files are small and
 are hashed when their version.json is loaded, because LXD 5.0.2 fails the whole
-download on a bad delta with no fallback (DESIGN section 13). A delta that fails
+download on a bad delta with no fallback (docs/design.md section 13). A delta that fails
 its checks, or whose base version is not listed, is left out; its version stays.
 
 Refreshing is a stat walk of the tree; a version.json is parsed again only when its
@@ -46,7 +46,7 @@ from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, VersionInfo
 
 log = logging.getLogger(__name__)
 
-# Spec file stems (DESIGN section 3); anything else in the tree is ignored.
+# Spec file stems (docs/design.md section 3); anything else in the tree is ignored.
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 KNOWN_ARCHES = frozenset(a.debian for a in arch.ARCHES)
 # URL prefix of the image files; streams.py writes item paths below it.

@@ -1,7 +1,7 @@
 """TLS for the image server: a TLS 1.3-only context, certificate checks, pinning.
 
 LXD and Incus clients require TLS 1.3 and verify the server certificate against
-the one certificate pinned for the remote (DESIGN section 8): imgserver's private CA
+the one certificate pinned for the remote (docs/design.md section 8): imgserver's private CA
 (imgserver.authority) or, on installs from before it, the self-signed server
 certificate itself. The client uses the pinned certificate's first DNS SAN as the
 name to verify, so certificates must carry SANs (Go ignores the CN).
@@ -271,7 +271,7 @@ def pin_path(certs: Certificates) -> str:
 
 
 def pin_commands(certs: Certificates, url: str, remote: str) -> list[str]:
-    """Shell commands that make an LXD host trust this server (DESIGN section 8)."""
+    """Shell commands that make an LXD host trust this server (docs/design.md section 8)."""
     crt = f"~/.config/lxc/servercerts/{remote}.crt"
     return [
         "mkdir -p ~/.config/lxc/servercerts",

@@ -1,5 +1,5 @@
 """What a version directory holds: file names and roles, one Artifact record per
-file, and whether a file still holds the bytes its record lists (DESIGN section 15).
+file, and whether a file still holds the bytes its record lists (docs/design.md section 15).
 
 A version's files are ONE list of artifacts, each with a role, a file name, a size
 and a sha256 (a delta also names its base version), so a new kind of file (LXC's
@@ -27,7 +27,7 @@ META_FILE = "meta.tar.xz"
 ROLE_META = "meta"  # meta.tar.xz: metadata.yaml + templates
 ROLE_ROOTFS = "rootfs"  # the full root filesystem
 ROLE_DELTA = "delta"  # xdelta3 (VCDIFF) from the rootfs of version `base` to this rootfs
-# LXC's download template (DESIGN section 12): an xz tar of the same rootfs and its own
+# LXC's download template (docs/design.md section 12): an xz tar of the same rootfs and its own
 # metadata tarball. Stored as lxc-meta.tar.xz beside LXD's meta.tar.xz; imgserver
 # serves it as <lxc path>/meta.tar.xz, the name the template asks for.
 ROLE_LXC_ROOTFS = "lxc-rootfs"

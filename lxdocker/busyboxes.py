@@ -1,4 +1,4 @@
-"""Finding the static busybox of each arch for a run (DESIGN 11).
+"""Finding the static busybox of each arch for a run (docs/design.md section 11).
 
 It comes from a path the operator names (`--busybox [ARCH=]PATH`) or, for an arch
 without one, from a registry image for that platform (`--busybox-image`), whose

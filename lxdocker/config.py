@@ -2,7 +2,7 @@
 
 Validation is pure and strict: an unknown key, a wrong type or a bad image name is
 a SpecError naming the file and the key, and one bad spec never stops the others
-(DESIGN section 3).
+(docs/design.md section 3).
 
 A spec counts as removed (its image is unpublished) only when no file of its name
 is left in the directory: one that cannot be read (a dangling symlink, a
@@ -53,9 +53,9 @@ class Spec:
     user: str | None = None
     workdir: str | None = None
     restart: RestartPolicy = "no"
-    # Debian arch names; None means the run's --arch list (DESIGN section 11).
+    # Debian arch names; None means the run's --arch list (docs/design.md section 11).
     architectures: tuple[str, ...] | None = None
-    lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (DESIGN section 12)
+    lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (docs/design.md section 12)
     bundle: bool = False  # also publish an OCI runtime bundle (build/bundle.py)
 
     def digest(self) -> str:

@@ -1,12 +1,12 @@
 """Converting one spec: every arch it asks for, one new version each when needed
-(DESIGN sections 2 and 7).
+(docs/design.md sections 2 and 7).
 
-Per spec, its index is fetched once and each arch's manifest resolved (cheap; DESIGN
+Per spec, its index is fetched once and each arch's manifest resolved (cheap; docs/design.md
 section 11). Per arch, the build key (lxdocker.buildkey: manifest, spec, recipe,
 format, busybox, the files asked for) is computed before anything is pulled, and a
 new version is built only when the newest one's key differs: pull, flatten, patch,
 write the rootfs (and LXC's files, the bundle) in one pass and publish it, with
-verified deltas from the previous ones (DESIGN section 13). A failing arch fails
+verified deltas from the previous ones (docs/design.md section 13). A failing arch fails
 alone, and every failure becomes the arch's failed result, never an exception.
 
 Each spec (resolving) and each arch (converting) runs under a deadline

@@ -1,4 +1,4 @@
-"""One run of the batch job over all specs (DESIGN sections 2 and 7).
+"""One run of the batch job over all specs (docs/design.md sections 2 and 7).
 
 Each spec is converted (lxdocker/conversion.py: per arch, a new version only when
 something that shapes it changed; a failing arch fails alone). Then prune, remove

@@ -1,6 +1,6 @@
 """The image's run-time contract as version.json records it (`runtime`): what the
 image expects from whoever runs it, so imgserver can show it without opening the
-rootfs (DESIGN section 16). build/contract.py reads it from the image config.
+rootfs (docs/design.md section 16). build/contract.py reads it from the image config.
 
 Also the one run-time fact a bundle's user needs from the server: the network
 namespace its config.json joins (imgserver's bundle list says where to make it).

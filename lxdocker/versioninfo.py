@@ -1,8 +1,8 @@
 """version.json: the one contract between the batch job and imgserver.
 
-Layout (DESIGN section 7): <lxdimages>/<name>/<arch>/<version>/ holds meta.tar.xz,
+Layout (docs/design.md section 7): <lxdimages>/<name>/<arch>/<version>/ holds meta.tar.xz,
 the rootfs (rootfs.squashfs | rootfs.tar.gz | rootfs.tar), deltas from older
-versions (delta-<base>.vcdiff, DESIGN section 13) and version.json, which is renamed
+versions (delta-<base>.vcdiff, docs/design.md section 13) and version.json, which is renamed
 into place last: a version without it is incomplete and never served.
 
 A version's files are ONE list of artifacts (lxdocker/artifact.py: roles, file names,
@@ -53,7 +53,7 @@ from lxdocker.typecheck import wrong_field
 VERSION_FILE = "version.json"
 FORMAT = 2
 OLD_FORMATS = (1,)
-# LXD drops version keys that do not start with 8 digits (DESIGN section 7).
+# LXD drops version keys that do not start with 8 digits (docs/design.md section 7).
 VERSION_RE = re.compile(r"\d{8}_\d{4}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # A plain file name inside the version directory: no "/", no leading dot.
@@ -243,7 +243,7 @@ def _check_artifact(a: Artifact, info: VersionInfo, where: str) -> None:
     if a.role in expected and a.name != expected[a.role]:
         raise StoreError(f"{where}: the {a.role} file must be {expected[a.role]}, not {a.name}")
     if a.role == ROLE_DELTA:
-        # LXD applies a delta only to a squashfs it holds (DESIGN section 13).
+        # LXD applies a delta only to a squashfs it holds (docs/design.md section 13).
         if info.rootfs_format != "squashfs":
             raise StoreError(f"{where}: {a.name}: deltas need a squashfs rootfs")
         if not VERSION_RE.fullmatch(a.base) or a.base >= info.version:

@@ -1,6 +1,6 @@
 """A small LXD/Incus REST client over the daemon's unix socket (aiohttp UnixConnector).
 
-Both daemons speak the same API for everything used here (DESIGN section 14):
+Both daemons speak the same API for everything used here (docs/design.md section 14):
 synchronous answers carry `metadata`, asynchronous ones an `operation` that
 `GET /1.0/operations/<id>/wait` follows to its end.
 """

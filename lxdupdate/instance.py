@@ -1,6 +1,6 @@
 """Instances as the updater sees them, and the few actions it takes on them.
 
-An instance records its image only as `volatile.base_image` (DESIGN section 14); the
+An instance records its image only as `volatile.base_image` (docs/design.md section 14); the
 updater's own keys live under `user.lxdocker.` so they travel with the instance and
 survive both rebuild and recreate.
 """

@@ -1,4 +1,4 @@
-"""Delta updates (DESIGN section 13): the job's xdelta3 deltas, checked with the real
+"""Delta updates (docs/design.md section 13): the job's xdelta3 deltas, checked with the real
 xdelta3 the way LXD applies them (`xdelta3 -f -d -s <base> <delta> <out>`), on
 squashfs files made by the real tar2sqfs from local OCI layouts."""
 

@@ -41,7 +41,7 @@ def test_explicit_socket_must_exist(tmp_path: Path) -> None:
 async def test_real_daemon_answers_and_errors_name_the_path(lxd: Lxd) -> None:
     async with Client(Path("/var/lib/lxd/unix.socket")) as client:
         assert client.kind == "LXD"
-        # LXD 5.0 has no rebuild: the updater recreates there (DESIGN section 14).
+        # LXD 5.0 has no rebuild: the updater recreates there (docs/design.md section 14).
         assert not client.has_extension("instances_rebuild")
         with pytest.raises(ApiError, match=r"/1\.0/instances/lxdt-no-such") as e:
             await client.get("/1.0/instances/lxdt-no-such")

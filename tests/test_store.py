@@ -112,7 +112,8 @@ def test_two_runs_in_one_minute_get_increasing_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["squashfs", "gzip", "tar"])
 def test_converting_twice_gives_identical_versions(tmp_path: Path, fmt: ImageFormat) -> None:
-    """DESIGN 7: same input, two empty directories -> same bytes, same fingerprint."""
+    """docs/design.md section 7: same input, two empty directories -> same bytes, same
+    fingerprint."""
     a = put(tmp_path / "a", T0, fmt)
     b = put(tmp_path / "b", T0 + timedelta(days=1), fmt)
     assert a.fingerprint == b.fingerprint

@@ -1,6 +1,6 @@
 """The flattened stream must match `umoci unpack` of the same image, entry by entry.
 
-Each case is a multi-layer image built here (one per edge case of DESIGN section 5,
+Each case is a multi-layer image built here (one per edge case of docs/design.md section 5,
 the regressions found by the random test at the end, and a mixed one); the random
 test (hypothesis) generates thousands more. We unpack each with Debian's umoci
 as root (owners, devices and `security.capability` kept) onto this machine's

@@ -1,4 +1,4 @@
-"""How a root filesystem is made (DESIGN section 2, middle stage).
+"""How a root filesystem is made (docs/design.md section 2, middle stage).
 
 Layers (read strictly by lxdocker/tar/) are flattened exactly as `umoci unpack`
 would (plan, then one streaming pass), patched so the image boots as a container

@@ -1,4 +1,4 @@
-"""The static busybox each image gets as /busybox-lxd: what it must be (DESIGN 11).
+"""The static busybox each image gets as /busybox-lxd: what it must be (docs/design.md section 11).
 
 One binary per architecture, found by the job (lxdocker/busyboxes.py: a path the
 operator names, or a registry image's /bin/busybox) and handed to the build as a

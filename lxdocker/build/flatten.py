@@ -1,4 +1,4 @@
-"""Flatten image layers into the final tree as one entry stream (DESIGN section 5).
+"""Flatten image layers into the final tree as one entry stream (docs/design.md section 5).
 
 Two steps:
 1. The plan (lxdocker/build/plan.py) replays `umoci unpack` on every layer's header
@@ -16,7 +16,7 @@ correct, and this one keeps the rootfs layout stable across upstream releases:
 a new top layer (the usual app update) appends its files at the end, where the
 newest-first order put them in front and shifted every file of every lower
 layer. tar2sqfs writes data and packs fragments in stream order, so that shift
-changed nearly every block and the xdelta3 patch grew with it (DESIGN section 13).
+changed nearly every block and the xdelta3 patch grew with it (docs/design.md section 13).
 
 A hardlink whose target a later entry or layer replaces or whites out keeps the
 old inode (go-containerregistry #977, #2002): the plan knows this in advance, so

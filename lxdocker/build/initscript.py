@@ -1,4 +1,4 @@
-"""What the container runs, rendered as /sbin/init (DESIGN section 6): the run
+"""What the container runs, rendered as /sbin/init (docs/design.md section 6): the run
 settings (runconfig.py) become a POSIX sh script for busybox.
 
 Pure: no I/O. Both scripts start with `#!/busybox-lxd sh` because the image may
@@ -115,7 +115,7 @@ def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
 
 
 _INIT_HEAD = r"""#!@BB@ sh
-# /sbin/init written by lxdocker (DESIGN section 6); rewritten on every conversion.
+# /sbin/init written by lxdocker (docs/design.md section 6); rewritten on every conversion.
 _lxd_log() { echo "lxd-init: $*" >&2; }
 # Names LXD gave PID 1 (environment.* keys) win over the image's defaults; PATH is
 # always the image's. NUL-separated, so newlines inside values are turned into \001.

@@ -1,6 +1,6 @@
 """rootfs.tar.xz for LXC's download template, written in the same pass as the LXD rootfs.
 
-The template unpacks it with `tar --numeric-owner -xpJf` (DESIGN section 12: xz only),
+The template unpacks it with `tar --numeric-owner -xpJf` (docs/design.md section 12: xz only),
 so it is the LXD rootfs's tar stream, teed entry by entry into `xz` (variant.py): no
 device nodes, and /etc/hostname and /etc/hosts with LXC_NAME in them (the template's
 `templates` list only rewrites files that exist).

@@ -1,4 +1,4 @@
-"""Patch the flattened entry stream so the image boots under LXD (DESIGN section 6).
+"""Patch the flattened entry stream so the image boots under LXD (docs/design.md section 6).
 
 Adds /busybox-lxd, our udhcpc script and /sbin/init; an existing init moves to
 /lxd-realinit (the new init bind-mounts it back at boot).
@@ -13,7 +13,7 @@ The stream is single-pass and its order is not guaranteed (lxdocker/tar/stream.p
   entry at that path is emitted as lxd-realinit (hardlinks re-pointed, relative
   symlink targets made absolute) and the others unchanged. A held regular file is
   spooled to a temporary file, so memory stays bounded.
-Directory symlinks are never replaced: the init goes through them (DESIGN 5).
+Directory symlinks are never replaced: the init goes through them (docs/design.md section 5).
 """
 
 from __future__ import annotations

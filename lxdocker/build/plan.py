@@ -1,6 +1,6 @@
 """What the final tree takes from which layer entry, computed from headers alone.
 
-The reference for "correct" is `umoci unpack` (DESIGN section 5), which applies
+The reference for "correct" is `umoci unpack` (docs/design.md section 5), which applies
 the layers oldest first onto a real directory, entry by entry
 (umoci 0.4.7 oci/layer/tar_extract.go `UnpackEntry`). This module replays
 exactly that on an in-memory tree of headers: no data, no host files, memory per

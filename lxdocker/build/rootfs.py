@@ -1,10 +1,10 @@
 """Rootfs writers: the patched entry stream -> rootfs.squashfs | rootfs.tar.gz | rootfs.tar.
 
-Nothing is extracted on the host (DESIGN section 2, "stream, don't extract"): the
+Nothing is extracted on the host (docs/design.md section 2, "stream, don't extract"): the
 entries are serialised as one PAX tar stream straight into the squashfs tool's
 stdin, or into a gzip stream / plain file.
 
-Output is reproducible (DESIGN section 7: the same input gives the same
+Output is reproducible (docs/design.md section 7: the same input gives the same
 fingerprint, so LXD never re-downloads for nothing):
 * squashfs: tar2sqfs keeps the entries' own mtimes, and the root inode, implicit
   directories and the superblock's modification time all take `--defaults
@@ -17,7 +17,7 @@ that reaches a writer is checked for its name, link target and xattr lengths (th
 flattener refuses most earlier; this also covers what the patcher adds), and a
 written squashfs is read back (lxdocker.build.squashfs) before it can be published.
 
-The same stability keeps delta updates small (DESIGN section 13): entries keep the
+The same stability keeps delta updates small (docs/design.md section 13): entries keep the
 flattener's order, timestamps are the entries' own (the superblock's is 0), and the
 block size is pinned (BLOCK_SIZE, tar2sqfs's default, written out so a changed
 default of the tool cannot move every block), so a new layer that changes one file

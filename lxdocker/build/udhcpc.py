@@ -1,4 +1,4 @@
-"""The udhcpc event script our init hands to busybox udhcpc (DESIGN section 6).
+"""The udhcpc event script our init hands to busybox udhcpc (docs/design.md section 6).
 
 Our own, with the shebang `#!/busybox-lxd sh`, because the image may have no shell
 and no script of its own (distroless), and busybox's default script path
@@ -16,7 +16,7 @@ def render_udhcpc_script() -> str:
 
 
 _UDHCPC = r"""#!@BB@ sh
-# udhcpc event script written by lxdocker (DESIGN section 6): configures the
+# udhcpc event script written by lxdocker (docs/design.md section 6): configures the
 # address, default route and DNS of $interface from the lease in the environment.
 bb=@BB@
 case "$1" in

@@ -1,4 +1,5 @@
-"""Deltas between squashfs versions: xdelta3 (VCDIFF) around a subprocess (DESIGN section 13).
+"""Deltas between squashfs versions: xdelta3 (VCDIFF) around a subprocess
+(docs/design.md section 13).
 
 A client that holds the rootfs of version `base` downloads `delta-<base>.vcdiff`
 and runs `xdelta3 -f -d -s <base rootfs> <delta> <out>` instead of fetching the full

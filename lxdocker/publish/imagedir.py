@@ -1,5 +1,5 @@
 """The image directory: where each version's files are, which versions are complete,
-and the one walk over every image and arch (DESIGN section 7).
+and the one walk over every image and arch (docs/design.md section 7).
 
 Layout: <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*, ..., version.json}.
 Only names like an image (config.NAME_RE) count as <name> and <arch>: temp and trash

@@ -1,4 +1,4 @@
-"""The metadata tarball of LXC's download template (DESIGN section 12), pure.
+"""The metadata tarball of LXC's download template (docs/design.md section 12), pure.
 
 `lxc-create -t download` unpacks this tarball into its cache and reads:
 * `config` (system containers) / `config-user` (unprivileged ones, chosen when the

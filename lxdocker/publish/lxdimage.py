@@ -1,12 +1,12 @@
 """The LXD metadata tarball (meta.tar.xz) and the image fingerprint.
 
-meta.tar.xz holds metadata.yaml and templates/ (DESIGN section 6). It is
+meta.tar.xz holds metadata.yaml and templates/ (docs/design.md section 6). It is
 reproducible: entries in sorted order, mtime = the image's creation date, owner
 0:0 with empty user/group names, xz from Python's lzma module with fixed options,
 so converting the same image twice gives the same bytes and the same fingerprint.
 
 The fingerprint is what LXD computes for a split image and what simplestreams
-clients check: sha256(metadata tarball bytes || rootfs bytes) (DESIGN section 8).
+clients check: sha256(metadata tarball bytes || rootfs bytes) (docs/design.md section 8).
 """
 
 from __future__ import annotations

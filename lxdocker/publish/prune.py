@@ -1,10 +1,10 @@
 """What goes away: old versions once their grace is over, and the leftovers of runs
-that were killed (DESIGN section 7).
+that were killed (docs/design.md section 7).
 
 Pruning keeps the newest `keep` versions of each image and arch (at least one), and
 any version replaced less than GRACE ago: an LXD daemon caches the index that names
-it as the newest for an hour (DESIGN section 8). Deltas from a doomed version are
-unlisted before it goes (DESIGN section 13).
+it as the newest for an hour (docs/design.md section 8). Deltas from a doomed version are
+unlisted before it goes (docs/design.md section 13).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lxdocker.versioninfo import VersionInfo
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 3
-# LXD daemons cache the simplestreams index for an hour (DESIGN section 8); a
+# LXD daemons cache the simplestreams index for an hour (docs/design.md section 8); a
 # version stays downloadable for twice that after a newer one replaced it.
 GRACE = timedelta(hours=2)
 
@@ -46,7 +46,7 @@ def _published(v: VersionInfo) -> datetime:
 
 
 def prunable(versions: list[VersionInfo], keep: int, now: datetime) -> list[VersionInfo]:
-    """Which of `versions` (oldest first) to remove: pure policy of DESIGN section 7.
+    """Which of `versions` (oldest first) to remove: pure policy of docs/design.md section 7.
 
     Keep the newest `keep` (at least 1: never the only complete version), and
     keep any version that was replaced less than GRACE ago, because an LXD daemon
@@ -71,7 +71,7 @@ def prune(root: Path, keep: int = DEFAULT_KEEP, now: datetime | None = None) -> 
         doomed = prunable(versions, keep, now)
         gone = {v.version for v in doomed}
         # Unlist deltas from the doomed versions first: a listed delta must always
-        # have its base listed too (DESIGN section 13).
+        # have its base listed too (docs/design.md section 13).
         for v in versions:
             if v.version not in gone and any(a.base in gone for a in v.deltas):
                 set_deltas(root, v, [a for a in v.deltas if a.base not in gone])

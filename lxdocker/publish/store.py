@@ -1,7 +1,7 @@
-"""Publishing a version atomically, rewriting its version.json, removing it (DESIGN
+"""Publishing a version atomically, rewriting its version.json, removing it (docs/design.md
 section 7). Where versions are: imagedir.py; which go away: prune.py.
 
-Publishing never shows an incomplete version (DESIGN section 2): everything is
+Publishing never shows an incomplete version (docs/design.md section 2): everything is
 written into `<root>/<name>/<arch>/.tmp-<pid>-<random>/` (a name the server never
 lists: it does not match YYYYMMDD_HHMM), fsynced, version.json is written last
 (lxdocker.atomicfile), then the directory is renamed to its version key in one step.

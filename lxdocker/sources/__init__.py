@@ -1,4 +1,4 @@
-"""Where images come from (DESIGN section 2, first stage).
+"""Where images come from (docs/design.md section 2, first stage).
 
 Image references, registries and local OCI layouts / docker archives, the
 verified content-addressed blob cache, layer blobs as uncompressed tar streams

@@ -1,7 +1,7 @@
 """Content-addressed blob cache: `<root>/blobs/sha256/<hex>`, verified on the way in.
 
 A blob streams into `<root>/partial/<hex>` while its sha256 is computed; only when
-size and digest match is it fsynced and renamed into place (DESIGN section 4), so
+size and digest match is it fsynced and renamed into place (docs/design.md section 4), so
 a file under `blobs/` is always complete and correct. A mismatch deletes the
 partial file and raises. A partial file that survives a cut connection (or a
 crash) is resumed: its bytes are re-hashed and the download continues with a

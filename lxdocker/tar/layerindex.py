@@ -3,7 +3,7 @@
 The flattener must know a layer's future before it streams it: a path listed
 twice in one layer takes the LATER entry (image-spec #196), a hardlink resolves
 against the tree as it stands at its own position, a non-directory late in the
-layer removes a directory with everything the layer put below it (DESIGN
+layer removes a directory with everything the layer put below it (docs/design.md
 section 5). Reading the headers first is cheap next to the data; the index is
 built once per layer blob, by a full read that also checks the diff_id, and
 cached beside the blob by digest (`<cache>/index/sha256/<hex>`), so later

@@ -2,7 +2,7 @@
 
 Modelled on go-containerregistry's `mutate.Extract` and umoci's `oci/layer`, but
 stricter about escapes: umoci clamps `../x` and `/x` into the rootfs
-(`CleanPath` + securejoin); DESIGN section 5 asks us to reject them, which is
+(`CleanPath` + securejoin); docs/design.md section 5 asks us to reject them, which is
 the safer reading for a converter that must never write anything but the image.
 
 Names are `str` decoded with surrogateescape (PEP 383), so non-UTF-8 bytes survive

@@ -25,7 +25,7 @@ import pytest
 
 from lxdocker import arch as archmod
 
-# Debian arch names with a busybox-static .deb in bookworm (DESIGN section 11).
+# Debian arch names with a busybox-static .deb in bookworm (docs/design.md section 11).
 DEBIAN_ARCHES = ("amd64", "arm64", "armel", "armhf", "i386", "ppc64el", "s390x")
 _LOCK = threading.Lock()
 

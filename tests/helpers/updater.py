@@ -58,7 +58,7 @@ class World:
             # gives a fingerprint the server already lists (issue 20).
             key = f"'{newest.version}'"
             assert wait_for(lambda: key in str(raw_get_json(server, IMAGES_JSON)), 10)
-        # The daemon answers from its cached index for an hour (DESIGN section 8).
+        # The daemon answers from its cached index for an hour (docs/design.md section 8).
         self.lxd.clear_remote_cache()
         return newest.fingerprint
 

@@ -1,4 +1,4 @@
-"""Write fake-but-valid version directories (DESIGN section 7) for tests.
+"""Write fake-but-valid version directories (docs/design.md section 7) for tests.
 
 `write_version` lays out <root>/<name>/<arch>/<version>/ with meta.tar.xz, the rootfs
 and version.json (last, as the converter does). `lxd_meta` and `squashfs_rootfs` /
