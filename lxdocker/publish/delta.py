@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lxdocker import atomicfile
 from lxdocker.artifact import ROLE_DELTA, Artifact, delta_name, file_digest, verified
 from lxdocker.errors import StoreError, ToolError
 from lxdocker.publish.imagedir import version_dir
@@ -191,7 +192,9 @@ def make_delta(tool: Xdelta3, old: Rootfs, new: Rootfs) -> DeltaOutcome:
         if got != target.sha256:
             return dropped(f"decoding it gives sha256 {got}, not the rootfs's {target.sha256}")
         sha = file_digest(part)[1]
-        part.rename(out)
+        # Durable before any version.json lists it (a repair lists it at once).
+        atomicfile.sync(part)
+        atomicfile.move(part, out)
     except (ToolError, OSError) as e:
         return dropped(str(e))
     artifact = Artifact(ROLE_DELTA, out.name, size, sha, base)
