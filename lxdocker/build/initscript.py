@@ -114,8 +114,11 @@ def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
     return "".join(out)
 
 
+# The text below is part of every image's bytes: its "DESIGN section 6" (the old
+# name of docs/design.md section 6) stays, since editing it would change every
+# image's fingerprint (tests/test_golden.py) and make every client download again.
 _INIT_HEAD = r"""#!@BB@ sh
-# /sbin/init written by lxdocker (docs/design.md section 6); rewritten on every conversion.
+# /sbin/init written by lxdocker (DESIGN section 6); rewritten on every conversion.
 _lxd_log() { echo "lxd-init: $*" >&2; }
 # Names LXD gave PID 1 (environment.* keys) win over the image's defaults; PATH is
 # always the image's. NUL-separated, so newlines inside values are turned into \001.
