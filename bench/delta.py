@@ -1,4 +1,4 @@
-"""Delta benchmark: a one-layer app change of the bench image (DESIGN section 13).
+"""Delta benchmark: a one-layer app change of the bench image (docs/design.md section 13).
 
 v1 is the cold-conversion image (bench/bigimage.py); v2 adds one upstream layer that
 replaces one small file (30 bytes), what an app release that only changes a page
@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import bigimage
 from bench.conversion import COMPRESSOR
 from bench.measure import Sample, timed
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.imgserver import RunningServer
 from tests.helpers.lxd import Lxd, Scratch, start_daemon

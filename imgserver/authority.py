@@ -1,7 +1,7 @@
 """The private CA behind imgserver's certificate (`imgserver gencert [--renew]`).
 
 LXD and Incus trust a simplestreams server by the one PEM pinned for the remote and
-stored with every image copied from it, for its auto-update (DESIGN section 8).
+stored with every image copied from it, for its auto-update (docs/design.md section 8).
 Both add that certificate to the root pool with IsCA forced on and Go checks no
 constraint of a root, so a pinned CA trusts every server certificate it signs: the
 server certificate can be renewed or re-issued without touching any host
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from imgserver import tls
-from lxdocker.errors import CertificateError, ServerError
+from imgserver.errors import CertificateError, ServerError
+from lxdocker import atomicfile
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +57,13 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temporary file and rename: a reader sees the old or the new file.
-    A failure (a full disk: "No space left on device") names the file and leaves
-    neither a partial file nor the temporary one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Replace `path` (lxdocker.atomicfile): a reader sees the old or the new file, and
+    a key is never readable by others, not even for a moment. A failure (a full disk:
+    "No space left on device") names the file and leaves neither a partial file nor
+    the temporary one."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomicfile.write(path, data, mode=mode)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ServerError(f"cannot write {path}: {e.strerror or e}") from None
 
 
@@ -218,9 +213,8 @@ def _adopt(out: Path) -> None:
         )
     tls.check_key(cert_path, cert, key_path, tls.read_key(key_path))
     tls.check_dates(cert_path, cert, tls.NEW_CA)
-    shutil.copyfile(key_path, out / CA_KEY)
-    os.chmod(out / CA_KEY, 0o600)
-    shutil.copyfile(cert_path, out / CA_CERT)
+    _write(out / CA_KEY, key_path.read_bytes(), 0o600)
+    _write(out / CA_CERT, cert_path.read_bytes())
     log.info(
         "adopted the self-signed %s as %s (same bytes: LXD and Incus hosts that pinned it "
         "need nothing; OpenSSL-based clients pinning it, such as curl --cacert, refuse "

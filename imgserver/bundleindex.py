@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass
 
 from imgserver.catalog import url_path
 from imgserver.lxcindex import newest
-from lxdocker.build.bundle import netns_path
-from lxdocker.versioninfo import ROLE_BUNDLE, VersionInfo
+from lxdocker.artifact import ROLE_BUNDLE
+from lxdocker.runtime import netns_path
+from lxdocker.versioninfo import VersionInfo
 
 JSON_PATH = "bundles.json"
 TEXT_PATH = "bundles.txt"

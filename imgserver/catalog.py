@@ -1,12 +1,12 @@
 """The catalog: which complete image versions exist under the image directory.
 
-Layout (DESIGN section 7): <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*,
+Layout (docs/design.md section 7): <root>/<name>/<arch>/<version>/{meta.tar.xz, rootfs.*,
 version.json}. A version is listed only once its version.json exists (it is renamed
 into place last), parses, matches its directory names and the files it describes
 are present with the sizes it records. Full files are not hashed here (the sha256
 values come from version.json, written by the converter); delta files are small and
 are hashed when their version.json is loaded, because LXD 5.0.2 fails the whole
-download on a bad delta with no fallback (DESIGN section 13). A delta that fails
+download on a bad delta with no fallback (docs/design.md section 13). A delta that fails
 its checks, or whose base version is not listed, is left out; its version stays.
 
 Refreshing is a stat walk of the tree; a version.json is parsed again only when its
@@ -18,7 +18,7 @@ instead of being served to LXD, whose CLI then only says "Image already up to da
 (the daemon log has "Hash mismatch"), and the client downloads the full rootfs.
 
 The full files are watched the same way, against the inode, size and mtime that
-version.json records for each (lxdocker.versioninfo.verified): a file overwritten
+version.json records for each (lxdocker.artifact.verified): a file overwritten
 in place or appended to after publishing is hashed again, once per change, and its
 version is unlisted unless the bytes are still the listed ones. Files of versions
 written before these were recorded are taken as found and watched from then on.
@@ -31,7 +31,6 @@ version with one warning per change of the file; the rest is listed as usual.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -41,20 +40,13 @@ from pathlib import Path
 
 from imgserver import lxcindex
 from lxdocker import arch
+from lxdocker.artifact import ROLE_BUNDLE, ROLE_DELTA, Artifact, file_digest, verified
 from lxdocker.errors import StoreError
-from lxdocker.versioninfo import (
-    ROLE_BUNDLE,
-    ROLE_DELTA,
-    VERSION_FILE,
-    VERSION_RE,
-    Artifact,
-    VersionInfo,
-    verified,
-)
+from lxdocker.versioninfo import VERSION_FILE, VERSION_RE, VersionInfo
 
 log = logging.getLogger(__name__)
 
-# Spec file stems (DESIGN section 3); anything else in the tree is ignored.
+# Spec file stems (docs/design.md section 3); anything else in the tree is ignored.
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 KNOWN_ARCHES = frozenset(a.debian for a in arch.ARCHES)
 # URL prefix of the image files; streams.py writes item paths below it.
@@ -309,7 +301,7 @@ def _check_delta(root: Path, directory: Path, d: Artifact) -> _StatKey:
             st = os.fstat(f.fileno())
             if d.size > DELTA_HASH_LIMIT:
                 return (st.st_ino, st.st_size, st.st_mtime_ns)
-            digest = hashlib.sha256(f.read()).hexdigest()
+            digest = file_digest(f)[1]
             st = os.fstat(f.fileno())
     except OSError as e:
         raise StoreError(f"{path}: unreadable: {e.strerror}") from None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from imgserver import accesslog, authority, tls
 from imgserver.config import DEFAULT_PORT, ServerConfig, parse_address
+from imgserver.errors import CertificateError, ServerError
 from imgserver.workers import serve, worker_count
-from lxdocker.errors import CertificateError, LxdockerError
 
 log = logging.getLogger("imgserver")
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except CertificateError as e:  # the files exist but cannot be served: refuse (issue 17)
         log.error("%s", e)
         return 2
-    except LxdockerError as e:
+    except ServerError as e:
         log.error("%s", e)
         return 1
     except OSError as e:  # bind failures and the like name the address

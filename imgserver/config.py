@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from lxdocker.errors import ServerError
+from imgserver.errors import ServerError
 
 DEFAULT_PORT = 443
 

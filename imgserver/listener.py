@@ -1,6 +1,6 @@
 """The TLS port: accept, look at the first byte, then TLS or a quick refusal.
 
-LXD tries `http://` on the same host:port before https for image files (DESIGN
+LXD tries `http://` on the same host:port before https for image files (docs/design.md
 section 8); a TLS server that feeds those bytes to its handshake makes the client
 wait or see an obscure error. So every connection is peeked (MSG_PEEK, nothing is
 consumed) before TLS starts: a TLS record starts with 0x16 (handshake); anything

@@ -3,7 +3,7 @@
 `lxc-create -t download` reads `meta/1.0/index-system` (`index-user` when
 unprivileged; first the same name with `.7`, its compat level) and takes the first
 line `dist;release;arch;variant;build_id;path` that matches its options, then fetches
-`<path>/rootfs.tar.xz` and `<path>/meta.tar.xz` (DESIGN section 12). Here:
+`<path>/rootfs.tar.xz` and `<path>/meta.tar.xz` (docs/design.md section 12). Here:
 * dist = image name, release = the tag (or short digest: VersionInfo.release),
   variant `default` (the template's default), build_id = the version key (the
   template re-downloads when it differs from its cached one);
@@ -38,7 +38,8 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 
 from lxdocker import arch
-from lxdocker.versioninfo import ROLE_LXC_META, ROLE_LXC_ROOTFS, Artifact, VersionInfo
+from lxdocker.artifact import ROLE_LXC_META, ROLE_LXC_ROOTFS, Artifact
+from lxdocker.versioninfo import VersionInfo
 
 LXC_PREFIX = "lxc"
 INDEX_DIR = "meta/1.0"

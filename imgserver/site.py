@@ -45,7 +45,7 @@ LANDING_PATH = "index.html"  # what `/` serves, under the name static web server
 CA_PATH = "ca.crt"
 SERVER_CERT_PATH = "server.crt"  # imgserver's own certificate: not part of a copy
 # LXC's download template asks for `//meta/1.0/...`, and for `//lxc/...//rootfs.tar.xz`
-# when an index of an earlier release names `/lxc/.../` (DESIGN section 12, lxcindex):
+# when an index of an earlier release names `/lxc/.../` (docs/design.md section 12, lxcindex):
 # below these roots, empty path segments are folded.
 FOLDED_ROOTS = (lxcindex.INDEX_DIR.partition("/")[0], lxcindex.LXC_PREFIX)
 

@@ -1,4 +1,4 @@
-"""Simplestreams documents from catalog versions (pure; DESIGN section 8).
+"""Simplestreams documents from catalog versions (pure; docs/design.md section 8).
 
 Clients read `streams/v1/index.json`, then every index entry of datatype
 `image-downloads` (here: one, `streams/v1/images.json`). LXD's reading of a product
@@ -18,7 +18,7 @@ Clients read `streams/v1/index.json`, then every index entry of datatype
 * LXD itself adds `<alias>/<arch>` for every alias of a product, so the product
   lists only `name` and `name/<tag>`; the alias list is comma separated, no spaces;
 * a delta is an item `ftype: squashfs.vcdiff` with `delta_base` = the older version
-  key, used by a client that holds that version's image (DESIGN section 13); it is
+  key, used by a client that holds that version's image (docs/design.md section 13); it is
   listed only while its base version is listed, and a version lists at most ONE
   delta, the one from the newest listed base: LXD 5.0.2 and Incus 6.0.4
   (client/simplestreams_images.go, no `break` after a delta is applied) apply every
@@ -39,7 +39,9 @@ from typing import Any
 from urllib.parse import quote
 
 from imgserver.catalog import url_path
-from lxdocker.versioninfo import Artifact, Runtime, VersionInfo
+from lxdocker.artifact import Artifact
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VersionInfo
 
 INDEX_PATH = "streams/v1/index.json"
 IMAGES_PATH = "streams/v1/images.json"

@@ -1,7 +1,7 @@
 """TLS for the image server: a TLS 1.3-only context, certificate checks, pinning.
 
 LXD and Incus clients require TLS 1.3 and verify the server certificate against
-the one certificate pinned for the remote (DESIGN section 8): imgserver's private CA
+the one certificate pinned for the remote (docs/design.md section 8): imgserver's private CA
 (imgserver.authority) or, on installs from before it, the self-signed server
 certificate itself. The client uses the pinned certificate's first DNS SAN as the
 name to verify, so certificates must carry SANs (Go ignores the CN).
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import re
 import ssl
 from collections.abc import Sequence
@@ -21,12 +20,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lxdocker.errors import CertificateError, ServerError
+from imgserver.errors import CertificateError, ServerError
 
 CERT_FILE = "server.crt"
 KEY_FILE = "server.key"
@@ -258,35 +257,6 @@ def server_cert_builder(
     )
 
 
-def generate(out: Path, sans: Sequence[str], days: int = 3650) -> tuple[Path, Path]:
-    """Write a self-signed EC P-384 certificate and key to `out`; return their paths.
-
-    What `gencert` made before the private CA (imgserver.authority); tests use it
-    for such installs. The key is created 0600.
-    """
-    if not sans:
-        raise ServerError("gencert needs at least one --san (a DNS name or IP address)")
-    key = ec.generate_private_key(ec.SECP384R1())
-    self_signed = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])])
-    not_after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
-    cert = server_cert_builder(sans, key, self_signed, not_after).sign(key, hashes.SHA384())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        key_path, cert_path = out / KEY_FILE, out / CERT_FILE
-        key_bytes = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_bytes)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    except OSError as e:
-        raise ServerError(f"cannot write certificate to {out}: {e}") from None
-    return cert_path, key_path
-
-
 def remote_url(info: CertInfo, port: int) -> str:
     """The URL clients should use: the first SAN (what LXD verifies) and our port."""
     host = info.sans[0] if info.sans else "localhost"
@@ -301,7 +271,7 @@ def pin_path(certs: Certificates) -> str:
 
 
 def pin_commands(certs: Certificates, url: str, remote: str) -> list[str]:
-    """Shell commands that make an LXD host trust this server (DESIGN section 8)."""
+    """Shell commands that make an LXD host trust this server (docs/design.md section 8)."""
     crt = f"~/.config/lxc/servercerts/{remote}.crt"
     return [
         "mkdir -p ~/.config/lxc/servercerts",

@@ -1,7 +1,7 @@
 """Architecture names: OCI (GOARCH + variant), Debian/simplestreams, LXD/kernel.
 
 LXD's metadata.yaml wants the kernel name (x86_64, aarch64, ...), simplestreams
-products want Debian names (amd64, arm64, ...; DESIGN section 8): a product with an
+products want Debian names (amd64, arm64, ...; docs/design.md section 8): a product with an
 unknown arch is silently skipped by LXD, so only names in this table are produced.
 """
 
@@ -21,7 +21,7 @@ class Arch:
     elf_class: int = 2  # EI_CLASS: 1 = 32-bit, 2 = 64-bit
     elf_data: int = 1  # EI_DATA: 1 = little endian, 2 = big endian
     # ARM only: the float ABI e_flags bit a binary must (True) or must not (False)
-    # carry; None elsewhere (DESIGN section 11: EF_ARM_ABI_FLOAT_HARD 0x400).
+    # carry; None elsewhere (docs/design.md section 11: EF_ARM_ABI_FLOAT_HARD 0x400).
     arm_hard_float: bool | None = None
 
 
@@ -36,7 +36,7 @@ ARCHES: tuple[Arch, ...] = (
     Arch("riscv64", "riscv64", "riscv64", "", 243),
 )
 NAMES: tuple[str, ...] = tuple(a.debian for a in ARCHES)
-# OCI arm variants per DESIGN section 11: v7 is armhf; v5 and v6 are armel (a
+# OCI arm variants per docs/design.md section 11: v7 is armhf; v5 and v6 are armel (a
 # soft-float static binary runs on all of them). No variant means v7, as in
 # containerd's platform matcher.
 _ARM_VARIANTS = {"v7": "armhf", "v6": "armel", "v5": "armel", "": "armhf"}

@@ -18,14 +18,15 @@ from pathlib import Path
 from lxdocker import __version__, deadline
 from lxdocker import arch as archmod
 from lxdocker.build.rootfs import SQUASHFS_COMPRESSORS
+from lxdocker.busyboxes import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.config import IMAGE_FORMATS
 from lxdocker.errors import LxdockerError
-from lxdocker.job import JobConfig, LockedError, run
+from lxdocker.job import LockedError, run
+from lxdocker.jobconfig import JobConfig
 from lxdocker.limits import DEFAULT_ENTRIES, DEFAULT_SIZE, Limits
 from lxdocker.publish.delta import DEFAULT_BASES, DEFAULT_THRESHOLD
-from lxdocker.publish.store import GRACE
+from lxdocker.publish.prune import GRACE
 from lxdocker.publish.targets import parse_target
-from lxdocker.sources.busybox import DEFAULT_IMAGE as DEFAULT_BUSYBOX_IMAGE
 from lxdocker.summary import format_summary
 
 log = logging.getLogger(__name__)

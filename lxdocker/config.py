@@ -2,7 +2,7 @@
 
 Validation is pure and strict: an unknown key, a wrong type or a bad image name is
 a SpecError naming the file and the key, and one bad spec never stops the others
-(DESIGN section 3).
+(docs/design.md section 3).
 
 A spec counts as removed (its image is unpublished) only when no file of its name
 is left in the directory: one that cannot be read (a dangling symlink, a
@@ -26,6 +26,7 @@ import yaml
 from lxdocker import smallfile
 from lxdocker.arch import NAMES as ARCH_NAMES
 from lxdocker.errors import SpecError, quoted
+from lxdocker.typecheck import string_list
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,9 @@ class Spec:
     user: str | None = None
     workdir: str | None = None
     restart: RestartPolicy = "no"
-    # Debian arch names; None means the run's --arch list (DESIGN section 11).
+    # Debian arch names; None means the run's --arch list (docs/design.md section 11).
     architectures: tuple[str, ...] | None = None
-    lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (DESIGN section 12)
+    lxc: bool = False  # also publish LXC's rootfs.tar.xz and meta (docs/design.md section 12)
     bundle: bool = False  # also publish an OCI runtime bundle (build/bundle.py)
 
     def digest(self) -> str:
@@ -62,7 +63,7 @@ class Spec:
 
         Not the file's path, not `architectures` (adding an arch to a spec must not
         rebuild the arches it already had) and not `lxc` or `bundle` (they add files
-        but change none; job.is_current checks them).
+        but change none; the build key has them: lxdocker.buildkey).
         """
         data = asdict(self)
         del data["path"], data["architectures"], data["lxc"], data["bundle"]
@@ -80,11 +81,12 @@ class SpecSet:
 
 
 def _str_list(path: Path, key: str, value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    strings = string_list(value)
+    if strings is None:
         raise SpecError(f"{path}: key '{key}' must be a list of strings")
-    for v in value:
+    for v in strings:
         _no_nul(path, key, v)
-    return tuple(value)
+    return strings
 
 
 def _str(path: Path, key: str, value: object) -> str:

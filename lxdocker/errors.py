@@ -53,14 +53,6 @@ class DeadlineError(LxdockerError):
     """A request or one image's conversion ran past its deadline (lxdocker.deadline)."""
 
 
-class ServerError(LxdockerError):
-    """imgserver cannot start: certificate, key or listen address (names the file/flag)."""
-
-
-class CertificateError(ServerError):
-    """imgserver's certificate is unusable (expired, another key's, not from its CA)."""
-
-
 def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
     """`repr(value)` of a str, bytes or number, cut to about `limit` characters with
     the full length said; anything else (a nested JSON value, ...) by its type only,

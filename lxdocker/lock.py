@@ -1,4 +1,4 @@
-"""The run lock: one batch job at a time per image directory (DESIGN section 2)."""
+"""The run lock: one batch job at a time per image directory (docs/design.md section 2)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A small LXD/Incus REST client over the daemon's unix socket (aiohttp UnixConnector).
 
-Both daemons speak the same API for everything used here (DESIGN section 14):
+Both daemons speak the same API for everything used here (docs/design.md section 14):
 synchronous answers carry `metadata`, asynchronous ones an `operation` that
 `GET /1.0/operations/<id>/wait` follows to its end.
 """
@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from lxdupdate.errors import ApiError, SocketError
+from lxdupdate.errors import ApiError, DaemonBusyError, SocketError
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class Client:
             raise ApiError(f"{method} {path}: unexpected answer {doc!r}")
         if doc.get("type") == "error":
             code = int(doc.get("error_code") or resp.status)
-            raise ApiError(f"{method} {path}: {doc.get('error')} ({code})", code)
+            error = str(doc.get("error"))
+            raise _api_error(f"{method} {path}: {error} ({code})", error, code)
         return doc
 
     async def get(self, path: str) -> Any:
@@ -143,7 +144,8 @@ class Client:
         """Follow an operation (`/1.0/operations/<id>`) to its end; its metadata."""
         op = (await self.raw("GET", f"{operation}/wait?timeout={int(self.op_timeout)}"))["metadata"]
         if op.get("status") != "Success":
-            raise ApiError(f"{what}: {op.get('err') or op.get('status')}")
+            error = str(op.get("err") or op.get("status"))
+            raise _api_error(f"{what}: {error}", error)
         return op.get("metadata") or {}
 
     async def events(self, types: str = "lifecycle,operation") -> AsyncIterator[dict[str, Any]]:
@@ -159,3 +161,10 @@ class Client:
                         break
         except aiohttp.ClientError as e:
             raise SocketError(f"{self.socket}: /1.0/events: {e}") from e
+
+
+def _api_error(message: str, daemon_error: str, status: int = 0) -> ApiError:
+    """The ApiError for the daemon's error text `daemon_error` (already in `message`):
+    a busy instance is told apart here, where the answer is read, by its type."""
+    cls = DaemonBusyError if "busy" in daemon_error.lower() else ApiError
+    return cls(message, status)

@@ -91,16 +91,14 @@ def copy_tree(
     dst_fd: int,
     *,
     skip: Collection[str] = (),
-    on_entry: Callable[[str], None] | None = None,
 ) -> Totals:
     """Copy the contents of directory `src_fd` into the (empty) directory `dst_fd`,
     then give `dst_fd` the source directory's owner, mode, xattrs and times.
     `skip`: paths ("/a/b", relative to the source) whose contents stay behind (other
-    mounts); `on_entry(path)` is called after each entry. OSError propagates as a
-    CopyError naming the path."""
+    mounts). OSError propagates as a CopyError naming the path."""
     totals = Totals()
     try:
-        _copy_dir(src_fd, dst_fd, dst_fd, "", skip, totals, on_entry)
+        _copy_dir(src_fd, dst_fd, dst_fd, "", skip, totals)
         _finish(src_fd, dst_fd, os.stat(src_fd))
     except OSError as e:
         raise CopyError(f"{e.filename or 'copy'}: {e.strerror or e}") from None
@@ -114,20 +112,17 @@ def _copy_dir(
     here: str,
     skip: Collection[str],
     totals: Totals,
-    on_entry: Callable[[str], None] | None,
 ) -> None:
     for name in sorted(os.listdir(sfd)):
         path = f"{here}/{name}"
         try:
             st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
-            _copy_entry(sfd, dfd, root, name, path, st, skip, totals, on_entry)
+            _copy_entry(sfd, dfd, root, name, path, st, skip, totals)
         except OSError as e:
             if not isinstance(e.filename, str) or not e.filename.startswith("/"):
                 e.filename = path  # the path below the copied directory
             raise
         totals.entries += 1
-        if on_entry is not None:
-            on_entry(path)
 
 
 def _copy_entry(
@@ -139,7 +134,6 @@ def _copy_entry(
     st: os.stat_result,
     skip: Collection[str],
     totals: Totals,
-    on_entry: Callable[[str], None] | None,
 ) -> None:
     mode = st.st_mode
     key = (st.st_dev, st.st_ino)
@@ -152,7 +146,7 @@ def _copy_entry(
         s2, d2 = os.open(name, _DIR, dir_fd=sfd), os.open(name, _DIR, dir_fd=dfd)
         try:
             if path not in skip:
-                _copy_dir(s2, d2, root, path, skip, totals, on_entry)
+                _copy_dir(s2, d2, root, path, skip, totals)
             _finish(s2, d2, st)
         finally:
             os.close(s2)
@@ -295,7 +289,6 @@ def copy_paths(
     pid: int,
     pairs: Sequence[tuple[str, str]],
     room: Callable[[list[int]], None],
-    on_entry: Callable[[str], None] | None = None,
 ) -> list[int]:
     """In the running container `pid`, copy each (source, destination) directory's
     contents into the other (an empty mount), after `room(sizes)` accepted the sizes
@@ -316,7 +309,7 @@ def copy_paths(
             sizes.append(tree_size(src, skip))
         room(sizes)
         for src, dst, skip in jobs:
-            copy_tree(src, dst, skip=skip, on_entry=on_entry)
+            copy_tree(src, dst, skip=skip)
         os.sync()  # on disk before the caller's journal says the copy is complete
         return sizes
     except OSError as e:

@@ -15,6 +15,12 @@ class ApiError(UpdateError):
         self.status = status
 
 
+class DaemonBusyError(ApiError):
+    """The daemon refused because the instance is busy (LXD: "Instance is busy running a
+    "stop" operation" while it finishes its own stop of an app that exited): worth
+    trying again in a moment."""
+
+
 class SocketError(UpdateError):
     """No daemon socket was found or it cannot be reached (names the paths tried)."""
 

@@ -1,7 +1,7 @@
 """Images: where an instance's image came from, what the remote alias points at now,
 and keeping the old image as the rollback point.
 
-DESIGN section 14: the remote and alias live only on the cached image's
+docs/design.md section 14: the remote and alias live only on the cached image's
 `update_source`, which is gone after LXD's auto-update replaced that image, so the
 updater copies them onto the instance (`user.lxdocker.source.*`) the first time it
 sees it. Resolving the alias goes through the daemon (`POST /1.0/images` with a
@@ -56,7 +56,7 @@ async def pull(
 ) -> str:
     """Download (or find in the store) the image an alias or fingerprint names on the
     remote; its fingerprint. The daemon caches the remote's index for up to an hour
-    (DESIGN section 8), so a just-published version may show up that much later.
+    (docs/design.md section 8), so a just-published version may show up that much later.
     `auto_update`: the daemon keeps a new download current itself (an image already
     in the store keeps its setting when this is False)."""
     what = ref.get("alias") or ref.get("fingerprint", "")

@@ -1,6 +1,6 @@
 """Instances as the updater sees them, and the few actions it takes on them.
 
-An instance records its image only as `volatile.base_image` (DESIGN section 14); the
+An instance records its image only as `volatile.base_image` (docs/design.md section 14); the
 updater's own keys live under `user.lxdocker.` so they travel with the instance and
 survive both rebuild and recreate.
 """
@@ -18,7 +18,7 @@ from urllib.parse import quote
 import aiohttp
 
 from lxdupdate.client import Client, q
-from lxdupdate.errors import ApiError
+from lxdupdate.errors import ApiError, DaemonBusyError
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ async def _unbusy(action: Callable[[], Awaitable[Any]]) -> Any:
     while True:
         try:
             return await action()
-        except ApiError as e:
-            if "busy" not in str(e).lower() or time.monotonic() > deadline:
+        except DaemonBusyError as e:
+            if time.monotonic() > deadline:
                 raise
             log.debug("retrying: %s", e)
             await asyncio.sleep(0.5)

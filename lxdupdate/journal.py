@@ -2,7 +2,7 @@
 
 Watchtower lost containers when it died between removing the old one and starting
 the new one (containrrr/watchtower#831, #1043). Here every step is written first
-(atomically: a temporary file, fsync, rename, fsync of the directory), so a run
+(lxdocker.atomicfile: a temporary file, fsync, rename, fsync of the directory), so a run
 after a SIGKILL finds the update half done and finishes or rolls it back. One
 instance is updated at a time, so the journal is one JSON document. Moving an
 instance's VOLUME data into custom volumes (lxdupdate/volumes.py) keeps its own
@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lxdocker import atomicfile
 from lxdupdate.errors import BusyError, JournalError
 
 NAME = "journal.json"
@@ -75,31 +75,17 @@ class Journal:
         return doc
 
     def write_doc(self, doc: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w") as f:
-                json.dump(doc, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            self._sync_dir()
+            atomicfile.write(self.path, json.dumps(doc, indent=2, sort_keys=True).encode())
         except OSError as e:
             raise JournalError(f"{self.path}: cannot write the journal: {e}") from e
 
     def clear(self) -> None:
         try:
-            self.path.unlink(missing_ok=True)
-            self._sync_dir()
+            atomicfile.remove(self.path)
         except OSError as e:
             raise JournalError(f"{self.path}: cannot remove the journal: {e}") from e
-
-    def _sync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

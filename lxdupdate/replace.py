@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from dataclasses import dataclass
 
 from lxdupdate import image, instance
@@ -25,10 +23,6 @@ from lxdupdate.instance import BAD, BB, INTERRUPTED, Instance
 from lxdupdate.journal import Entry, Journal
 
 log = logging.getLogger(__name__)
-
-# Test-only: the updater SIGKILLs itself right after writing this step to the
-# journal, which is the only way to stop it at each step deterministically.
-KILL_ENV = "LXDOCKER_UPDATE_TEST_KILL_AT"
 
 
 @dataclass(frozen=True)
@@ -65,8 +59,6 @@ class Replacer:
         entry = entry.at(step, **changes)
         self.journal.write(entry)
         log.info("%s: %s", entry.instance, step)
-        if os.environ.get(KILL_ENV) == step:
-            os.kill(os.getpid(), signal.SIGKILL)
         return entry
 
     async def update(self, inst: Instance, new: str, force: bool) -> Outcome:

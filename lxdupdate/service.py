@@ -1,6 +1,6 @@
 """The service: a pass on every relevant daemon event and on a timer.
 
-DESIGN section 14: LXD's scheduled auto-update emits only `image-created` for the
+docs/design.md section 14: LXD's scheduled auto-update emits only `image-created` for the
 new fingerprint (no alias event), so events only wake the service early; the timer
 catches everything else. SIGTERM and SIGINT let the current instance finish (or
 roll back) and then stop.

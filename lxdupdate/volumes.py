@@ -29,7 +29,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +38,6 @@ from lxdupdate.copier import CopyError, copy_paths, human, measure
 from lxdupdate.errors import ApiError, MoveError
 from lxdupdate.instance import BB, Instance
 from lxdupdate.journal import Journal
-from lxdupdate.replace import KILL_ENV
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +205,6 @@ class Mover:
         plan = dataclasses.replace(plan, step=step, steps=[*plan.steps, step])
         self.journal.write_doc(plan.to_doc())
         log.info("%s: %s", plan.instance, step)
-        if os.environ.get(KILL_ENV) == step:
-            os.kill(os.getpid(), signal.SIGKILL)
         return plan
 
     async def move(self, plan: Plan) -> str:
@@ -229,11 +225,10 @@ class Mover:
             plan = self._step(plan, "move-copy")
             pid = await instance.init_pid(self.client, plan.instance)
             free = await self._free(plan)
-            on_entry = _kill if os.environ.get(KILL_ENV) == "move-copying" else None
             pairs = [(m.path, m.temp_path) for m in plan.moves]
             try:
                 sizes = await asyncio.to_thread(
-                    copy_paths, pid, pairs, lambda sizes: _room(sizes, free), on_entry
+                    copy_paths, pid, pairs, lambda sizes: _room(sizes, free)
                 )
             except CopyError as e:
                 raise MoveError(str(e)) from None
@@ -310,11 +305,6 @@ class Mover:
         else:
             await self.undo(plan)
         return plan.instance
-
-
-def _kill(_path: str) -> None:
-    """Test-only (KILL_ENV=move-copying): die in the middle of the copy."""
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _room(sizes: list[int], free: int | None) -> None:

@@ -20,13 +20,14 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from lxdocker import arch
+from lxdocker.artifact import BUNDLE_FILE, ROLE_BUNDLE
 from lxdocker.build import bundle
-from lxdocker.build.initscript import RunConfig
+from lxdocker.build.hostfiles import HOSTS_TEMPLATE
+from lxdocker.build.runconfig import RunConfig
 from lxdocker.errors import ToolError
-from lxdocker.job import JobConfig, run
-from lxdocker.publish.lxdimage import HOSTS_TEMPLATE
-from lxdocker.publish.store import complete_versions
-from lxdocker.versioninfo import BUNDLE_FILE, ROLE_BUNDLE
+from lxdocker.job import run
+from lxdocker.jobconfig import JobConfig
+from lxdocker.publish.imagedir import complete_versions
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 
 SCHEMAS = Path(__file__).parent / "oci-runtime-spec"

@@ -16,7 +16,8 @@ from lxdocker.build.contract import (
     runtime,
     volume_paths,
 )
-from lxdocker.versioninfo import Runtime
+from lxdocker.runtime import Runtime
+from tests.helpers.images import image_config
 
 
 @pytest.mark.parametrize(
@@ -35,8 +36,8 @@ from lxdocker.versioninfo import Runtime
 def test_volume_paths_are_absolute_normalised_sorted_and_unique(
     volumes: Any, paths: list[str]
 ) -> None:
-    config = {} if volumes is None else {"Volumes": volumes}
-    assert volume_paths(config, image="example/app:1") == paths
+    config = image_config({} if volumes is None else {"Volumes": volumes})
+    assert volume_paths(config.volumes, image="example/app:1") == paths
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,7 @@ def test_unusable_volume_paths_are_left_out_with_a_warning_naming_the_image(
     bad: str, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        assert volume_paths({"Volumes": {bad: {}, "/ok": {}}}, image="example/app:1") == ["/ok"]
+        assert volume_paths((bad, "/ok"), image="example/app:1") == ["/ok"]
     assert "example/app:1" in caplog.text and why in caplog.text and "/lxd-volumes" in caplog.text
 
 
@@ -82,8 +83,8 @@ def test_rendered_file_is_one_lf_terminated_path_a_line() -> None:
     ],
 )  # fmt: skip
 def test_healthcheck_command(healthcheck: dict[str, Any] | None, command: str) -> None:
-    config = {} if healthcheck is None else {"Healthcheck": healthcheck}
-    assert healthcheck_command(config) == command
+    config = image_config({} if healthcheck is None else {"Healthcheck": healthcheck})
+    assert healthcheck_command(config.healthcheck) == command
 
 
 @pytest.mark.parametrize(
@@ -98,15 +99,18 @@ def test_healthcheck_command(healthcheck: dict[str, Any] | None, command: str) -
     ],
 )  # fmt: skip
 def test_exposed_ports(exposed: Any, ports: list[str]) -> None:
-    config = {} if exposed is None else {"ExposedPorts": exposed}
-    assert exposed_ports(config, image="example/app:1") == ports
+    config = image_config({} if exposed is None else {"ExposedPorts": exposed})
+    assert exposed_ports(config.exposed_ports, image="example/app:1") == ports
 
 
 def test_runtime_is_volumes_ports_and_healthcheck() -> None:
-    config = {
-        "Volumes": {"/data/": {}, "relative": {}},
-        "ExposedPorts": {"80/tcp": {}},
-        "Healthcheck": {"Test": ["CMD", "/bin/check"]},
-    }
+    config = image_config(
+        {
+            "Volumes": {"/data/": {}, "relative": {}},
+            "ExposedPorts": {"80/tcp": {}},
+            "Healthcheck": {"Test": ["CMD", "/bin/check"]},
+        }
+    )
     assert runtime(config, image="x") == Runtime(("/data",), ("80/tcp",), True)
-    assert runtime({"Healthcheck": {"Test": ["NONE"]}}, image="x") == Runtime()
+    none = image_config({"Healthcheck": {"Test": ["NONE"]}})
+    assert runtime(none, image="x") == Runtime()

@@ -10,7 +10,7 @@ import pytest
 
 from lxdocker.errors import RegistryError
 from lxdocker.sources.credentials import auth_files, find_credentials
-from lxdocker.sources.registry import RegistryClient
+from lxdocker.sources.registryauth import RegistryAuth
 
 
 def test_credentials_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,8 +30,9 @@ def test_credentials_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert find_credentials("other.example", [f]) is None
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(f))
     monkeypatch.setenv("HOME", str(tmp_path))
-    client = RegistryClient("reg.example:5000", "x")
-    assert client._user == "u"
+    # Found without being named: a login failure says whose it was.
+    refused = RegistryAuth("reg.example:5000", "registry reg.example:5000", None).refused()
+    assert f"user 'u' from {f}" in str(refused)
 
 
 def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Delta updates (DESIGN section 13): the job's xdelta3 deltas, checked with the real
+"""Delta updates (docs/design.md section 13): the job's xdelta3 deltas, checked with the real
 xdelta3 the way LXD applies them (`xdelta3 -f -d -s <base> <delta> <out>`), on
 squashfs files made by the real tar2sqfs from local OCI layouts."""
 
@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from lxdocker.artifact import ROLE_DELTA, ROLE_ROOTFS, Artifact
 from lxdocker.cli import EXIT_OK, main
-from lxdocker.job import JobConfig, run
-from lxdocker.publish.delta import check_deltas, find_xdelta3, make_delta
-from lxdocker.publish.store import complete_versions, prune, version_dir
+from lxdocker.job import run
+from lxdocker.jobconfig import JobConfig
+from lxdocker.publish.delta import Rootfs, Xdelta3, check_deltas, find_xdelta3, make_delta
+from lxdocker.publish.imagedir import complete_versions, version_dir
+from lxdocker.publish.prune import prune
 from lxdocker.summary import format_summary
-from lxdocker.versioninfo import ROLE_DELTA, ROLE_ROOTFS, Artifact, VersionInfo
+from lxdocker.versioninfo import VersionInfo
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 from tests.helpers.versions import squashfs_rootfs
 
@@ -197,20 +200,24 @@ def test_make_delta_refuses_a_base_that_changed_on_disk(tmp_path: Path) -> None:
     target = Artifact(
         ROLE_ROOTFS, new.name, new.stat().st_size, hashlib.sha256(new.read_bytes()).hexdigest()
     )
-    xdelta3 = find_xdelta3()
-    assert xdelta3
-    ok = make_delta(xdelta3, "20260101_0000", old, good_sha, target, new.parent, threshold=1.0)
+    found = find_xdelta3()
+    assert found
+    xdelta3 = Xdelta3(found, threshold=1.0)
+    base = Rootfs(
+        "20260101_0000", old, Artifact(ROLE_ROOTFS, old.name, old.stat().st_size, good_sha)
+    )
+    ok = make_delta(xdelta3, base, Rootfs("", new, target))
     assert ok.artifact is not None
     (new.parent / ok.artifact.name).unlink()
     with old.open("r+b") as f:
         f.seek(100)
         f.write(b"\xff\xfe")
-    bad = make_delta(xdelta3, "20260101_0000", old, good_sha, target, new.parent, threshold=1.0)
+    bad = make_delta(xdelta3, base, Rootfs("", new, target))
     assert bad.artifact is None and "does not match the sha256" in bad.reason
     # A wrong target sha256 (what a broken encoder would give) fails decoding's check.
     old.write_bytes(squashfs_rootfs({"a": b"1" * 5000}))
     wrong = Artifact(ROLE_ROOTFS, new.name, target.size, "0" * 64)
-    bad = make_delta(xdelta3, "20260101_0000", old, good_sha, wrong, new.parent, threshold=1.0)
+    bad = make_delta(xdelta3, base, Rootfs("", new, wrong))
     assert bad.artifact is None and "decoding it gives sha256" in bad.reason
     assert sorted(p.name for p in new.parent.iterdir()) == ["rootfs.squashfs"]
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lxdocker.build.initscript import DEFAULT_PATH
+from lxdocker.build.runconfig import DEFAULT_PATH
 from tests.helpers import apps
 from tests.helpers.lxd import Lxd, Scratch
 from tests.helpers.registry import RunningRegistry

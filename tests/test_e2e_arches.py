@@ -1,4 +1,4 @@
-"""End to end for several architectures from one multi-arch image (DESIGN section 11).
+"""End to end for several architectures from one multi-arch image (docs/design.md section 11).
 
 The registry holds an index with amd64, arm64, arm/v7 and 386 manifests, each app
 being that arch's static busybox (Debian busybox-static). One `lxdocker` run

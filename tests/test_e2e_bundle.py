@@ -1,7 +1,7 @@
 """End to end for OCI runtime bundles: registry -> lxdocker --bundle (two arches) ->
 imgserver (TLS) -> bundles.txt -> download, sha256 check, BusyBox tar -> the real
 runtimes: crun and runc (Debian), OpenWrt's uxc (tests/uxc, in its sandbox), and crun
-running the arm64 bundle under qemu-user in a user namespace (DESIGN section 11).
+running the arm64 bundle under qemu-user in a user namespace (docs/design.md section 11).
 
 Each run is what a router does with a bundle: the app comes up as the image's user,
 with Docker's environment and working directory, gets an address by DHCP on the eth0

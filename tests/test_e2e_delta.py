@@ -1,7 +1,7 @@
 """End to end: LXD and Incus update a cached image with a squashfs.vcdiff delta.
 
 Launch v1 from imgserver; upstream adds one layer; the job publishes v2 with a delta
-from v1 (DESIGN section 13); `lxc image refresh` then fetches the delta, not v2's
+from v1 (docs/design.md section 13); `lxc image refresh` then fetches the delta, not v2's
 full rootfs.squashfs (imgserver's access log says which), and holds v2's
 fingerprint. A delta damaged on disk after publishing fails the refresh with a clear
 error (LXD checks the delta file's sha256) and the next job run repairs it.
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lxdocker.publish.store import version_dir
+from lxdocker.publish.imagedir import version_dir
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers import apps
 from tests.helpers.imgserver import RunningServer, raw_get_json

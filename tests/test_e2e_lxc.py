@@ -1,5 +1,5 @@
 """End to end on a plain LXC host: registry -> lxdocker --lxc -> imgserver (TLS) ->
-Debian's `lxc-create -t download` -> `lxc-start` (DESIGN section 12).
+Debian's `lxc-create -t download` -> `lxc-start` (docs/design.md section 12).
 
 What a router user sees: the index lists the image, the template downloads and
 unpacks it (requests with `//`, over TLS trusted through WGETRC), the container runs
@@ -75,7 +75,7 @@ def test_lxc_create_start_app_user_env_and_quick_stop(site: LxcSite) -> None:
         assert f"app;1.0;{name};default;{v};lxc/app/{HOST.debian}/{v}\n" in index
     c, out = site.create("app", "app", NO_NET)
     assert "Downloading the rootfs" in out
-    # The template's own spelling of the paths (DESIGN section 12): `//` before the
+    # The template's own spelling of the paths (docs/design.md section 12): `//` before the
     # index, none in the files' URLs (`https://SERVER/` + the index's path).
     site.server.wait_for_log('GET //meta/1.0/index-system.7 HTTP/1.1" 200')
     site.server.wait_for_log(f'GET /lxc/app/{HOST.debian}/{v}/rootfs.tar.xz HTTP/1.1" 200')

@@ -22,7 +22,6 @@ import uuid
 
 import pytest
 
-from lxdupdate.replace import KILL_ENV
 from tests.helpers import apps
 from tests.helpers.incus import Incus
 from tests.helpers.lxd import Scratch, wait_for
@@ -148,8 +147,7 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         assert w.get(c1, "volatile.base_image") == v2
         # Killed as the rollback starts: the next run completes it, still blaming v3.
         lxc("config", "unset", c1, "user.lxdocker.bad")
-        proc = w.update(*ours, env={KILL_ENV: "rollback"})
-        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        w.update(*ours, kill="rollback")
         proc = w.update(*ours)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert w.outcomes(proc)[c1]["action"] == "skipped", proc.stdout
@@ -165,8 +163,7 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
             before = w.get(c1, "volatile.base_image")
             alias, target = ("other", vb) if before != vb else ("hello", v4)
             lxc("config", "set", c1, "user.lxdocker.source.alias", alias)
-            proc = w.update("--instance", c1, env={KILL_ENV: step})
-            assert proc.returncode == -signal.SIGKILL, f"{step}: {proc.returncode} {proc.stderr}"
+            w.update("--instance", c1, kill=step)
             assert (w.state / "journal.json").exists()
             if step == "create":  # the window Watchtower lost containers in
                 assert not w.exists(c1)
@@ -183,8 +180,7 @@ def test_updater_follows_the_image_with_rollback_and_crash_safety(
         alias, target = ("other", vb) if before != vb else ("hello", v4)
         lxc("config", "set", c1, "user.lxdocker.source.alias", alias)
         for _ in range(2):
-            proc = w.update("--instance", c1, env={KILL_ENV: "start"})
-            assert proc.returncode == -signal.SIGKILL, proc.stderr
+            w.update("--instance", c1, kill="start")
         proc = w.update("--instance", c1)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert w.outcomes(proc)[c1]["action"] == "skipped", proc.stdout

@@ -290,7 +290,7 @@ def test_a_directory_behind_nginx_serves_lxd_and_lxc(
             )
             host.start(name)
             assert host.page(name) == V1, out
-        # The template's own spelling (DESIGN section 12): `//` before the index,
+        # The template's own spelling (docs/design.md section 12): `//` before the index,
         # none in the files' URLs (the index names `lxc/...`).
         rootfs = f"/lxc/hello/{v1.arch}/{v1.version}/rootfs.tar.xz"
         assert "GET //meta/1.0/index-system.7 200" in nginx.log()

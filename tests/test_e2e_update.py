@@ -67,7 +67,7 @@ def test_new_upstream_version_reaches_the_daemon(
         assert [v.version for v in site.versions("hello")] == [v1.version, v2.version]
 
         # The server notices the new version.json; LXD would answer from its cached
-        # index for an hour (DESIGN section 8).
+        # index for an hour (docs/design.md section 8).
         assert site.server is not None
         server = site.server
         assert wait_for(lambda: v2.fingerprint in str(raw_get_json(server, IMAGES_JSON)), 10)

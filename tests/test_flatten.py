@@ -20,12 +20,12 @@ from typing import BinaryIO, cast
 
 import pytest
 
-from lxdocker.build import paths
 from lxdocker.build.flatten import LayerOpener, flatten
-from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS, write_tar
 from lxdocker.errors import LayerError
 from lxdocker.limits import Limits
-from lxdocker.sources import layerindex
+from lxdocker.tar import layerindex, paths
+from lxdocker.tar.stream import TAR_ENCODING, TAR_ERRORS
+from lxdocker.tar.writer import write_tar
 from tests.helpers.images import Member, layer_tar
 
 M = Member

@@ -28,9 +28,11 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from lxdocker.config import parse_spec
+from lxdocker.conversion import REASON_LIMIT
 from lxdocker.errors import LxdockerError
-from lxdocker.job import REASON_LIMIT, JobConfig, run
-from lxdocker.publish.store import complete_versions
+from lxdocker.job import run
+from lxdocker.jobconfig import JobConfig
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.sources.reference import parse
 from lxdocker.summary import SpecResult
 from lxdocker.versioninfo import VersionInfo

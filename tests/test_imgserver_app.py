@@ -16,11 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from imgserver import files, tls
+from imgserver import files
 from imgserver.app import create_app
 from imgserver.config import ServerConfig
 from imgserver.handlers import accepts_gzip
-from lxdocker.versioninfo import Runtime, VersionInfo
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VersionInfo
+from tests.helpers.certs import self_signed
 from tests.helpers.imgserver import make_cert, reading
 from tests.helpers.versions import change_file, write_version
 
@@ -429,7 +431,7 @@ async def test_self_signed_install_pins_server_crt(
     aiohttp_client: MakeClient, tree: Path, tmp_path: Path
 ) -> None:
     """An install from before the CA keeps working and says what to pin."""
-    cert, key = tls.generate(tmp_path / "old", ["localhost"])
+    cert, key = self_signed(tmp_path / "old", ["localhost"])
     config = ServerConfig(lxdimages=tree, cert=cert, key=key)
     client = await aiohttp_client(create_app(config))
     html = await (await client.get("/")).text()

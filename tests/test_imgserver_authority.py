@@ -22,7 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from imgserver import authority, tls
 from imgserver.cli import main
-from lxdocker.errors import CertificateError, ServerError
+from imgserver.errors import CertificateError, ServerError
+from tests.helpers.certs import self_signed
 from tests.helpers.disk import fill
 from tests.helpers.imgserver import RunningServer
 
@@ -83,7 +84,7 @@ def test_gencert_refuses_to_replace_a_ca_or_a_pinned_certificate(tmp_path: Path)
     assert main(["gencert", "--out", str(tmp_path), "--san", "localhost"]) == 1
 
     legacy = tmp_path / "legacy"
-    tls.generate(legacy, SANS)
+    self_signed(legacy, SANS)
     with pytest.raises(ServerError, match=r"server\.crt exists"):
         authority.create(legacy, SANS)
 
@@ -115,7 +116,7 @@ def test_renew_with_other_sans(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 
 def test_renew_adopts_a_self_signed_certificate_as_the_ca(tmp_path: Path) -> None:
     """An install from before the CA: hosts pinned server.crt; it stays what they pin."""
-    old_cert, old_key = tls.generate(tmp_path, SANS)
+    old_cert, old_key = self_signed(tmp_path, SANS)
     old_pem, old_key_pem = old_cert.read_bytes(), old_key.read_bytes()
     renewed = authority.renew(tmp_path)
     assert renewed.adopted

@@ -175,7 +175,7 @@ def test_a_delta_is_listed_and_served_while_its_base_is_listed(tmp_path: Path) -
 def test_a_damaged_delta_is_not_listed_but_its_version_is(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """LXD 5.0.2 fails the whole download on a bad delta (DESIGN section 13)."""
+    """LXD 5.0.2 fails the whole download on a bad delta (docs/design.md section 13)."""
     write_version(tmp_path, "app", "amd64", V1, meta=META, rootfs=ROOT)
     write_version(tmp_path, "app", "amd64", V2, meta=META, rootfs=ROOT, deltas={V1: DELTA})
     path = tmp_path / "app/amd64" / V2 / f"delta-{V1}.vcdiff"

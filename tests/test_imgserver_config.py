@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgserver.config import Address, parse_address
-from lxdocker.errors import ServerError
+from imgserver.errors import ServerError
 
 
 @pytest.mark.parametrize(

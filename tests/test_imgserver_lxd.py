@@ -107,14 +107,14 @@ def test_lists_copies_and_refreshes(daemon_scratch: Scratch, tmp_path: Path) -> 
     log = srv.log()
     assert "Traceback" not in log, log[-3000:]
     assert f"GET /images/hello/{HOST.debian}/20260102_0000/rootfs.squashfs" in log
-    # LXD tries plain http:// first for files (DESIGN section 8): refused, not stalled.
+    # LXD tries plain http:// first for files (docs/design.md section 8): refused, not stalled.
     assert "plain HTTP from 127.0.0.1 refused" in log
 
 
 def test_the_pinned_certificate_is_what_trusts_the_server(
     daemon_scratch: Scratch, tmp_path: Path
 ) -> None:
-    # DESIGN section 8: the server (its certificate issued by imgserver's own CA) is
+    # docs/design.md section 8: the server (its certificate issued by imgserver's own CA) is
     # trusted only once the CA is pinned in the client's servercerts folder
     # (~/.config/lxc or ~/.config/incus).
     tree = tmp_path / "lxdimages"

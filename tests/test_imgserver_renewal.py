@@ -26,6 +26,7 @@ from imgserver import tls
 from lxdocker import arch
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.apps import HOST_BUSYBOX, need_busybox
+from tests.helpers.certs import self_signed
 from tests.helpers.imgserver import RunningServer, raw_get_json
 from tests.helpers.lxd import Scratch, wait_for
 from tests.helpers.remote import add_pinned_remote, local_fingerprints
@@ -164,7 +165,7 @@ def test_refresh_after_renew_needs_no_new_pin(
 def test_refresh_after_adopting_a_self_signed_cert(scratch: Scratch, tmp_path: Path) -> None:
     """An install from before the CA: hosts pinned the self-signed server.crt."""
     certs = tmp_path / "tls"
-    old_cert, _ = tls.generate(certs, SANS)
+    old_cert, _ = self_signed(certs, SANS)
     old_pem = old_cert.read_bytes()
 
     def renew(remote: str) -> None:
@@ -180,11 +181,11 @@ def test_refresh_after_adopting_a_self_signed_cert(scratch: Scratch, tmp_path: P
 def test_new_self_signed_cert_strands_cached_images(scratch: Scratch, tmp_path: Path) -> None:
     """The issue's report, as a control: re-pinning does not reach cached images."""
     certs = tmp_path / "tls"
-    tls.generate(certs, SANS)
+    self_signed(certs, SANS)
 
     def replace(remote: str) -> None:
         shutil.rmtree(certs)
-        new_cert, _ = tls.generate(certs, SANS)
+        new_cert, _ = self_signed(certs, SANS)
         shutil.copyfile(new_cert, scratch.lxd.servercerts / f"{remote}.crt")  # pinned again
 
     out, v1, v2, log = refresh_after(scratch, tmp_path, certs, replace)

@@ -1,4 +1,4 @@
-"""Canonical's simplestreams client reads the served tree over TLS (DESIGN section 9)."""
+"""Canonical's simplestreams client reads the served tree over TLS (docs/design.md section 9)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from imgserver import streams
-from lxdocker.versioninfo import ROOTFS_FILES, Artifact, Runtime, VersionInfo, delta_name
+from lxdocker.artifact import ROOTFS_FILES, Artifact, delta_name
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VersionInfo
 
 GOLDEN = Path(__file__).parent / "golden"
 

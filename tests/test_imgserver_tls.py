@@ -18,7 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from imgserver import authority, tls
 from imgserver.cli import main
-from lxdocker.errors import CertificateError, ServerError
+from imgserver.errors import CertificateError, ServerError
+from tests.helpers.certs import self_signed
 from tests.helpers.imgserver import imgserver_argv
 
 
@@ -37,7 +38,7 @@ def test_gencert_cli_writes_cert_and_private_key(tmp_path: Path) -> None:
 
 
 def test_read_cert_fingerprint_is_sha256_of_der(tmp_path: Path) -> None:
-    cert_path, _ = tls.generate(tmp_path, ["localhost", "::1"])
+    cert_path, _ = self_signed(tmp_path, ["localhost", "::1"])
     info = tls.read_cert(cert_path)
     der = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_bytes(
         serialization.Encoding.DER
@@ -55,7 +56,7 @@ def test_read_cert_fingerprint_is_sha256_of_der(tmp_path: Path) -> None:
     ],
 )
 def test_remote_url(tmp_path: Path, sans: tuple[str, ...], port: int, url: str) -> None:
-    info = tls.read_cert(tls.generate(tmp_path, sans)[0])
+    info = tls.read_cert(self_signed(tmp_path, sans)[0])
     assert tls.remote_url(info, port) == url
 
 
@@ -76,7 +77,7 @@ def test_pin_instructions_name_the_ca_and_every_cert_location(tmp_path: Path) ->
 def test_pin_instructions_of_a_self_signed_install_say_how_to_move_to_a_ca(
     tmp_path: Path,
 ) -> None:
-    cert_path, key_path = tls.generate(tmp_path, ["images.example"])
+    cert_path, key_path = self_signed(tmp_path, ["images.example"])
     certs = tls.load(cert_path, key_path, None)
     assert not certs.has_ca
     text = tls.pin_instructions(certs, "https://images.example", "mine")
@@ -89,7 +90,7 @@ def test_pin_instructions_of_a_self_signed_install_say_how_to_move_to_a_ca(
 @pytest.mark.parametrize("sans", [[], ["bad name!"]])
 def test_gencert_rejects_bad_sans(tmp_path: Path, sans: list[str]) -> None:
     with pytest.raises(ServerError):
-        tls.generate(tmp_path, sans)
+        authority.create(tmp_path, sans)
 
 
 def test_unreadable_certificate_is_a_clear_error(tmp_path: Path) -> None:

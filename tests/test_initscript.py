@@ -14,16 +14,9 @@ from typing import Any
 
 import pytest
 
-from lxdocker.build.initscript import (
-    DEFAULT_PATH,
-    RunConfig,
-    render_init,
-    run_config,
-    sh_quote,
-)
+from lxdocker.build.initscript import render_init, sh_quote
+from lxdocker.build.runconfig import RunConfig
 from lxdocker.build.udhcpc import render_udhcpc_script
-from lxdocker.config import Spec
-from lxdocker.errors import PatchError
 from tests.helpers.initrun import (
     HOST_BUSYBOX,
     HOSTNAME,
@@ -36,10 +29,6 @@ from tests.helpers.initrun import (
 )
 
 TRICKY = ("a b", "", "it's", '"dq"', "$HOME", "`id`", "$(id)", "line1\nline2\n", "\\", "*", "-n")
-
-
-def _spec(**kw: Any) -> Spec:
-    return Spec(name="app", path=Path("/specs/app.yaml"), image="example/app:1", **kw)
 
 
 def _cfg(*argv: str, **kw: Any) -> RunConfig:
@@ -63,51 +52,6 @@ def test_sh_quote_round_trips_through_busybox_sh() -> None:
     words = " ".join(sh_quote(w) for w in TRICKY)
     res = _busybox_sh("-c", f"printf '%s\\0' {words}")
     assert res.stdout.split("\0")[:-1] == list(TRICKY)
-
-
-def test_run_config_docker_semantics() -> None:
-    image = {
-        "Env": ["PATH=/img/bin:/bin", "A=1", "B=2"],
-        "Entrypoint": ["/entry"],
-        "Cmd": ["serve", "--x"],
-        "User": "www",
-        "WorkingDir": "srv",
-        "StopSignal": "SIGQUIT",
-    }
-    req = run_config(image, _spec())
-    assert req.argv == ("/entry", "serve", "--x")
-    assert req.path == "/img/bin:/bin"
-    assert req.env == (("A", "1"), ("B", "2"))
-    assert (req.user, req.workdir, req.stop_signal) == ("www", "/srv", "QUIT")
-    assert (req.supervise, req.restart) == (True, "no")
-    # spec cmd replaces Cmd only; spec entrypoint drops the image's Cmd (docker run).
-    assert run_config(image, _spec(cmd=("x",))).argv == ("/entry", "x")
-    assert run_config(image, _spec(entrypoint=("/e",))).argv == ("/e",)
-    over = run_config(
-        image,
-        _spec(env=(("B", "spec"), ("PATH", "/p")), user="1:2", workdir="/w", restart="always",
-              disable_supervisor=True),
-    )  # fmt: skip
-    assert over.env == (("A", "1"), ("B", "spec"))
-    assert (over.path, over.user, over.workdir) == ("/p", "1:2", "/w")
-    assert (over.supervise, over.restart) == (False, "always")
-    bare = run_config({"Cmd": ["run"], "Env": ["BAD-NAME=1", "NOEQ"]}, _spec())
-    assert (bare.path, bare.workdir, bare.user, bare.stop_signal) == (DEFAULT_PATH, "/", "", "TERM")
-    assert bare.resolve(5, 6, "/home/u").env == (("HOME", "/home/u"),)
-
-
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ({}, "no command to run"),
-        ({"Cmd": ["x"], "StopSignal": "SIGBOGUS"}, "StopSignal"),
-        ({"Cmd": "x"}, "Cmd must be a list"),
-    ],
-)
-def test_run_config_errors_name_spec_and_image(config: dict[str, Any], message: str) -> None:
-    with pytest.raises(PatchError, match=message) as exc:
-        run_config(config, _spec())
-    assert "/specs/app.yaml" in str(exc.value) and "example/app:1" in str(exc.value)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.integrity import check_files, check_published
-from lxdocker.publish.store import complete_versions
 from lxdocker.versioninfo import VERSION_FILE, VersionInfo
 from tests.helpers.versions import change_file, write_version
 

@@ -15,23 +15,26 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from imgserver import lxcindex
 from imgserver.catalog import Catalog
-from lxdocker import job
+from lxdocker import conversion, job
 from lxdocker.arch import by_debian
+from lxdocker.artifact import ROLE_BUNDLE
 from lxdocker.cli import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, main
-from lxdocker.config import Spec
 from lxdocker.errors import StoreError
-from lxdocker.job import JobConfig, run
+from lxdocker.job import run
+from lxdocker.jobconfig import JobConfig
 from lxdocker.lock import job_lock
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.lxcimage import lxc_arch
-from lxdocker.publish.store import complete_versions
+from lxdocker.runtime import Runtime
 from lxdocker.sources.cache import BlobCache
 from lxdocker.summary import format_summary
-from lxdocker.versioninfo import ROLE_BUNDLE, VERSION_FILE, Runtime
+from lxdocker.versioninfo import VERSION_FILE
 from tests.helpers import multiarch
 from tests.helpers.busyboxes import static_busybox
 from tests.helpers.hostile import Behaviour, HostileRegistry, bearer, body, redirect, trickle
@@ -142,6 +145,31 @@ def test_new_upstream_version_is_published_beside_the_old(world: dict[str, Path]
     assert result.results[0].status == "built"
     old, new = complete_versions(world["images"], "web", ARCH)
     assert old.manifest_digest != new.manifest_digest and old.version < new.version
+
+
+def test_a_version_from_before_the_compressor_was_recorded_is_current(
+    world: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade rebuilds nothing: the key of a version.json without `compressor`
+    (written by an older lxdocker) matches whatever compressor is asked for."""
+    add_spec(world, "web")
+    run(config(world, imageformat="squashfs"))
+    (old,) = complete_versions(world["images"], "web", ARCH)
+    path = world["images"] / "web" / ARCH / old.version / VERSION_FILE
+    data = json.loads(path.read_text())
+    assert data.pop("compressor") == "xz"
+    path.write_text(json.dumps(data))
+    assert run(config(world, imageformat="squashfs")).results[0].status == "unchanged"
+    assert run(config(world, imageformat="squashfs", compressor="zstd")).results[0].status == (
+        "unchanged"
+    )
+    # Once recorded, another compressor is another image.
+    run(config(world, imageformat="squashfs", force=True))
+    with caplog.at_level(logging.INFO, logger="lxdocker"):
+        again = run(config(world, imageformat="squashfs", compressor="zstd"))
+    assert again.results[0].status == "built"
+    assert f"web/{ARCH}: building: compressor changed since" in caplog.text
+    assert complete_versions(world["images"], "web", ARCH)[-1].compressor == "zstd"
 
 
 def test_spec_change_rebuilds(world: dict[str, Path]) -> None:
@@ -645,14 +673,14 @@ def test_an_unexpected_exception_fails_its_spec_once_and_the_run_goes_on(
     (world["specs"] / "gone.yaml").unlink()
     add_spec(world, "good")
     add_spec(world, "boom", "v2")
-    real = job.build_version
+    real = conversion.write_version
 
-    def build_version(pulled: object, cache: object, spec: Spec, *args: object) -> None:
-        if spec.name == "boom":
+    def write_version(tmpdir: Path, new: conversion.NewVersion, *args: Any) -> None:
+        if new.spec.name == "boom":
             raise TypeError("'NoneType' object is not subscriptable")
-        real(pulled, cache, spec, *args)  # type: ignore[arg-type]
+        real(tmpdir, new, *args)
 
-    monkeypatch.setattr(job, "build_version", build_version)
+    monkeypatch.setattr(conversion, "write_version", write_version)
     summary = run(config(world))
     got = {r.name: (r.status, r.reason) for r in summary.results}
     assert got["good"] == ("built", "")

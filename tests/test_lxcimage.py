@@ -23,6 +23,7 @@ from lxdocker.publish.lxcimage import (
     meta_tar_bytes,
 )
 from lxdocker.publish.lxdimage import ImageMeta
+from tests.helpers.images import image_config
 
 META = LxcMeta(
     name="web",
@@ -125,7 +126,7 @@ def test_meta_tarball_is_reproducible() -> None:
 
 def test_lxc_meta_takes_lxds_metadata_and_the_exposed_ports() -> None:
     lxd = ImageMeta(arch.by_debian("arm64"), "2024-01-01T00:00:00Z", "d", "web", "1.27", "x")
-    config = {"ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "Cmd": ["nginx"]}
-    m = lxc_meta("web", "nginx:1.27", lxd, config)
+    config = image_config({"ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "Cmd": ["nginx"]})
+    m = lxc_meta("web", "nginx:1.27", lxd, config.exposed_ports)
     assert m == LxcMeta("web", "nginx:1.27", "1.27", lxd.arch, lxd.created, ("443/tcp", "80/tcp"))
-    assert lxc_meta("web", "nginx:1.27", lxd, {}).ports == ()
+    assert lxc_meta("web", "nginx:1.27", lxd, ()).ports == ()

@@ -6,7 +6,8 @@ import dataclasses
 import hashlib
 
 from imgserver import lxcindex
-from lxdocker.versioninfo import Artifact, VersionInfo
+from lxdocker.artifact import Artifact
+from lxdocker.versioninfo import VersionInfo
 
 SHA = "0" * 64
 

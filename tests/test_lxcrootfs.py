@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from lxdocker.build import lxcrootfs
-from lxdocker.build.rootfs import write_rootfs
-from lxdocker.build.tarstream import Entry, write_tar
-from lxdocker.build.variant import write_tars
+from lxdocker.build.lxcrootfs import HOSTS_FILE
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
+from lxdocker.build.variant import Output
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.publish.lxcimage import HOSTS_FILE
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
 from tests.helpers.entries import edge_entries, edge_members, entries_of
 from tests.helpers.images import Member, layer_tar
 
@@ -28,7 +29,7 @@ MTIME = 1_700_000_123
 def pair(tar_bytes: bytes | None = None) -> tuple[bytes, bytes]:
     main, lxc = io.BytesIO(), io.BytesIO()
     entries = entries_of(tar_bytes) if tar_bytes is not None else edge_entries()
-    write_tars(entries, main, [(lxcrootfs.variant(Path("unused"), MTIME), lxc)])
+    write_tar(entries, main, [Output(lxcrootfs.variant(Path("unused"), MTIME), lxc)])
     return main.getvalue(), lxc.getvalue()
 
 
@@ -98,8 +99,8 @@ def test_write_rootfs_writes_both_and_is_reproducible(tmp_path: Path, fmt: str) 
     for run in ("a", "b"):
         d = tmp_path / run
         d.mkdir()
-        write_rootfs(edge_entries(), d / "rootfs", fmt,  # type: ignore[arg-type]
-                     variants=[lxcrootfs.variant(d / "rootfs.tar.xz", MTIME)])  # fmt: skip
+        variants = [lxcrootfs.variant(d / "rootfs.tar.xz", MTIME)]
+        write_rootfs(edge_entries(), d / "rootfs", RootfsFormat(fmt), variants)
         outs.append(((d / "rootfs").read_bytes(), (d / "rootfs.tar.xz").read_bytes()))
     assert outs[0] == outs[1]
     # The xz container is real xz (what `tar -J` needs); GNU tar lists the content.
@@ -134,7 +135,7 @@ def test_a_failing_stream_removes_both_outputs(tmp_path: Path) -> None:
 
     lxc = lxcrootfs.variant(tmp_path / "r.tar.xz", MTIME)
     with pytest.raises(EOFError, match="layer went away"):
-        write_rootfs(broken(), tmp_path / "rootfs.tar", "tar", variants=[lxc])
+        write_rootfs(broken(), tmp_path / "rootfs.tar", RootfsFormat("tar"), [lxc])
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -153,6 +154,6 @@ def test_full_disk_under_xz_is_a_clear_error_and_removes_both(
     entries = entries_of(layer_tar([Member("data", data=noise)]))
     main, lxc = tmp_path / "rootfs", tiny_disk / "rootfs.tar.xz"
     with pytest.raises(StoreError, match="No space left on device") as e:
-        write_rootfs(entries, main, fmt, variants=[lxcrootfs.variant(lxc, 0)])  # type: ignore[arg-type]
+        write_rootfs(entries, main, RootfsFormat(fmt), [lxcrootfs.variant(lxc, 0)])
     assert "rootfs.tar.xz" in str(e.value) and "xz" in str(e.value)
     assert not main.exists() and not lxc.exists()

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from lxdocker.arch import by_debian, host
-from lxdocker.build.rootfs import write_rootfs
+from lxdocker.artifact import META_FILE, ROOTFS_FILES
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import StoreError
 from lxdocker.publish.lxdimage import (
@@ -27,9 +28,9 @@ from lxdocker.publish.lxdimage import (
     write_meta,
 )
 from lxdocker.publish.store import VersionSource, publish
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES
 from tests.helpers.entries import FORMATS, edge_entries
 from tests.helpers.lxd import Scratch
+from tests.helpers.versions import build_key
 
 META = ImageMeta(
     arch=by_debian("arm64"),
@@ -145,11 +146,11 @@ def test_each_format_imports_into_lxd_and_incus(
         release="1",
         variant="lxdocker",
     )
-    source = VersionSource("edge:1", "1", "sha256:" + "0" * 64, "sha256:" + "1" * 64, fmt, meta)
+    source = VersionSource(build_key(fmt), "edge:1", "1", meta)
 
     def build(tmp: Path) -> None:
         write_meta(tmp / META_FILE, meta)
-        write_rootfs(edge_entries(), tmp / ROOTFS_FILES[fmt], fmt)
+        write_rootfs(edge_entries(), tmp / ROOTFS_FILES[fmt], RootfsFormat(fmt))
 
     info = publish(tmp_path, "edge", source, build)
     vdir = tmp_path / "edge" / host().debian / info.version

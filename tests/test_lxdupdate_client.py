@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lxdupdate.client import Client, find_socket
-from lxdupdate.errors import ApiError, SocketError
+from lxdupdate.client import Client, _api_error, find_socket
+from lxdupdate.errors import ApiError, DaemonBusyError, SocketError
 from tests.helpers.lxd import Lxd
 
 
@@ -41,9 +41,19 @@ def test_explicit_socket_must_exist(tmp_path: Path) -> None:
 async def test_real_daemon_answers_and_errors_name_the_path(lxd: Lxd) -> None:
     async with Client(Path("/var/lib/lxd/unix.socket")) as client:
         assert client.kind == "LXD"
-        # LXD 5.0 has no rebuild: the updater recreates there (DESIGN section 14).
+        # LXD 5.0 has no rebuild: the updater recreates there (docs/design.md section 14).
         assert not client.has_extension("instances_rebuild")
         with pytest.raises(ApiError, match=r"/1\.0/instances/lxdt-no-such") as e:
             await client.get("/1.0/instances/lxdt-no-such")
         assert e.value.status == 404
         assert await client.get_or_none("/1.0/instances/lxdt-no-such") is None
+
+
+def test_a_busy_instance_is_its_own_error_type() -> None:
+    # LXD and Incus (operationlock): the instance still runs its own "stop" of an app
+    # that exited; the updater waits that out (instance._unbusy) by the error's type.
+    busy = 'Instance is busy running a "stop" operation'
+    err = _api_error(f"DELETE /1.0/instances/x: {busy} (400)", busy, 400)
+    assert isinstance(err, DaemonBusyError) and err.status == 400 and busy in str(err)
+    other = _api_error("DELETE /1.0/instances/busybox: Not Found (404)", "Not Found", 404)
+    assert type(other) is ApiError  # a name with "busy" in it is not a busy daemon

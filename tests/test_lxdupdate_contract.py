@@ -8,7 +8,7 @@ import pytest
 
 from imgserver.streams import label
 from lxdocker.build.contract import render_volumes
-from lxdocker.versioninfo import Runtime
+from lxdocker.runtime import Runtime
 from lxdupdate.contract import (
     device_name,
     from_file,

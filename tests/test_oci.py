@@ -7,14 +7,13 @@ import json
 import pytest
 
 from lxdocker import arch
-from lxdocker.errors import DigestError, RegistryError, StoreError
-from lxdocker.publish.lxdimage import creation_epoch
+from lxdocker.errors import DigestError, RegistryError
+from lxdocker.sources.imageconfig import ImageConfig
 from lxdocker.sources.oci import (
     DOCKER_SCHEMA1_SIGNED,
     MAX_CONFIG,
     MAX_MANIFEST,
     OCI_MANIFEST,
-    ImageConfig,
     Index,
     Manifest,
     choose_platform,
@@ -98,31 +97,6 @@ def test_bad_manifests(raw: bytes) -> None:
         parse_manifest(raw, "", "img")
 
 
-def test_image_config() -> None:
-    img = build_image(
-        [layer_tar([])],
-        config={
-            "Env": ["PATH=/bin"],
-            "Entrypoint": ["/init"],
-            "User": "1000:1000",
-            "WorkingDir": "/app",
-            "StopSignal": "SIGQUIT",
-            "Labels": {"a": "b"},
-        },
-    )
-    cfg = ImageConfig.parse(img.config.data)
-    assert cfg.architecture == "amd64" and cfg.os == "linux" and cfg.variant == ""
-    assert cfg.created == "2024-01-02T03:04:05Z"
-    assert cfg.env == ("PATH=/bin",)
-    assert cfg.entrypoint == ("/init",) and cfg.cmd is None
-    assert (cfg.user, cfg.working_dir, cfg.stop_signal) == ("1000:1000", "/app", "SIGQUIT")
-    assert cfg.labels == {"a": "b"}
-    assert cfg.diff_ids == img.diff_ids
-    assert cfg.raw == img.config.data
-    with pytest.raises(RegistryError, match="'Cmd' must be a list"):
-        ImageConfig.parse(b'{"config": {"Cmd": "sh"}}', "cfg")
-
-
 def test_verify_bytes() -> None:
     verify_bytes(
         b"x", "sha256:" + "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881", "x"
@@ -180,32 +154,3 @@ def test_oversized_documents_are_refused() -> None:
         parse_manifest(b" " * (MAX_MANIFEST + 1), "", "img")
     with pytest.raises(RegistryError, match=f"larger than {MAX_CONFIG} bytes"):
         ImageConfig.parse(b" " * (MAX_CONFIG + 1))
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("created", 5),
-        ("architecture", ["amd64"]),
-        ("os", {"linux": True}),
-        ("config.User", 0),
-        ("config.WorkingDir", ["/"]),
-        ("config.Labels", {"a": 1}),
-        ("config.Env", "PATH=/bin"),
-    ],
-)
-def test_config_fields_of_the_wrong_type_are_refused(field: str, value: object) -> None:
-    cfg: dict[str, object] = {"architecture": "amd64", "os": "linux", "config": {}}
-    if field.startswith("config."):
-        cfg["config"] = {field.split(".", 1)[1]: value}
-    else:
-        cfg[field] = value
-    with pytest.raises(RegistryError, match=repr(field.split(".")[-1])):
-        ImageConfig.parse(json.dumps(cfg).encode(), "img config")
-
-
-def test_a_huge_created_value_is_quoted_short() -> None:
-    cfg = ImageConfig.parse(json.dumps({"created": "2" * (5 << 20)}).encode())
-    with pytest.raises(StoreError, match=r"'created' '2222.*\(5242880 characters\)") as e:
-        creation_epoch(cfg.created)
-    assert len(str(e.value)) < 300

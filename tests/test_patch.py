@@ -15,11 +15,12 @@ import pytest
 
 from lxdocker.arch import Arch, host
 from lxdocker.build.patch import patch, resolve_user
-from lxdocker.build.tarstream import Entry, write_tar
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError
-from tests.helpers.images import Member, layer_tar
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
+from tests.helpers.images import Member, image_config, layer_tar
 from tests.helpers.initrun import HOST_BUSYBOX, need_namespaces, run_init
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\n# comment\nwww:x:33:34:www:/var/www:/sbin/nologin\n"
@@ -40,7 +41,10 @@ def _entries(members: Sequence[Member]) -> Iterator[Entry]:
 def _patched(members: Sequence[Member], config: dict[str, Any] | None = None, **kw: Any) -> bytes:
     out = io.BytesIO()
     cfg = config if config is not None else {"Cmd": ["/app"]}
-    write_tar(patch(_entries(members), cfg, _spec(**kw), busybox=HOST_BUSYBOX, arch=host()), out)
+    patched = patch(
+        _entries(members), image_config(cfg), _spec(**kw), busybox=HOST_BUSYBOX, arch=host()
+    )
+    write_tar(patched, out)
     return out.getvalue()
 
 
@@ -78,7 +82,7 @@ def test_patch_checks_busybox_before_reading_the_stream() -> None:
 
     wrong = Arch("x", "x", "x", "", 9999)
     with pytest.raises(PatchError, match="ELF machine"):
-        patch(stream(), {"Cmd": ["x"]}, _spec(), busybox=HOST_BUSYBOX, arch=wrong)
+        patch(stream(), image_config({"Cmd": ["x"]}), _spec(), busybox=HOST_BUSYBOX, arch=wrong)
 
 
 # --- users ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from lxdocker.build.plan import make_plan
 from lxdocker.errors import LayerError
 from lxdocker.limits import Limits
-from lxdocker.sources.layerindex import Header
+from lxdocker.tar.layerindex import Header
 
 REG, DIR, LNK, SYM = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
 
@@ -43,6 +43,12 @@ def test_replaced_target_keeps_its_data_under_the_link_path() -> None:
 def test_a_layer_nothing_survives_of_is_not_wanted() -> None:
     plan = make_plan([[h("a"), h("b")], [h(".wh.a"), h(".wh.b"), h("c")]], ["l0", "l1"])
     assert (plan.wanted(0), plan.wanted(1)) == (False, True)
+
+
+def test_a_whiteout_below_a_regular_file_does_nothing() -> None:
+    # umoci's lstat of f/x fails with ENOTDIR and it goes on; an entry there is refused.
+    plan = make_plan([[h("f")], [h("f/.wh.x"), h("g")]], ["l0", "l1"])
+    assert plan.inodes == {(0, 0): ("f", ()), (1, 1): ("g", ())}
 
 
 def test_implicit_dirs_inherit_setgid_and_group() -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker.build.rootfs import find_squashfs_tool, queue_backlog, write_rootfs
-from lxdocker.build.tarstream import Entry
+from lxdocker.build.rootfs import RootfsFormat, find_squashfs_tool, queue_backlog, write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, StoreError, ToolError
+from lxdocker.tar.stream import Entry
 from tests.helpers.entries import (
     CAP_NET_RAW,
     FORMATS,
@@ -79,7 +79,7 @@ def sqfs_as_tar(path: Path) -> bytes:
 @pytest.mark.parametrize("compressor", ["xz", "zstd"])
 def test_squashfs_keeps_every_entry_kind(tmp_path: Path, compressor: str) -> None:
     out = tmp_path / "rootfs.squashfs"
-    write_rootfs(edge_entries(), out, "squashfs", compressor=compressor, jobs=2)
+    write_rootfs(edge_entries(), out, RootfsFormat("squashfs", compressor, jobs=2))
 
     with tarfile.open(fileobj=io.BytesIO(sqfs_as_tar(out))) as tar:
         got = summary(tar)
@@ -104,7 +104,7 @@ def test_squashfs_xattrs_reach_the_filesystem(tmp_path: Path) -> None:
     if os.geteuid() != 0 or shutil.which("getfattr") is None:
         pytest.skip("needs root and getfattr (attr) to restore security.* xattrs")
     out = tmp_path / "rootfs.squashfs"
-    write_rootfs(edge_entries(), out, "squashfs")
+    write_rootfs(edge_entries(), out, RootfsFormat("squashfs"))
     dest = tmp_path / "x"
     subprocess.run(["unsquashfs", "-q", "-d", str(dest), str(out)], check=True)
     attrs = subprocess.run(
@@ -121,7 +121,7 @@ def test_squashfs_xattrs_reach_the_filesystem(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["gzip", "tar"])
 def test_tar_formats_keep_every_entry_kind(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / ("rootfs.tar.gz" if fmt == "gzip" else "rootfs.tar")
-    write_rootfs(edge_entries(), out, "gzip" if fmt == "gzip" else "tar")
+    write_rootfs(edge_entries(), out, RootfsFormat("gzip" if fmt == "gzip" else "tar"))
     raw = out.read_bytes()
     if fmt == "gzip":
         # RFC 1952 header: no FNAME flag, MTIME 0 -> reproducible bytes.
@@ -136,8 +136,8 @@ def test_same_entries_give_the_same_bytes(tmp_path: Path, fmt: ImageFormat) -> N
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    write_rootfs(edge_entries(), a / "rootfs", fmt, jobs=2)
-    write_rootfs(edge_entries(), b / "rootfs", fmt, jobs=2)
+    write_rootfs(edge_entries(), a / "rootfs", RootfsFormat(fmt, jobs=2))
+    write_rootfs(edge_entries(), b / "rootfs", RootfsFormat(fmt, jobs=2))
     assert (a / "rootfs").read_bytes() == (b / "rootfs").read_bytes()
 
 
@@ -155,7 +155,7 @@ def test_job_count_and_queue_backlog_do_not_change_the_squashfs(tmp_path: Path) 
     outs = []
     for jobs in (1, 3):
         out = tmp_path / f"rootfs-{jobs}.squashfs"
-        write_rootfs(entries(), out, "squashfs", jobs=jobs)
+        write_rootfs(entries(), out, RootfsFormat("squashfs", jobs=jobs))
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
 
@@ -170,7 +170,7 @@ def test_missing_tool_names_the_debian_package(
     monkeypatch.setenv("PATH", str(tmp_path))
     out = tmp_path / "rootfs.squashfs"
     with pytest.raises(ToolError, match="squashfs-tools-ng"):
-        write_rootfs(edge_entries(), out, "squashfs")
+        write_rootfs(edge_entries(), out, RootfsFormat("squashfs"))
     assert not out.exists()
 
 
@@ -194,7 +194,7 @@ def test_sqfstar_older_than_4_6_is_not_used(
 def test_tool_failure_quotes_the_tool(tmp_path: Path) -> None:
     out = tmp_path / "missing-dir" / "rootfs.squashfs"
     with pytest.raises(ToolError, match=r"tar2sqfs failed writing .*missing-dir/rootfs.squashfs"):
-        write_rootfs(edge_entries(), out, "squashfs")
+        write_rootfs(edge_entries(), out, RootfsFormat("squashfs"))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -205,7 +205,7 @@ def test_a_broken_stream_leaves_no_output(tmp_path: Path, fmt: ImageFormat) -> N
 
     out = tmp_path / "rootfs.out"
     with pytest.raises(LayerError, match="truncated"):
-        write_rootfs(broken(), out, fmt)
+        write_rootfs(broken(), out, RootfsFormat(fmt))
     assert not out.exists()
 
 
@@ -244,7 +244,7 @@ def test_what_lxd_could_not_read_never_reaches_a_writer(
 
     out = tmp_path / "rootfs.out"
     with pytest.raises(LayerError, match=match):
-        write_rootfs(stream(), out, fmt)
+        write_rootfs(stream(), out, RootfsFormat(fmt))
     assert not out.exists()
 
 
@@ -255,5 +255,5 @@ def test_a_full_disk_under_tar2sqfs_is_said_as_such(small_disk: Path) -> None:
     tar = layer_tar([Member("noise", data=noise)])
     out = small_disk / "rootfs.squashfs"
     with pytest.raises(StoreError, match=r"rootfs.squashfs: cannot write: No space left on device"):
-        write_rootfs(entries_of(tar), out, "squashfs", jobs=1)
+        write_rootfs(entries_of(tar), out, RootfsFormat("squashfs", jobs=1))
     assert list(small_disk.iterdir()) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.build.squashfs import check_names
 from lxdocker.errors import StoreError
 from tests.helpers.entries import edge_entries, edge_members
@@ -35,7 +35,7 @@ def test_names_are_counted_like_rdsquashfs_lists_them(tmp_path: Path, compressor
 
 def test_the_writers_output_is_checked_before_publishing(tmp_path: Path) -> None:
     out = tmp_path / "rootfs.squashfs"
-    write_rootfs(edge_entries(), out, "squashfs")
+    write_rootfs(edge_entries(), out, RootfsFormat("squashfs"))
     assert check_names(out) == len(edge_members())
 
 

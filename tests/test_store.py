@@ -4,7 +4,6 @@ versions, pruning, and the faults a cron job meets (SIGKILL, full disk)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -17,25 +16,19 @@ from pathlib import Path
 import pytest
 
 from lxdocker.arch import by_debian
-from lxdocker.build.rootfs import write_rootfs
-from lxdocker.build.tarstream import Entry
+from lxdocker.artifact import META_FILE, ROOTFS_FILES
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.config import ImageFormat
 from lxdocker.errors import LayerError, LxdockerError, StoreError
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.publish.lxdimage import ImageMeta, hash_files, write_meta
-from lxdocker.publish.store import (
-    GRACE,
-    VersionSource,
-    clean_stale_temp,
-    complete_versions,
-    next_version,
-    prunable,
-    prune,
-    publish,
-    remove_image,
-)
-from lxdocker.versioninfo import META_FILE, ROOTFS_FILES, VERSION_FILE, VersionInfo
+from lxdocker.publish.prune import clean_stale_temp, prune
+from lxdocker.publish.store import VersionSource, next_version, publish, remove_image
+from lxdocker.tar.stream import Entry
+from lxdocker.versioninfo import VERSION_FILE, VersionInfo
 from tests.helpers.entries import edge_entries, entries_of
 from tests.helpers.images import Member, layer_tar
+from tests.helpers.versions import build_key
 
 REPO = Path(__file__).resolve().parents[1]
 AMD64 = by_debian("amd64")
@@ -44,14 +37,15 @@ T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 def source(fmt: ImageFormat = "tar", description: str = "app") -> VersionSource:
     meta = ImageMeta(AMD64, "2024-01-02T03:04:05Z", description, "app", "1.0", "lxdocker")
-    return VersionSource("app:1.0", "1.0", "sha256:" + "a" * 64, "sha256:" + "b" * 64, fmt, meta)
+    return VersionSource(build_key(fmt), "app:1.0", "1.0", meta)
 
 
 def builder(src: VersionSource, entries: Iterator[Entry] | None = None) -> Callable[[Path], None]:
     def build(tmp: Path) -> None:
         write_meta(tmp / META_FILE, src.meta)
         stream = edge_entries() if entries is None else entries
-        write_rootfs(stream, tmp / ROOTFS_FILES[src.rootfs_format], src.rootfs_format, jobs=2)
+        fmt = src.key.rootfs_format
+        write_rootfs(stream, tmp / ROOTFS_FILES[fmt], RootfsFormat(fmt, jobs=2))
 
     return build
 
@@ -118,7 +112,8 @@ def test_two_runs_in_one_minute_get_increasing_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["squashfs", "gzip", "tar"])
 def test_converting_twice_gives_identical_versions(tmp_path: Path, fmt: ImageFormat) -> None:
-    """DESIGN 7: same input, two empty directories -> same bytes, same fingerprint."""
+    """docs/design.md section 7: same input, two empty directories -> same bytes, same
+    fingerprint."""
     a = put(tmp_path / "a", T0, fmt)
     b = put(tmp_path / "b", T0 + timedelta(days=1), fmt)
     assert a.fingerprint == b.fingerprint
@@ -151,78 +146,6 @@ def test_a_build_that_skips_a_file_is_refused(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_invalid_version_json_is_not_listed(tmp_path: Path) -> None:
-    good = put(tmp_path, T0)
-    bad = tmp_path / "app" / "amd64" / "20240101_0000"
-    bad.mkdir()
-    (bad / VERSION_FILE).write_text("{not json")
-    incomplete = tmp_path / "app" / "amd64" / "20240102_0000"
-    incomplete.mkdir()
-    assert complete_versions(tmp_path, "app", "amd64") == [good]
-
-
-# --- pruning -----------------------------------------------------------------
-
-
-def fake(version: str, built: datetime) -> VersionInfo:
-    info = source().meta
-    zero = "0" * 64
-    from lxdocker.versioninfo import Artifact
-
-    return VersionInfo(
-        "app", "amd64", version, "app", "1", "sha256:" + zero, "sha256:" + zero, 1, "tar",
-        info.created, built.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        (Artifact("meta", META_FILE, 1, zero), Artifact("rootfs", "rootfs.tar", 1, zero)),
-        zero, "d", "o", "r", "v",
-    )  # fmt: skip
-
-
-def ages(*hours_ago: float, now: datetime = T0) -> list[VersionInfo]:
-    """Versions (oldest first) built the given number of hours before `now`."""
-    out = []
-    for h in hours_ago:
-        t = now - timedelta(hours=h)
-        out.append(fake(t.strftime("%Y%m%d_%H%M"), t))
-    return out
-
-
-@pytest.mark.parametrize(
-    ("hours_ago", "keep", "removed"),
-    [
-        ((100, 50, 10, 5), 3, [0]),  # newest 3 stay
-        ((100, 50, 10, 5, 3), 3, [0, 1]),
-        ((100, 50, 10), 3, []),
-        ((100, 50), 1, [0]),  # replaced 50 h ago
-        ((100, 1), 1, []),  # replaced 1 h ago: daemons may still want it
-        ((100, 3, 1.9, 1), 1, [0]),  # replaced 1.9 h and 1 h ago: both stay
-        ((100, 3, 2.5, 2.1), 1, [0, 1, 2]),
-        ((100, 3, 2.5, 1.5), 2, [0, 1]),
-        ((5,), 1, []),  # never the only version
-        ((), 3, []),
-    ],
-)
-def test_prune_policy(hours_ago: tuple[float, ...], keep: int, removed: list[int]) -> None:
-    versions = ages(*hours_ago)
-    assert prunable(versions, keep, T0) == [versions[i] for i in removed]
-
-
-def test_prune_keep_zero_is_refused() -> None:
-    with pytest.raises(StoreError, match="keep"):
-        prunable(ages(3, 2, 1), 0, T0)
-
-
-def test_prune_removes_old_directories(tmp_path: Path) -> None:
-    infos = [put(tmp_path, T0 + timedelta(hours=h)) for h in range(5)]
-    other = publish(tmp_path, "other", source(), builder(source()), now=T0)
-    removed = prune(tmp_path, keep=3, now=T0 + timedelta(hours=10))
-    base = tmp_path / "app" / "amd64"
-    assert removed == [base / infos[0].version, base / infos[1].version]
-    assert complete_versions(tmp_path, "app", "amd64") == infos[2:]
-    assert complete_versions(tmp_path, "other", "amd64") == [other]
-    assert leftovers(tmp_path) == []
-    assert timedelta(hours=2) == GRACE
-
-
 def test_remove_image(tmp_path: Path) -> None:
     put(tmp_path, T0)
     remove_image(tmp_path, "app")
@@ -230,23 +153,6 @@ def test_remove_image(tmp_path: Path) -> None:
     remove_image(tmp_path, "app")  # absent is fine
     with pytest.raises(StoreError):
         remove_image(tmp_path, "../etc")
-
-
-def test_clean_stale_temp_removes_only_dead_runs(tmp_path: Path) -> None:
-    good = put(tmp_path, T0)
-    base = tmp_path / "app" / "amd64"
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    stale = base / f".tmp-{proc.pid}-abc"
-    stale.mkdir()
-    (stale / "rootfs.squashfs").write_bytes(b"partial")
-    live = base / f".tmp-{os.getppid()}-def"  # the parent of pytest is alive
-    live.mkdir()
-    trash = tmp_path / f".trash-app-{proc.pid}"
-    trash.mkdir()
-    assert clean_stale_temp(tmp_path) == sorted([trash, stale])
-    assert live.is_dir()
-    assert complete_versions(tmp_path, "app", "amd64") == [good]
 
 
 # --- faults ------------------------------------------------------------------
@@ -259,7 +165,7 @@ from tests.helpers.images import Member, layer_tar
 from tests.helpers.entries import entries_of
 from tests.test_store import source
 from lxdocker.publish.lxdimage import write_meta
-from lxdocker.build.rootfs import write_rootfs
+from lxdocker.build.rootfs import RootfsFormat, write_rootfs
 from lxdocker.publish.store import publish
 
 root, marker = Path(sys.argv[1]), Path(sys.argv[2])
@@ -273,7 +179,7 @@ def entries():
 
 def build(tmp):
     write_meta(tmp / "meta.tar.xz", source("squashfs").meta)
-    write_rootfs(entries(), tmp / "rootfs.squashfs", "squashfs", jobs=1)
+    write_rootfs(entries(), tmp / "rootfs.squashfs", RootfsFormat("squashfs", jobs=1))
 
 publish(root, "app", source("squashfs"), build)
 """
@@ -344,30 +250,6 @@ def test_full_disk_is_a_clear_error(tiny_disk: Path, fmt: ImageFormat) -> None:
     assert complete_versions(tiny_disk, "app", "amd64") == [good]
     assert_intact(tiny_disk, good)
     assert leftovers(tiny_disk) == []
-
-
-def test_a_malformed_version_json_is_skipped_with_one_warning_per_change(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """`"version": 202612040417` (an int) crashed every run with a TypeError; now the
-    version is skipped, and said once per file and change however often it is read."""
-    good = put(tmp_path, T0)
-    bad = put(tmp_path, T0 + timedelta(hours=3))
-    vf = tmp_path / "app" / "amd64" / bad.version / VERSION_FILE
-    doc = json.loads(vf.read_text())
-    vf.write_text(json.dumps(dict(doc, version=202612040417)))
-    for _ in range(3):
-        assert complete_versions(tmp_path, "app", "amd64") == [good]
-    prune(tmp_path, keep=1, now=T0 + timedelta(days=1))
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and bad.version in r.message]
-    assert len(warnings) == 1, warnings
-    assert "'version' must be str, not 202612040417" in warnings[0].message
-    # Changed again: said again, once.
-    vf.write_text(json.dumps(dict(doc, recipe="3")))
-    for _ in range(2):
-        assert complete_versions(tmp_path, "app", "amd64") == [good]
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and bad.version in r.message]
-    assert len(warnings) == 2 and "'recipe' must be int" in warnings[1].message
 
 
 def test_a_directory_named_like_no_minute_does_not_stop_publishing(tmp_path: Path) -> None:

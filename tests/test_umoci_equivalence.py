@@ -1,6 +1,6 @@
 """The flattened stream must match `umoci unpack` of the same image, entry by entry.
 
-Each case is a multi-layer image built here (one per edge case of DESIGN section 5,
+Each case is a multi-layer image built here (one per edge case of docs/design.md section 5,
 the regressions found by the random test at the end, and a mixed one); the random
 test (hypothesis) generates thousands more. We unpack each with Debian's umoci
 as root (owners, devices and `security.capability` kept) onto this machine's
@@ -40,8 +40,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from lxdocker.build.flatten import LayerOpener, flatten
-from lxdocker.build.tarstream import write_tar
 from lxdocker.errors import LayerError
+from lxdocker.tar.writer import write_tar
 from tests.helpers import stacks
 from tests.helpers.images import Member, build_image, layer_tar, write_oci_layout
 from tests.helpers.umoci import (

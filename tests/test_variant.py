@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lxdocker.build.tarstream import Entry, write_tar
-from lxdocker.build.variant import Variant, compress_to, write_tars
+from lxdocker.build.variant import Output, Variant, compress_to
 from lxdocker.errors import StoreError, ToolError
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
 from tests.helpers.entries import LONG_NAME, edge_entries, entries_of
 from tests.helpers.images import Member, layer_tar
 
@@ -34,7 +35,7 @@ def variant(directory: str = "", end: Callable[[], Iterable[Entry]] = lambda: ()
 def outputs(entries: Iterator[Entry], *variants: Variant) -> tuple[bytes, list[bytes]]:
     main = io.BytesIO()
     sinks = [io.BytesIO() for _ in variants]
-    write_tars(entries, main, list(zip(variants, sinks, strict=True)))
+    write_tar(entries, main, [Output(v, s) for v, s in zip(variants, sinks, strict=True)])
     return main.getvalue(), [s.getvalue() for s in sinks]
 
 

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lxdocker.errors import StoreError
-from lxdocker.versioninfo import (
+from lxdocker.artifact import (
     BUNDLE_FILE,
-    FORMAT,
     ROLE_BUNDLE,
     ROLE_DELTA,
     ROLE_META,
     ROLE_ROOTFS,
     Artifact,
-    Runtime,
-    VersionInfo,
     delta_name,
-    verified,
 )
-from tests.helpers.versions import change_file
+from lxdocker.errors import StoreError
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import FORMAT, VersionInfo
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -178,6 +172,26 @@ def test_a_bad_runtime_is_refused_naming_the_file(runtime: object, message: str)
     assert "/srv/x/version.json" in str(e.value)
 
 
+def test_the_build_key_is_made_of_the_recorded_fields_and_older_files_have_one() -> None:
+    old = VersionInfo.from_json(json.dumps(FORMAT_1))
+    key = old.build_key
+    assert (key.manifest_digest, key.spec_digest, key.recipe) == ("sha256:" + A, "sha256:" + B, 3)
+    assert (key.rootfs_format, key.lxc, key.bundle) == ("squashfs", False, False)
+    assert (key.compressor, key.busybox) == (None, None)  # not recorded then: unknown
+    data = json.loads(old.to_json())
+    data["compressor"] = "zstd"
+    data["busybox"] = {"arch": "amd64", "source": "path", "path": "/bin/busybox", "sha256": C}
+    data["artifacts"].append({"role": ROLE_BUNDLE, "name": BUNDLE_FILE, "size": 1, "sha256": A})
+    new = VersionInfo.from_json(json.dumps(data))
+    assert (new.build_key.compressor, new.build_key.busybox, new.build_key.bundle) == (
+        "zstd", C, True,
+    )  # fmt: skip
+    assert VersionInfo.from_json(new.to_json()) == new
+    data["compressor"] = 5
+    with pytest.raises(StoreError, match="'compressor' must be"):
+        VersionInfo.from_json(json.dumps(data))
+
+
 def test_the_stat_records_round_trip_and_older_files_read_as_unrecorded() -> None:
     info = VersionInfo.from_json(json.dumps(FORMAT_1))
     assert not info.rootfs.recorded and (info.rootfs.inode, info.rootfs.mtime_ns) == (0, 0)
@@ -189,43 +203,6 @@ def test_the_stat_records_round_trip_and_older_files_read_as_unrecorded() -> Non
     assert json.loads(again.to_json())["artifacts"][1]["inode"] == 1234
     # Records are bookkeeping: the artifact lists the same bytes.
     assert again.rootfs == info.rootfs and again == info
-
-
-def recorded_artifact(path: Path, data: bytes) -> Artifact:
-    path.write_bytes(data)
-    st = path.stat()
-    digest = hashlib.sha256(data).hexdigest()
-    return Artifact(ROLE_ROOTFS, path.name, len(data), digest, "", st.st_mtime_ns, st.st_ino)
-
-
-def test_verified_is_one_stat_while_the_file_is_as_recorded(tmp_path: Path) -> None:
-    path = tmp_path / "rootfs.squashfs"
-    a = recorded_artifact(path, b"published bytes")
-    assert verified(path, a) is a
-    # Only the stat is looked at: the same size and mtime after a write (what
-    # `touch -r` would hide) passes. That is the price of not hashing every time.
-    st = path.stat()
-    with path.open("r+b") as f:
-        f.write(b"P")
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert verified(path, a) is a
-
-
-@pytest.mark.parametrize("change", ["touched", "in_place", "appended", "replaced", "missing"])
-def test_verified_hashes_again_when_the_stat_differs(tmp_path: Path, change: str) -> None:
-    path = tmp_path / "rootfs.squashfs"
-    data = b"published bytes"
-    a = recorded_artifact(path, data)
-    change_file(path, change)
-    checked = verified(path, a)
-    if change == "touched":  # the same bytes: kept, with the new records
-        st = path.stat()
-        assert checked == a and (checked.inode, checked.mtime_ns) == (st.st_ino, st.st_mtime_ns)
-    else:
-        assert checked is None
-    # Without records (older version.json), always by hash.
-    unrecorded = Artifact(ROLE_ROOTFS, path.name, a.size, a.sha256)
-    assert (verified(path, unrecorded) is None) == (checked is None)
 
 
 # -- any malformed content is a StoreError (imgserver and lxdocker skip the file) -----

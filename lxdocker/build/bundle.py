@@ -52,17 +52,17 @@ from pathlib import Path
 from typing import Any
 
 from lxdocker.arch import Arch
-from lxdocker.build.initscript import DEFAULT_PATH, RunConfig
-from lxdocker.build.tarstream import Entry
+from lxdocker.build import hostfiles
+from lxdocker.build.runconfig import DEFAULT_PATH, RunConfig
 from lxdocker.build.variant import Variant
 from lxdocker.errors import ToolError
-from lxdocker.publish.lxdimage import HOSTS_TEMPLATE
+from lxdocker.runtime import netns_path
+from lxdocker.tar.stream import Entry
 
 OCI_VERSION = "1.0.2"
 CONFIG_FILE = "config.json"
 ROOTFS_DIR = "rootfs"
 INIT = "/sbin/init"
-NETNS_DIR = "/var/run/netns"
 GZIP_LEVEL = "-6"  # gzip's default
 STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
 
@@ -121,11 +121,6 @@ DEVICE_RULES: tuple[dict[str, Any], ...] = (
 )  # fmt: skip
 # Docker (>= 20.10) sets these in every container with its own network namespace.
 SYSCTL = {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}
-
-
-def netns_path(name: str) -> str:
-    """The network namespace the bundle of image `name` joins."""
-    return f"{NETNS_DIR}/{name}"
 
 
 def runtime_config(run: RunConfig, *, name: str, arch: Arch, created: str) -> dict[str, Any]:
@@ -210,8 +205,15 @@ def variant(
     def end() -> Iterable[Entry]:
         return [config_entry(runtime_config(run(), name=name, arch=arch, created=created), mtime)]
 
-    hosts = HOSTS_TEMPLATE.replace("{{ container.name }}", name)
-    return Variant(out, tuple(gzip_argv()), f"{name}\n", hosts, mtime, ROOTFS_DIR, end)
+    return Variant(
+        out,
+        tuple(gzip_argv()),
+        hostfiles.hostname(name),
+        hostfiles.hosts(name),
+        mtime,
+        ROOTFS_DIR,
+        end,
+    )
 
 
 __all__ = [
@@ -220,7 +222,6 @@ __all__ = [
     "OCI_VERSION",
     "ROOTFS_DIR",
     "STOP_SIGNAL_ANNOTATION",
-    "netns_path",
     "runtime_config",
     "variant",
 ]

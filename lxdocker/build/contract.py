@@ -7,7 +7,7 @@ must outlive a new root filesystem: Docker keeps them in volumes, a rebuilt cont
 would otherwise start from the image's copy. Its format is a fixed contract other
 readers code against: UTF-8, one absolute normalised path a line (posixpath.normpath,
 no trailing slash), each line LF-terminated, sorted, no duplicates; no file when the
-image declares no usable VOLUME. version.json's `runtime` (versioninfo.Runtime) says
+image declares no usable VOLUME. version.json's `runtime` (lxdocker.runtime.Runtime) says
 the same for imgserver, which shows it in `lxc image info` and on its landing page.
 """
 
@@ -15,38 +15,35 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from lxdocker.build.initscript import VOLUMES_FILE, sh_quote
-from lxdocker.versioninfo import Runtime, is_port
+from lxdocker.runtime import Runtime, is_port
+from lxdocker.sources.imageconfig import ImageConfig
 
 log = logging.getLogger(__name__)
 
 
-def volume_paths(image_config: Mapping[str, Any], *, image: str) -> list[str]:
-    """The image config's `Volumes` (a JSON object whose keys are the paths, image
-    spec config.md) as absolute, normalised paths, sorted, without duplicates.
+def volume_paths(volumes: Sequence[str], *, image: str) -> list[str]:
+    """The image config's `Volumes` (the keys of a JSON object, image spec config.md:
+    ImageConfig.volumes) as absolute, normalised paths, sorted, without duplicates.
 
     A path the updaters could not use is left out with a warning naming the image:
     a relative one (Docker resolves it against nothing we know), "/" (the whole
     root cannot be a volume), one with a newline or NUL (the file is one path a
     line) or one that is not valid UTF-8."""
-    paths, rejected = _volumes(image_config)
+    paths, rejected = _volumes(volumes)
     for path, why in rejected:
         log.warning("image %s: VOLUME %r %s; leaving it out of %s", image, path, why, VOLUMES_FILE)
     return paths
 
 
-def _volumes(image_config: Mapping[str, Any]) -> tuple[list[str], list[tuple[object, str]]]:
+def _volumes(volumes: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """(usable paths, [(rejected path, why)]): volume_paths without the logging."""
-    raw = image_config.get("Volumes")
-    if not isinstance(raw, dict):
-        return [], []
     out: set[str] = set()
-    rejected: list[tuple[object, str]] = []
-    for path in raw:
-        if not isinstance(path, str) or not path.startswith("/"):
+    rejected: list[tuple[str, str]] = []
+    for path in volumes:
+        if not path.startswith("/"):
             rejected.append((path, "is not an absolute path"))
         elif "\n" in path or "\0" in path:
             rejected.append((path, "contains a newline or NUL"))
@@ -62,16 +59,13 @@ def _volumes(image_config: Mapping[str, Any]) -> tuple[list[str], list[tuple[obj
     return sorted(out), rejected
 
 
-def exposed_ports(image_config: Mapping[str, Any], *, image: str) -> list[str]:
-    """The image config's `ExposedPorts` ("80/tcp", "53/udp"; a bare "80" is tcp, as
-    Docker reads it), sorted by number then protocol; anything else is left out
-    with a warning naming the image."""
-    raw = image_config.get("ExposedPorts")
-    if not isinstance(raw, dict):
-        return []
+def exposed_ports(ports: Sequence[str], *, image: str) -> list[str]:
+    """The image config's `ExposedPorts` (ImageConfig.exposed_ports: "80/tcp", "53/udp";
+    a bare "80" is tcp, as Docker reads it), sorted by number then protocol; anything
+    else is left out with a warning naming the image."""
     out: set[str] = set()
-    for key in raw:
-        text = key.strip().lower() if isinstance(key, str) else ""
+    for key in ports:
+        text = key.strip().lower()
         port = text if "/" in text else f"{text}/tcp"
         if is_port(port):
             out.add(port)
@@ -80,13 +74,13 @@ def exposed_ports(image_config: Mapping[str, Any], *, image: str) -> list[str]:
     return sorted(out, key=lambda p: (int(p.split("/")[0]), p))
 
 
-def runtime(image_config: Mapping[str, Any], *, image: str) -> Runtime:
+def runtime(config: ImageConfig, *, image: str) -> Runtime:
     """version.json's `runtime` for an image config (volume warnings come from
     volume_paths, once, when the rootfs is patched)."""
     return Runtime(
-        volumes=tuple(_volumes(image_config)[0]),
-        ports=tuple(exposed_ports(image_config, image=image)),
-        healthcheck=bool(healthcheck_command(image_config)),
+        volumes=tuple(_volumes(config.volumes)[0]),
+        ports=tuple(exposed_ports(config.exposed_ports, image=image)),
+        healthcheck=bool(healthcheck_command(config.healthcheck)),
     )
 
 
@@ -104,21 +98,17 @@ def render_volumes(paths: Iterable[str]) -> str:
     return "".join(f"{p}\n" for p in paths)
 
 
-def healthcheck_command(image_config: Mapping[str, Any]) -> str:
-    """The image config's `Healthcheck.Test` as one command for `sh -c` ("" for none).
+def healthcheck_command(test: Sequence[str] | None) -> str:
+    """The image config's `Healthcheck.Test` (ImageConfig.healthcheck) as one command
+    for `sh -c` ("" for none).
 
     Docker's forms (Dockerfile reference, HEALTHCHECK): ["CMD", arg, ...] runs the
     argv as is (quoted here, so the shell gives the same argv), ["CMD-SHELL", cmd]
     runs cmd with the shell, ["NONE"] or no Test disables the check (also one
     inherited from a base image). Anything else is no check rather than a guess."""
-    check = image_config.get("Healthcheck")
-    test = check.get("Test") if isinstance(check, dict) else None
-    if not isinstance(test, list) or not test or not all(isinstance(t, str) for t in test):
+    if not test or any("\0" in t for t in test):
         return ""
-    if any("\0" in t for t in test):
-        return ""
-    words: list[str] = test
-    kind, args = words[0], words[1:]
+    kind, args = test[0], test[1:]
     if kind == "CMD" and args:
         return " ".join(sh_quote(a) for a in args)
     if kind == "CMD-SHELL" and len(args) == 1 and args[0].strip():

@@ -1,8 +1,8 @@
-"""Flatten image layers into the final tree as one entry stream (DESIGN section 5).
+"""Flatten image layers into the final tree as one entry stream (docs/design.md section 5).
 
 Two steps:
 1. The plan (lxdocker/build/plan.py) replays `umoci unpack` on every layer's header
-   index (lxdocker/sources/layerindex.py; built when `pull` caches the blob and kept
+   index (lxdocker/tar/layerindex.py; built when `pull` caches the blob and kept
    beside it, built here by one read of the layer when none is given): for each
    entry, whether the final tree keeps it and under which path, and which paths
    share each kept inode.
@@ -16,7 +16,7 @@ correct, and this one keeps the rootfs layout stable across upstream releases:
 a new top layer (the usual app update) appends its files at the end, where the
 newest-first order put them in front and shifted every file of every lower
 layer. tar2sqfs writes data and packs fragments in stream order, so that shift
-changed nearly every block and the xdelta3 patch grew with it (DESIGN section 13).
+changed nearly every block and the xdelta3 patch grew with it (docs/design.md section 13).
 
 A hardlink whose target a later entry or layer replaces or whites out keeps the
 old inode (go-containerregistry #977, #2002): the plan knows this in advance, so
@@ -37,13 +37,13 @@ import logging
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 
-from lxdocker.build import paths
 from lxdocker.build.plan import Plan, make_plan
-from lxdocker.build.tarreader import REGULAR_TYPES, TarReader
-from lxdocker.build.tarstream import Entry
 from lxdocker.errors import LayerError, quoted
 from lxdocker.limits import DEFAULT_LIMITS, Limits, SizeBudget
-from lxdocker.sources.layerindex import LayerIndex, LayerOpener, build
+from lxdocker.tar import paths
+from lxdocker.tar.layerindex import LayerIndex, LayerOpener, build
+from lxdocker.tar.reader import REGULAR_TYPES, TarReader
+from lxdocker.tar.stream import Entry
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def flatten(
     """The final tree of `layers` (OLDEST FIRST) as a deterministic entry stream.
 
     Each opener yields one uncompressed layer tar. `indexes` give each layer's
-    header index (lxdocker.sources.layerindex.cached); without them each layer is read
+    header index (lxdocker.tar.layerindex.cached); without them each layer is read
     once for its index before the stream starts. `labels` name the layers in
     errors (default "layer N", 0 = base layer). Raises LayerError naming the layer
     and the entry; nothing is emitted before the whole plan is known to be valid.
@@ -148,7 +148,7 @@ def flatten(
         else [functools.partial(build, o, n, limits) for o, n in zip(layers, names, strict=True)]
     )
     # Only the entry names stay for the stream's check, one list per layer (the
-    # strings are the plan's own, lxdocker.build.paths.clean_name keeps clean names): the
+    # strings are the plan's own, lxdocker.tar.paths.clean_name keeps clean names): the
     # headers of a layer are freed once it is planned, so memory is per path, not
     # per header field of every layer at once.
     expected: list[list[str]] = []

@@ -1,5 +1,5 @@
-"""What the container runs: the image's run settings after spec overrides, rendered
-as /sbin/init and our udhcpc event script (DESIGN section 6).
+"""What the container runs, rendered as /sbin/init (docs/design.md section 6): the run
+settings (runconfig.py) become a POSIX sh script for busybox.
 
 Pure: no I/O. Both scripts start with `#!/busybox-lxd sh` because the image may
 have no shell at all (distroless). Every applet is called as `/busybox-lxd APPLET`:
@@ -24,18 +24,8 @@ Decisions worth knowing (measured with Debian's busybox-static 1.35):
 
 from __future__ import annotations
 
-import logging
-import posixpath
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from lxdocker.build.signals import SIGNALS, normalize_signal
-from lxdocker.config import Spec
-from lxdocker.errors import PatchError, quoted
-
-log = logging.getLogger(__name__)
+from lxdocker.build.runconfig import DEFAULT_PATH, RunConfig
+from lxdocker.build.signals import SIGNALS
 
 BUSYBOX = "/busybox-lxd"
 UDHCPC_SCRIPT = "/lxd-udhcpc.script"
@@ -45,15 +35,12 @@ HEALTHCHECK_SCRIPT = "/lxd-healthcheck"
 # The image's VOLUME paths, one absolute normalised path per line (sorted, LF-terminated,
 # UTF-8), for lxdocker-update and the plain-LXC updater; absent when it declares none.
 VOLUMES_FILE = "/lxd-volumes"
-# Docker's default when the image sets no PATH (moby oci/defaults.go).
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Restart backoff in tenths of a second: 0.1 s doubling up to 30 s, reset after a
 # child that ran 10 s (Docker's policy: 100 ms doubling, capped, reset on success).
 BACKOFF_START_DS = 1
 BACKOFF_CAP_DS = 300
 BACKOFF_RESET_S = 10
 
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names busybox ash sets or resets itself (measured: SHLVL, PWD at start, OLDPWD on
 # cd, PPID, OPTIND and IFS overwrite imported values). Docker's app gets none of
 # them unless the image Env or LXD names them, so the last shell before the app
@@ -61,125 +48,11 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SHELL_OWNED = ("SHLVL", "PWD", "OLDPWD", "PPID", "OPTIND", "IFS")
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """The run settings before the user name is resolved against the rootfs."""
-
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]  # without PATH; image order, spec overrides
-    path: str
-    workdir: str
-    user: str  # as the image or spec says: "", "name", "uid", "name:group", ...
-    stop_signal: str  # canonical: "TERM", or a number for real-time signals
-    supervise: bool
-    restart: str
-
-    def resolve(self, uid: int, gid: int, home: str) -> RunConfig:
-        env = self.env
-        if not any(k == "HOME" for k, _ in env):
-            # Docker sets HOME from the user's passwd entry ("/" without one).
-            env = (*env, ("HOME", home))
-        return RunConfig(
-            argv=self.argv,
-            env=env,
-            path=self.path,
-            workdir=self.workdir,
-            uid=uid,
-            gid=gid,
-            stop_signal=self.stop_signal,
-            supervise=self.supervise,
-            restart=self.restart,
-        )
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What the init runs, after spec overrides and user resolution."""
-
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]  # PATH excluded; exported only if LXD did not
-    path: str | None  # None: Docker's default
-    workdir: str
-    uid: int
-    gid: int
-    stop_signal: str
-    supervise: bool
-    restart: str
-
-
 def sh_quote(value: str) -> str:
     """One shell word, single-quoted ('\\'' for quotes): newlines and '' survive."""
     if "\0" in value:
         raise ValueError("a NUL byte cannot be passed to a program")
     return "'" + value.replace("'", "'\\''") + "'"
-
-
-def _str_list(ctx: str, key: str, value: object) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # Docker's shell form is stored as a list already
-        raise PatchError(f"{ctx}: image config {key} must be a list of strings")
-    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise PatchError(f"{ctx}: image config {key} must be a list of strings")
-    return tuple(value)
-
-
-def run_config(image_config: Mapping[str, Any], spec: Spec) -> RunRequest:
-    """Merge the OCI image config ("config" object) with the spec's overrides.
-
-    Docker semantics: an overridden entrypoint drops the image's Cmd; spec env
-    overrides image Env key by key; the spec's user and workdir win.
-    """
-    ctx = f"{spec.path}: image {spec.image}"
-    image_ep = _str_list(ctx, "Entrypoint", image_config.get("Entrypoint"))
-    image_cmd = _str_list(ctx, "Cmd", image_config.get("Cmd"))
-    if spec.entrypoint is not None:
-        argv = spec.entrypoint + (spec.cmd or ())
-    else:
-        argv = (image_ep or ()) + (spec.cmd if spec.cmd is not None else (image_cmd or ()))
-    if not argv:
-        raise PatchError(f"{ctx}: no command to run (image has no Entrypoint/Cmd; set 'cmd')")
-    if any("\0" in a for a in argv):
-        raise PatchError(f"{ctx}: a command argument contains a NUL byte")
-
-    env: dict[str, str] = {}
-    for item in _str_list(ctx, "Env", image_config.get("Env")) or ():
-        key, sep, val = item.partition("=")
-        if sep and key:
-            env[key] = val
-    env.update(dict(spec.env))
-    path = env.pop("PATH", DEFAULT_PATH)
-    for key in list(env):
-        if not _NAME_RE.fullmatch(key) or "\0" in env[key]:
-            # Docker allows any name; a shell cannot export it. Skip, don't fail the image.
-            log.warning(
-                "%s: skipping environment variable %s: not a shell name", ctx, quoted(key, 60)
-            )
-            del env[key]
-
-    if "\0" in path:
-        raise PatchError(f"{ctx}: image config Env: PATH contains a NUL byte")
-    workdir = spec.workdir or str(image_config.get("WorkingDir") or "") or "/"
-    if "\0" in workdir:
-        raise PatchError(f"{ctx}: the working directory contains a NUL byte")
-    workdir = posixpath.normpath("/" + workdir)
-    workdir = "/" + workdir.lstrip("/")  # normpath keeps a leading "//"
-    user = spec.user if spec.user is not None else str(image_config.get("User") or "")
-    raw_signal = image_config.get("StopSignal") or "SIGTERM"
-    try:
-        stop_signal = normalize_signal(raw_signal)
-    except ValueError as e:
-        raise PatchError(f"{ctx}: StopSignal: {e}") from None
-    return RunRequest(
-        argv=argv,
-        env=tuple(env.items()),
-        path=path,
-        workdir=workdir,
-        user=user,
-        stop_signal=stop_signal,
-        supervise=not spec.disable_supervisor,
-        restart=spec.restart,
-    )
 
 
 def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
@@ -241,6 +114,9 @@ def render_init(cfg: RunConfig, *, realinit: bool = False) -> str:
     return "".join(out)
 
 
+# The text below is part of every image's bytes: its "DESIGN section 6" (the old
+# name of docs/design.md section 6) stays, since editing it would change every
+# image's fingerprint (tests/test_golden.py) and make every client download again.
 _INIT_HEAD = r"""#!@BB@ sh
 # /sbin/init written by lxdocker (DESIGN section 6); rewritten on every conversion.
 _lxd_log() { echo "lxd-init: $*" >&2; }

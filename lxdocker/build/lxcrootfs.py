@@ -1,6 +1,6 @@
 """rootfs.tar.xz for LXC's download template, written in the same pass as the LXD rootfs.
 
-The template unpacks it with `tar --numeric-owner -xpJf` (DESIGN section 12: xz only),
+The template unpacks it with `tar --numeric-owner -xpJf` (docs/design.md section 12: xz only),
 so it is the LXD rootfs's tar stream, teed entry by entry into `xz` (variant.py): no
 device nodes, and /etc/hostname and /etc/hosts with LXC_NAME in them (the template's
 `templates` list only rewrites files that exist).
@@ -19,10 +19,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from lxdocker.build import hostfiles
 from lxdocker.build.variant import Variant
 from lxdocker.errors import ToolError
-from lxdocker.publish.lxcimage import HOSTNAME_FILE, HOSTS_FILE
 
+# LXD's texts with LXC's placeholder, which lxc-create's download template replaces in
+# the files its `templates` list names (publish/lxcimage.py TEMPLATE_FILES).
+LXC_NAME = "LXC_NAME"
+HOSTNAME_FILE = hostfiles.hostname(LXC_NAME)
+HOSTS_FILE = hostfiles.hosts(LXC_NAME)
 XZ_PRESET = "-6"  # xz's default: 9 MiB to unpack, fine for a router
 # Two threads: the multi-threaded mode (output independent of the thread count), with
 # memory bounded at ~280 MB (each -6 thread buffers 24 MiB blocks and needs ~94 MiB);
@@ -43,4 +48,4 @@ def variant(out: Path, mtime: int) -> Variant:
     return Variant(out, tuple(xz_argv()), HOSTNAME_FILE, HOSTS_FILE, mtime)
 
 
-__all__ = ["XZ_PRESET", "variant", "xz_argv"]
+__all__ = ["HOSTNAME_FILE", "HOSTS_FILE", "XZ_PRESET", "variant", "xz_argv"]

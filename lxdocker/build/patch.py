@@ -1,9 +1,9 @@
-"""Patch the flattened entry stream so the image boots under LXD (DESIGN section 6).
+"""Patch the flattened entry stream so the image boots under LXD (docs/design.md section 6).
 
 Adds /busybox-lxd, our udhcpc script and /sbin/init; an existing init moves to
 /lxd-realinit (the new init bind-mounts it back at boot).
 
-The stream is single-pass and its order is not guaranteed (tarstream.py), so:
+The stream is single-pass and its order is not guaranteed (lxdocker/tar/stream.py), so:
 * etc/passwd and etc/group are buffered (small) as they pass, for user resolution;
 * everything we add is emitted at the END, when all symlinks are known;
 * where /sbin/init lands depends on symlinks we may not have seen yet
@@ -13,7 +13,7 @@ The stream is single-pass and its order is not guaranteed (tarstream.py), so:
   entry at that path is emitted as lxd-realinit (hardlinks re-pointed, relative
   symlink targets made absolute) and the others unchanged. A held regular file is
   spooled to a temporary file, so memory stays bounded.
-Directory symlinks are never replaced: the init goes through them (DESIGN 5).
+Directory symlinks are never replaced: the init goes through them (docs/design.md section 5).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from lxdocker.arch import Arch
+from lxdocker.build.busybox import check_busybox
 from lxdocker.build.contract import healthcheck_command, render_volumes, volume_paths
 from lxdocker.build.initscript import (
     BUSYBOX,
@@ -36,17 +37,15 @@ from lxdocker.build.initscript import (
     REALINIT,
     UDHCPC_SCRIPT,
     VOLUMES_FILE,
-    RunConfig,
-    RunRequest,
     render_init,
-    run_config,
     sh_quote,
 )
-from lxdocker.build.tarstream import COPY_BUFSIZE, Entry, copy_exact
+from lxdocker.build.runconfig import RunConfig, RunRequest, run_config
 from lxdocker.build.udhcpc import render_udhcpc_script
 from lxdocker.config import Spec
 from lxdocker.errors import PatchError, quoted
-from lxdocker.sources.busybox import check_busybox
+from lxdocker.sources.imageconfig import ImageConfig
+from lxdocker.tar.stream import COPY_BUFSIZE, Entry, copy_exact
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def _held_copy(entry: Entry) -> Entry:
 
 def patch(
     entries: Iterable[Entry],
-    image_config: Mapping[str, Any],
+    config: ImageConfig,
     spec: Spec,
     *,
     busybox: Path,
@@ -174,9 +173,9 @@ def patch(
     entries the patch adds (the OCI bundle's config.json is made from it).
     """
     check_busybox(busybox, arch)
-    request = run_config(image_config, spec)
-    volumes = volume_paths(image_config, image=spec.image)
-    hc = healthcheck_command(image_config)
+    request = run_config(config, spec)
+    volumes = volume_paths(config.volumes, image=spec.image)
+    hc = healthcheck_command(config.healthcheck)
     return _patch(entries, request, spec, busybox, hc, volumes, on_resolved)
 
 

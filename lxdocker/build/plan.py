@@ -1,6 +1,6 @@
 """What the final tree takes from which layer entry, computed from headers alone.
 
-The reference for "correct" is `umoci unpack` (DESIGN section 5), which applies
+The reference for "correct" is `umoci unpack` (docs/design.md section 5), which applies
 the layers oldest first onto a real directory, entry by entry
 (umoci 0.4.7 oci/layer/tar_extract.go `UnpackEntry`). This module replays
 exactly that on an in-memory tree of headers: no data, no host files, memory per
@@ -40,14 +40,19 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from lxdocker.build import paths
 from lxdocker.errors import LayerError, quoted
 from lxdocker.limits import DEFAULT_LIMITS, IMPLICIT_BYTES, Limits
-from lxdocker.sources.layerindex import Header, LayerIndex
+from lxdocker.tar import paths
+from lxdocker.tar.layerindex import Header, LayerIndex
 
 Ref = tuple[int, int]  # (layer index, entry ordinal)
 IMPLICIT_MODE = 0o755
 SETGID = 0o2000
+
+
+class _BelowNonDirectory(LayerError):
+    """A path below a regular file, symlink aside: umoci's lstat of it fails with
+    ENOTDIR (an entry is refused, a whiteout does nothing)."""
 
 
 class _Inode:
@@ -163,7 +168,7 @@ class _Tree:
                         f"{quoted(anc)} "
                         "(umoci would follow it; lxdocker never writes through links)"
                     )
-                raise LayerError(
+                raise _BelowNonDirectory(
                     f"{what} {quoted(path)} lies below {quoted(anc)}, which is not a directory"
                 )
         return True
@@ -243,10 +248,8 @@ def _apply(tree: _Tree, ref: Ref, header: Header, upper: set[str]) -> None:
         try:
             if not tree.check_parents(path, "whiteout", create=False):
                 return
-        except LayerError as exc:
-            if str(exc).startswith("unsafe"):
-                raise
-            return
+        except _BelowNonDirectory:
+            return  # a symlink on the way is still refused
         tree.whiteout(target, opaque, upper)
         return
     tree.check_parents(path, "entry", create=True)

@@ -1,10 +1,10 @@
 """Rootfs writers: the patched entry stream -> rootfs.squashfs | rootfs.tar.gz | rootfs.tar.
 
-Nothing is extracted on the host (DESIGN section 2, "stream, don't extract"): the
+Nothing is extracted on the host (docs/design.md section 2, "stream, don't extract"): the
 entries are serialised as one PAX tar stream straight into the squashfs tool's
 stdin, or into a gzip stream / plain file.
 
-Output is reproducible (DESIGN section 7: the same input gives the same
+Output is reproducible (docs/design.md section 7: the same input gives the same
 fingerprint, so LXD never re-downloads for nothing):
 * squashfs: tar2sqfs keeps the entries' own mtimes, and the root inode, implicit
   directories and the superblock's modification time all take `--defaults
@@ -17,7 +17,7 @@ that reaches a writer is checked for its name, link target and xattr lengths (th
 flattener refuses most earlier; this also covers what the patcher adds), and a
 written squashfs is read back (lxdocker.build.squashfs) before it can be published.
 
-The same stability keeps delta updates small (DESIGN section 13): entries keep the
+The same stability keeps delta updates small (docs/design.md section 13): entries keep the
 flattener's order, timestamps are the entries' own (the superblock's is 0), and the
 block size is pinned (BLOCK_SIZE, tar2sqfs's default, written out so a changed
 default of the tool cannot move every block), so a new layer that changes one file
@@ -37,15 +37,16 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from lxdocker.build import paths
 from lxdocker.build.squashfs import check_names
-from lxdocker.build.tarstream import Entry, write_tar
-from lxdocker.build.variant import Variant, compress_to, write_tars
-from lxdocker.config import ImageFormat
+from lxdocker.build.variant import Output, Variant, compress_to
 from lxdocker.errors import StoreError, ToolError
+from lxdocker.tar import paths
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import write_tar
 
 log = logging.getLogger(__name__)
 
@@ -159,44 +160,43 @@ def readable(entries: Iterable[Entry]) -> Iterator[Entry]:
         yield entry
 
 
+@dataclass(frozen=True)
+class RootfsFormat:
+    """How a rootfs file is written."""
+
+    kind: str  # squashfs | gzip | tar (config.IMAGE_FORMATS)
+    compressor: str = "xz"  # squashfs only: xz | zstd | gzip
+    jobs: int | None = None  # squashfs only: compressor threads (default: all cores)
+
+
 def write_rootfs(
-    entries: Iterable[Entry],
-    out: Path,
-    fmt: ImageFormat,
-    *,
-    compressor: str = "xz",
-    jobs: int | None = None,
-    variants: Sequence[Variant] = (),
+    entries: Iterable[Entry], out: Path, fmt: RootfsFormat, variants: Sequence[Variant] = ()
 ) -> None:
     """Write `entries` as the rootfs file `out` in format `fmt`.
 
-    `compressor` (xz | zstd | gzip) and `jobs` (default: all cores) apply to
-    squashfs only. The same pass also writes each of `variants` (variant.py: LXC's
-    rootfs.tar.xz, the OCI bundle). On any error every output is removed; a missing
-    or failing tool is a ToolError, a write error (disk full) a StoreError, both
-    naming the file.
+    The same pass also writes each of `variants` (variant.py: LXC's rootfs.tar.xz,
+    the OCI bundle). On any error every output is removed; a missing or failing tool
+    is a ToolError, a write error (disk full) a StoreError, both naming the file.
     """
-    log.info("writing %s rootfs %s%s", fmt, out, "".join(f" and {v.out}" for v in variants))
+    kind = fmt.kind
+    log.info("writing %s rootfs %s%s", kind, out, "".join(f" and {v.out}" for v in variants))
     entries = readable(entries)
     try:
         with contextlib.ExitStack() as stack:
-            sinks = [(v, stack.enter_context(compress_to(v.argv, v.out))) for v in variants]
+            more = [Output(v, stack.enter_context(compress_to(v.argv, v.out))) for v in variants]
 
             def serialise(sink: BinaryIO) -> None:
-                if sinks:
-                    write_tars(entries, sink, sinks)
-                else:
-                    write_tar(entries, sink)
+                write_tar(entries, sink, more)
 
-            if fmt == "squashfs":
+            if kind == "squashfs":
                 tool = find_squashfs_tool()
-                argv = squashfs_argv(tool, out, compressor, jobs or os.cpu_count() or 1)
-                _write_through_tool(serialise, out, argv)
+                jobs = fmt.jobs or os.cpu_count() or 1
+                _write_through_tool(serialise, out, squashfs_argv(tool, out, fmt.compressor, jobs))
                 check_names(out)
-            elif fmt in ("gzip", "tar"):
-                _write_tar_file(serialise, out, gzipped=fmt == "gzip")
+            elif kind in ("gzip", "tar"):
+                _write_tar_file(serialise, out, gzipped=kind == "gzip")
             else:
-                raise ToolError(f"{out}: unknown rootfs format {fmt!r}")
+                raise ToolError(f"{out}: unknown rootfs format {kind!r}")
     except BaseException:
         out.unlink(missing_ok=True)
         for v in variants:
@@ -294,4 +294,4 @@ def _free_bytes(directory: Path) -> int | None:
         return None
 
 
-__all__ = ["find_squashfs_tool", "queue_backlog", "squashfs_argv", "write_rootfs"]
+__all__ = ["RootfsFormat", "find_squashfs_tool", "queue_backlog", "squashfs_argv", "write_rootfs"]

@@ -1,4 +1,4 @@
-"""The udhcpc event script our init hands to busybox udhcpc (DESIGN section 6).
+"""The udhcpc event script our init hands to busybox udhcpc (docs/design.md section 6).
 
 Our own, with the shebang `#!/busybox-lxd sh`, because the image may have no shell
 and no script of its own (distroless), and busybox's default script path
@@ -15,6 +15,9 @@ def render_udhcpc_script() -> str:
     return _UDHCPC.replace("@BB@", BUSYBOX)
 
 
+# The text below is part of every image's bytes: its "DESIGN section 6" (the old
+# name of docs/design.md section 6) stays, since editing it would change every
+# image's fingerprint (tests/test_golden.py) and make every client download again.
 _UDHCPC = r"""#!@BB@ sh
 # udhcpc event script written by lxdocker (DESIGN section 6): configures the
 # address, default route and DNS of $interface from the lease in the environment.

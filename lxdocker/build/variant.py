@@ -13,9 +13,10 @@ A variant may also put every entry below a directory (the bundle's `rootfs/`) an
 with entries of its own that are made once the whole stream has gone by (the
 bundle's config.json needs the user, which patch.py resolves at the stream's end).
 
-`write_tars` reads each entry's data once and writes it to every output; a variant
-without a directory shares the LXD stream's header bytes, so the layers are read
-once and memory stays bounded however many outputs there are.
+Each variant is an output of the one tar writer (lxdocker/tar/writer.py), which reads
+each entry's data once and writes it to every output; a variant without a directory
+shares the LXD stream's header bytes, so the layers are read once and memory stays
+bounded however many outputs there are.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from lxdocker.build.tarstream import COPY_BUFSIZE, NUL, TAR_ENCODING, TAR_ERRORS, TAR_FORMAT, Entry
 from lxdocker.errors import LxdockerError, StoreError, ToolError
+from lxdocker.tar.stream import Entry
+from lxdocker.tar.writer import header
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,9 @@ def _below(directory: str, info: tarfile.TarInfo) -> tarfile.TarInfo:
     return new
 
 
-def _header(info: tarfile.TarInfo) -> bytes:
-    return info.tobuf(TAR_FORMAT, TAR_ENCODING, TAR_ERRORS)
-
-
-class _Tee:
-    """One variant's view of the stream: which entries it takes, with which header."""
+class Output:
+    """One variant as an output of the tar writer (tar/writer.py Output): which
+    entries it takes, with which header, and what it adds."""
 
     def __init__(self, variant: Variant, sink: BinaryIO) -> None:
         self.variant, self.sink = variant, sink
@@ -106,75 +105,24 @@ class _Tee:
         self.have_etc = False
 
     def header(self, info: tarfile.TarInfo, main: bytes) -> bytes | None:
-        """The header to write for `info` (None: the variant leaves it out)."""
         if info.ischr() or info.isblk() or (info.islnk() and info.linkname in self.dropped):
             self.dropped.add(info.name)
             log.info("%s: leaving out device node /%s", self.variant.out.name, info.name)
             return None
         self.have_etc = self.have_etc or (info.name == "etc" and info.isdir())
         d = self.variant.directory
-        return _header(_below(d, info)) if d else main
+        return header(_below(d, info)) if d else main
 
-    def start(self) -> None:
-        if self.variant.directory:
-            _write(_dir(self.variant.directory, self.variant.mtime), self.sink)
+    def before(self) -> Iterable[Entry]:
+        v = self.variant
+        return [_dir(v.directory, v.mtime)] if v.directory else []
 
-    def finish(self) -> None:
+    def after(self) -> Iterable[Entry]:
         v = self.variant
         for entry in etc_entries(v.hostname, v.hosts, v.mtime, self.have_etc):
             info = _below(v.directory, entry.info) if v.directory else entry.info
-            _write(Entry(info, entry.data), self.sink)
-        for entry in v.end():
-            _write(entry, self.sink)
-        self.sink.write(NUL * (2 * tarfile.BLOCKSIZE))
-
-
-def _write(entry: Entry, sink: BinaryIO) -> None:
-    sink.write(_header(entry.info))
-    _data(entry, (sink,))
-
-
-def _data(entry: Entry, outs: Sequence[BinaryIO]) -> None:
-    """Copy a regular file's bytes (read once) and its padding to every output."""
-    info = entry.info
-    if not (info.isreg() and info.size):
-        return
-    if entry.data is None:
-        raise ValueError(f"{info.name}: regular file of {info.size} bytes without data")
-    remaining = info.size
-    while remaining:
-        chunk = entry.data.read(min(COPY_BUFSIZE, remaining))
-        if not chunk:
-            raise EOFError(f"unexpected end of data, {remaining} bytes missing")
-        for out in outs:
-            out.write(chunk)
-        remaining -= len(chunk)
-    pad = NUL * (-info.size % tarfile.BLOCKSIZE)
-    for out in outs:
-        out.write(pad)
-
-
-def write_tars(
-    entries: Iterable[Entry], main: BinaryIO, variants: Sequence[tuple[Variant, BinaryIO]]
-) -> None:
-    """Serialise `entries` as one PAX tar to `main` (as tarstream.write_tar does) and
-    each variant's tar to its sink, in one pass over the entries."""
-    tees = [_Tee(v, sink) for v, sink in variants]
-    for tee in tees:
-        tee.start()
-    for entry in entries:
-        header = _header(entry.info)
-        main.write(header)
-        outs = [main]
-        for tee in tees:
-            h = tee.header(entry.info, header)
-            if h is not None:
-                tee.sink.write(h)
-                outs.append(tee.sink)
-        _data(entry, outs)
-    main.write(NUL * (2 * tarfile.BLOCKSIZE))
-    for tee in tees:
-        tee.finish()
+            yield Entry(info, entry.data)
+        yield from v.end()
 
 
 class _PipeSink:
@@ -234,4 +182,4 @@ def compress_to(argv: Sequence[str], out: Path) -> Iterator[BinaryIO]:
             raise _tool_error(argv, out, code, err)
 
 
-__all__ = ["Variant", "compress_to", "etc_entries", "write_tars"]
+__all__ = ["Output", "Variant", "compress_to", "etc_entries"]

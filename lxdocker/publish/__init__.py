@@ -1,4 +1,4 @@
-"""What gets published (DESIGN section 2, last stage).
+"""What gets published (docs/design.md section 2, last stage).
 
 LXD's and LXC's metadata tarballs, xdelta3 deltas against earlier versions, and
 the image store: version directories, atomic publishing, pruning. The contract

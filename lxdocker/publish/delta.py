@@ -1,4 +1,5 @@
-"""Deltas between squashfs versions: xdelta3 (VCDIFF) around a subprocess (DESIGN section 13).
+"""Deltas between squashfs versions: xdelta3 (VCDIFF) around a subprocess
+(docs/design.md section 13).
 
 A client that holds the rootfs of version `base` downloads `delta-<base>.vcdiff`
 and runs `xdelta3 -f -d -s <base rootfs> <delta> <out>` instead of fetching the full
@@ -21,7 +22,6 @@ are lost and a 100 MB image's delta grows to tens of MB; xdelta3 accepts 512 KiB
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -30,10 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lxdocker import atomicfile
+from lxdocker.artifact import ROLE_DELTA, Artifact, delta_name, file_digest, verified
 from lxdocker.errors import StoreError, ToolError
-from lxdocker.publish.lxdimage import file_digest
-from lxdocker.publish.store import set_deltas, version_dir
-from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, delta_name, verified
+from lxdocker.publish.imagedir import version_dir
+from lxdocker.publish.store import set_deltas
+from lxdocker.versioninfo import VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,28 @@ DEFAULT_THRESHOLD = 0.5
 # xdelta3 -B limits (xdelta3.c: XD3_MINSRCWINSZ .. XD3_MAXSRCWINSZ).
 MIN_WINDOW = 512 * 1024
 MAX_WINDOW = 2 * 1024**3
-_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Xdelta3:
+    """How this run makes deltas: the tool, and the largest share of the full rootfs
+    a delta may have to be kept."""
+
+    path: str
+    threshold: float = DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    """A version's rootfs file and what its version.json lists for it."""
+
+    version: str  # the version key
+    path: Path
+    artifact: Artifact
+
+    @classmethod
+    def published(cls, root: Path, info: VersionInfo) -> Rootfs:
+        return cls(info.version, version_dir(root, info) / info.rootfs.name, info.rootfs)
 
 
 def find_xdelta3() -> str | None:
@@ -55,16 +78,17 @@ def find_xdelta3() -> str | None:
     return shutil.which(XDELTA3)
 
 
-def xdelta3_for_run() -> str | None:
-    """xdelta3's path; None, with one warning for the run, when it is missing: the
-    conversion goes on without deltas (clients then download the full rootfs)."""
+def xdelta3_for_run(threshold: float = DEFAULT_THRESHOLD) -> Xdelta3 | None:
+    """xdelta3 for this run; None, with one warning for the run, when it is missing:
+    the conversion goes on without deltas (clients then download the full rootfs)."""
     found = find_xdelta3()
     if found is None:
         log.warning(
             "xdelta3 not found: no delta updates this run (install the Debian "
             "package xdelta3, or pass --no-deltas)"
         )
-    return found
+        return None
+    return Xdelta3(found, threshold)
 
 
 @dataclass(frozen=True)
@@ -90,10 +114,6 @@ def describe(outcomes: Sequence[DeltaOutcome], total_seconds: float) -> str:
         + (f" ({skipped} not kept)" if skipped else "")
         + f" in {seconds:.1f} s of {total_seconds:.1f} s"
     )
-
-
-def sha256_file(path: Path) -> str:
-    return file_digest(path)[1]
 
 
 def window(old_size: int) -> int:
@@ -125,7 +145,6 @@ def decoded_sha256(xdelta3: str, old: Path, delta: Path) -> str:
 
     Same decoder and options as LXD (`-d -s`); `-c` writes to stdout."""
     argv = [xdelta3, "-d", "-c", "-s", str(old), str(delta)]
-    h = hashlib.sha256()
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -134,95 +153,72 @@ def decoded_sha256(xdelta3: str, old: Path, delta: Path) -> str:
         raise ToolError(f"{delta}: cannot run {xdelta3}: {e.strerror or e}") from None
     assert proc.stdout is not None and proc.stderr is not None
     with proc:
-        while chunk := proc.stdout.read(_CHUNK):
-            h.update(chunk)
+        digest = file_digest(proc.stdout)[1]
         err = proc.stderr.read().decode(errors="replace").strip()
     if proc.returncode != 0:
         raise ToolError(f"{delta}: xdelta3 cannot decode it: {err or proc.returncode}")
-    return h.hexdigest()
+    return digest
 
 
-def make_delta(
-    xdelta3: str,
-    base: str,
-    old: Path,
-    old_sha256: str,
-    new: Artifact,
-    directory: Path,
-    *,
-    threshold: float = DEFAULT_THRESHOLD,
-) -> DeltaOutcome:
-    """Write `directory/delta-<base>.vcdiff` from `old` (version `base`'s rootfs) to
-    `directory/<new.name>`, verified; on any failure nothing is left behind.
+def make_delta(tool: Xdelta3, old: Rootfs, new: Rootfs) -> DeltaOutcome:
+    """Write `delta-<old.version>.vcdiff` beside `new.path`, from `old` (a published
+    version's rootfs) to `new`, verified; on any failure nothing is left behind.
 
     Failures are outcomes, not errors: a missing delta costs a client a full
     download, never a conversion."""
     started = time.monotonic()
-    out = directory / delta_name(base)
+    base, target = old.version, new.artifact
+    out = new.path.with_name(delta_name(base))
     part = out.with_name(out.name + ".part")
 
     def dropped(reason: str) -> DeltaOutcome:
         part.unlink(missing_ok=True)
-        log.warning("delta from %s to %s dropped: %s", base, directory / new.name, reason)
+        log.warning("delta from %s to %s dropped: %s", base, new.path, reason)
         return DeltaOutcome(base, None, reason, time.monotonic() - started)
 
     try:
-        if sha256_file(old) != old_sha256:
-            return dropped(f"{old} does not match the sha256 in its version.json")
-        _run(encode_argv(xdelta3, old, directory / new.name, part), str(part))
+        if file_digest(old.path)[1] != old.artifact.sha256:
+            return dropped(f"{old.path} does not match the sha256 in its version.json")
+        _run(encode_argv(tool.path, old.path, new.path, part), str(part))
         size = part.stat().st_size
-        if size >= threshold * new.size:
-            reason = f"{size} bytes is not below {threshold:.0%} of the full {new.size} bytes"
+        if size >= tool.threshold * target.size:
+            reason = (
+                f"{size} bytes is not below {tool.threshold:.0%} of the full {target.size} bytes"
+            )
             part.unlink(missing_ok=True)
-            log.info("delta from %s to %s not kept: %s", base, directory / new.name, reason)
+            log.info("delta from %s to %s not kept: %s", base, new.path, reason)
             return DeltaOutcome(base, None, reason, time.monotonic() - started)
-        got = decoded_sha256(xdelta3, old, part)
-        if got != new.sha256:
-            return dropped(f"decoding it gives sha256 {got}, not the rootfs's {new.sha256}")
-        sha = sha256_file(part)
-        part.rename(out)
+        got = decoded_sha256(tool.path, old.path, part)
+        if got != target.sha256:
+            return dropped(f"decoding it gives sha256 {got}, not the rootfs's {target.sha256}")
+        sha = file_digest(part)[1]
+        # Durable before any version.json lists it (a repair lists it at once).
+        atomicfile.sync(part)
+        atomicfile.move(part, out)
     except (ToolError, OSError) as e:
         return dropped(str(e))
     artifact = Artifact(ROLE_DELTA, out.name, size, sha, base)
     seconds = time.monotonic() - started
     log.info("delta from %s: %d bytes (%.2f%% of %d) in %.1f s", base, size,
-             100 * size / max(new.size, 1), new.size, seconds)  # fmt: skip
+             100 * size / max(target.size, 1), target.size, seconds)  # fmt: skip
     return DeltaOutcome(base, artifact, "", seconds)
 
 
-def write_deltas(
-    xdelta3: str,
-    root: Path,
-    bases: Sequence[VersionInfo],
-    rootfs: Artifact,
-    directory: Path,
-    threshold: float = DEFAULT_THRESHOLD,
-) -> list[DeltaOutcome]:
-    """Deltas to `directory/<rootfs.name>` (a version being published) from each of
-    `bases` (published versions of the same image/arch)."""
-    out = []
-    for b in bases:
-        old = version_dir(root, b) / b.rootfs.name
-        out.append(
-            make_delta(
-                xdelta3, b.version, old, b.rootfs.sha256, rootfs, directory, threshold=threshold
-            )
-        )
-    return out
+def write_deltas(tool: Xdelta3, bases: Sequence[Rootfs], new: Rootfs) -> list[DeltaOutcome]:
+    """Deltas to `new` (the rootfs of a version being published) from each of `bases`
+    (published rootfs files of the same image/arch)."""
+    return [make_delta(tool, old, new) for old in bases]
 
 
 def check_deltas(
-    root: Path,
-    versions: list[VersionInfo],
-    xdelta3: str | None,
-    threshold: float = DEFAULT_THRESHOLD,
+    root: Path, versions: list[VersionInfo], tool: Xdelta3 | None
 ) -> list[VersionInfo]:
     """Keep the listed deltas of one image/arch (`versions`, oldest first) true.
 
     A delta whose base is no longer a complete version is unlisted and removed; a
     delta file whose bytes changed since publishing (disk error, a hand edit) is
     unlisted at once, so no client fetches it, and made again from its base when
-    xdelta3 is at hand. Delta files are small, so hashing them every run is cheap
+    xdelta3 is at hand (`tool`). Delta files are small, so hashing them every run is cheap
     (lxdocker.publish.integrity.check_published runs this once per job run).
     Returns the versions as now listed."""
     by_key = {v.version: v for v in versions}
@@ -248,16 +244,13 @@ def check_deltas(
                 "%s: unlisting %s: %s", directory, a.name,
                 "its base version is gone" if gone else "its bytes changed since publishing",
             )  # fmt: skip
-            if not gone and xdelta3:
+            if not gone and tool is not None:
                 redo.append(by_key[a.base])
         try:
             v = set_deltas(root, v, good)
             for b in redo:
-                old = version_dir(root, b) / b.rootfs.name
-                o = make_delta(
-                    xdelta3 or XDELTA3, b.version, old, b.rootfs.sha256, v.rootfs, directory,
-                    threshold=threshold,
-                )  # fmt: skip
+                assert tool is not None
+                o = make_delta(tool, Rootfs.published(root, b), Rootfs.published(root, v))
                 if o.artifact is not None:
                     log.info("%s: made %s again", directory, o.artifact.name)
                     good.append(o.artifact)
@@ -273,12 +266,13 @@ __all__ = [
     "DEFAULT_BASES",
     "DEFAULT_THRESHOLD",
     "DeltaOutcome",
+    "Rootfs",
+    "Xdelta3",
     "check_deltas",
     "decoded_sha256",
     "describe",
     "find_xdelta3",
     "make_delta",
-    "sha256_file",
     "write_deltas",
     "xdelta3_for_run",
 ]

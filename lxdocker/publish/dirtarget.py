@@ -1,9 +1,10 @@
 """A publish target that is a directory, for nginx, Caddy or any static web server.
 
-Each path is written to a temporary name beside it (TMP_SUFFIX, never a name the
-site uses), fsynced and renamed into place, so a web server reads the old or the
-new bytes, never a part, and a killed run leaves only temporary files, which the
-next run removes. Headers are the web server's business (docs/publishing.md: the nginx example).
+Each path is replaced atomically (lxdocker.atomicfile: a temporary name beside it
+that ends in TMP_SUFFIX, never a name the site uses, fsynced and renamed into
+place), so a web server reads the old or the new bytes, never a part, and a killed
+run leaves only temporary files, which the next run removes. Headers are the web
+server's business (docs/publishing.md: the nginx example).
 """
 
 from __future__ import annotations
@@ -13,20 +14,13 @@ import os
 import shutil
 from pathlib import Path
 
+from lxdocker import atomicfile
 from lxdocker.errors import PublishError
 from lxdocker.publish.mirror import Item
 
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".lxdocker-tmp"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirectoryTarget:
@@ -84,10 +78,10 @@ class DirectoryTarget:
 
     def put(self, item: Item) -> None:
         dest = self.root / item.path
-        tmp = dest.with_name(dest.name + TMP_SUFFIX)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as out:
+            # Readable by the web server's user whatever our umask (a site is public).
+            with atomicfile.writer(dest, mode=0o644, suffix=TMP_SUFFIX) as out:
                 if item.body is not None:
                     out.write(item.body)
                 else:
@@ -96,16 +90,7 @@ class DirectoryTarget:
                         shutil.copyfileobj(src, out, 1 << 20)
                 if out.tell() != item.size:
                     raise PublishError(f"{item.file}: {out.tell()} bytes, listed with {item.size}")
-                out.flush()
-                os.fsync(out.fileno())
-            # Readable by the web server's user whatever our umask (a site is public).
-            tmp.chmod(0o644)
-            os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
-        except (OSError, PublishError) as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, PublishError):
-                raise
+        except OSError as e:
             raise self._fail(f"cannot write {item.path}", e) from None
 
     def delete(self, path: str) -> None:

@@ -4,7 +4,7 @@ A file of a published version can change under us: a disk error, a hand edit, a
 copy or restore that rewrote it in place or appended to it. imgserver never serves
 such a file under the sha256 it lists (imgserver.catalog checks the same records);
 each job run, before converting, checks every published version with
-`versioninfo.verified`: one stat per file while it is as recorded at publishing,
+`lxdocker.artifact.verified`: one stat per file while it is as recorded at publishing,
 a re-hash only when not. Then:
 
 * a version whose metadata, rootfs or LXC files hold other bytes is removed, so
@@ -22,11 +22,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from lxdocker.config import NAME_RE
+from lxdocker.artifact import ROLE_DELTA, Artifact, verified
 from lxdocker.errors import StoreError
-from lxdocker.publish.delta import DEFAULT_THRESHOLD, check_deltas
-from lxdocker.publish.store import complete_versions, remove_version, rewrite, version_dir
-from lxdocker.versioninfo import ROLE_DELTA, Artifact, VersionInfo, verified
+from lxdocker.publish.delta import Xdelta3, check_deltas
+from lxdocker.publish.imagedir import complete_versions, image_arches, version_dir
+from lxdocker.publish.store import remove_version, rewrite
+from lxdocker.versioninfo import VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,12 @@ def check_files(root: Path, versions: list[VersionInfo]) -> list[VersionInfo]:
     return out
 
 
-def check_published(root: Path, xdelta3: str | None, threshold: float = DEFAULT_THRESHOLD) -> None:
+def check_published(root: Path, xdelta3: Xdelta3 | None) -> None:
     """check_files, then check_deltas, for every image/arch under `root`: once per
     job run, before converting."""
-    for arch_dir in sorted(root.glob("*/*")):
-        if (
-            arch_dir.is_dir()
-            and NAME_RE.fullmatch(arch_dir.name)
-            and NAME_RE.fullmatch(arch_dir.parent.name)
-        ):
-            versions = complete_versions(root, arch_dir.parent.name, arch_dir.name)
-            check_deltas(root, check_files(root, versions), xdelta3, threshold)
+    for name, arch in image_arches(root):
+        versions = complete_versions(root, name, arch)
+        check_deltas(root, check_files(root, versions), xdelta3)
 
 
 __all__ = ["check_files", "check_published"]

@@ -1,4 +1,4 @@
-"""The metadata tarball of LXC's download template (DESIGN section 12), pure.
+"""The metadata tarball of LXC's download template (docs/design.md section 12), pure.
 
 `lxc-create -t download` unpacks this tarball into its cache and reads:
 * `config` (system containers) / `config-user` (unprivileged ones, chosen when the
@@ -26,24 +26,15 @@ Same input, same bytes (lxdimage.tar_xz_bytes): mtimes are the image's creation 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lxdocker.arch import Arch
-from lxdocker.publish.lxdimage import (
-    HOSTS_TEMPLATE,
-    ImageMeta,
-    creation_epoch,
-    tar_xz_bytes,
-    write_file,
-)
+from lxdocker.publish.lxdimage import ImageMeta, creation_epoch, tar_xz_bytes, write_file
 
+# The files with LXC_NAME in them (build/lxcrootfs.py writes them into the rootfs).
 TEMPLATE_FILES = ("/etc/hostname", "/etc/hosts")
-# LXD's templates with LXD's variable replaced by LXC's placeholder.
-HOSTNAME_FILE = "LXC_NAME\n"
-HOSTS_FILE = HOSTS_TEMPLATE.replace("{{ container.name }}", "LXC_NAME")
 EXCLUDES_USER = "dev/*\n"
 # lxc.arch takes the kernel name, but LXC 5.0's personality table (src/lxc/confile.c)
 # has no "armv6l": lxc-start fails with 'Unsupported personality "armv6l"'. It has
@@ -68,16 +59,16 @@ class LxcMeta:
     ports: tuple[str, ...] = ()  # the image config's ExposedPorts, e.g. "80/tcp"
 
 
-def lxc_meta(name: str, image: str, meta: ImageMeta, image_config: Mapping[str, Any]) -> LxcMeta:
-    """The LXC metadata of an image: LXD's metadata plus the config's ExposedPorts."""
-    ports = image_config.get("ExposedPorts") or {}
+def lxc_meta(name: str, image: str, meta: ImageMeta, ports: Iterable[str]) -> LxcMeta:
+    """The LXC metadata of an image: LXD's metadata plus the config's ExposedPorts
+    (ImageConfig.exposed_ports, as written)."""
     return LxcMeta(
         name=name,
         image=image,
         release=meta.release,
         arch=meta.arch,
         created=meta.created,
-        ports=tuple(sorted(ports)) if isinstance(ports, dict) else (),
+        ports=tuple(sorted(ports)),
     )
 
 
@@ -150,8 +141,6 @@ def write_meta(out: Path, meta: LxcMeta) -> None:
 
 __all__ = [
     "EXCLUDES_USER",
-    "HOSTNAME_FILE",
-    "HOSTS_FILE",
     "TEMPLATE_FILES",
     "LxcMeta",
     "config",

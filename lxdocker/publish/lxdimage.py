@@ -1,12 +1,12 @@
 """The LXD metadata tarball (meta.tar.xz) and the image fingerprint.
 
-meta.tar.xz holds metadata.yaml and templates/ (DESIGN section 6). It is
+meta.tar.xz holds metadata.yaml and templates/ (docs/design.md section 6). It is
 reproducible: entries in sorted order, mtime = the image's creation date, owner
 0:0 with empty user/group names, xz from Python's lzma module with fixed options,
 so converting the same image twice gives the same bytes and the same fingerprint.
 
 The fingerprint is what LXD computes for a split image and what simplestreams
-clients check: sha256(metadata tarball bytes || rootfs bytes) (DESIGN section 8).
+clients check: sha256(metadata tarball bytes || rootfs bytes) (docs/design.md section 8).
 """
 
 from __future__ import annotations
@@ -24,27 +24,15 @@ from pathlib import Path
 import yaml
 
 from lxdocker.arch import Arch
+from lxdocker.artifact import ROLE_META, ROLE_ROOTFS, Artifact, file_digest
+from lxdocker.build.hostfiles import HOSTNAME_TEMPLATE, HOSTS_TEMPLATE
 from lxdocker.errors import StoreError, quoted
-from lxdocker.versioninfo import ROLE_META, ROLE_ROOTFS, Artifact
 
-HOSTNAME_TEMPLATE = "{{ container.name }}\n"
-# A full hosts file: the image may ship none (distroless) or a Docker one that
-# lacks the container's own name (Debian's layout, 127.0.1.1 for the host name).
-HOSTS_TEMPLATE = (
-    "127.0.0.1\tlocalhost\n"
-    "127.0.1.1\t{{ container.name }}\n"
-    "\n"
-    "# The following lines are desirable for IPv6 capable hosts\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    "ff02::1\tip6-allnodes\n"
-    "ff02::2\tip6-allrouters\n"
-)
 TEMPLATES: dict[str, tuple[str, str]] = {
     # target path in the container -> (template file name, content)
     "/etc/hostname": ("hostname.tpl", HOSTNAME_TEMPLATE),
     "/etc/hosts": ("hosts.tpl", HOSTS_TEMPLATE),
 }
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -150,20 +138,6 @@ def write_meta(out: Path, meta: ImageMeta) -> None:
     write_file(out, meta_tar_bytes(meta))
 
 
-def file_digest(path: Path, *also: hashlib._Hash) -> tuple[int, str]:
-    """(size, sha256 hex) of a file, read once in chunks; every hash in `also` is fed
-    the same bytes (the fingerprint). OSError propagates."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-            for other in also:
-                other.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 def hash_file(role: str, path: Path, *also: hashlib._Hash) -> Artifact:
     """The Artifact (size, sha256, and the inode and mtime that let readers notice a
     later change cheaply) of one file of a version; a read error is a StoreError
@@ -187,7 +161,6 @@ def hash_files(meta: Path, rootfs: Path) -> tuple[Artifact, Artifact, str]:
 __all__ = [
     "ImageMeta",
     "creation_epoch",
-    "file_digest",
     "hash_file",
     "hash_files",
     "meta_tar_bytes",

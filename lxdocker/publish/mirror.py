@@ -1,7 +1,7 @@
 """Copying the site (imgserver.site) to a target so that caching clients never break.
 
 A target (an S3 bucket, a directory behind nginx) is a flat set of paths. LXD and
-Incus cache `index.json` and `images.json` for up to an hour (DESIGN section 8) and
+Incus cache `index.json` and `images.json` for up to an hour (docs/design.md section 8) and
 then download the files they list; a CDN may cache too. So one copy (`mirror`):
 
 1. writes the manifest with every path it is about to write marked pending, so a

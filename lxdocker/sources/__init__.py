@@ -1,6 +1,6 @@
-"""Where images come from (DESIGN section 2, first stage).
+"""Where images come from (docs/design.md section 2, first stage).
 
 Image references, registries and local OCI layouts / docker archives, the
 verified content-addressed blob cache, layer blobs as uncompressed tar streams
-with their header indexes, and the static busybox binaries per architecture.
+with their header indexes (lxdocker/tar/layerindex.py).
 """

@@ -1,7 +1,7 @@
 """Content-addressed blob cache: `<root>/blobs/sha256/<hex>`, verified on the way in.
 
 A blob streams into `<root>/partial/<hex>` while its sha256 is computed; only when
-size and digest match is it fsynced and renamed into place (DESIGN section 4), so
+size and digest match is it fsynced and renamed into place (docs/design.md section 4), so
 a file under `blobs/` is always complete and correct. A mismatch deletes the
 partial file and raises. A partial file that survives a cut connection (or a
 crash) is resumed: its bytes are re-hashed and the download continues with a
@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from lxdocker import atomicfile
+from lxdocker.artifact import file_digest
 from lxdocker.errors import DigestError, LxdockerError, StoreError
 from lxdocker.sources.oci import DIGEST_RE, MAX_CONFIG, MAX_MANIFEST, check_digest
 
@@ -52,10 +54,9 @@ class BlobWriter:
         except OSError as e:
             raise disk_error(self.partial, e) from None
         try:
+            # A partial file left by a cut download: its bytes count, hashed again.
             self._file.seek(0)
-            while chunk := self._file.read(_CHUNK):
-                self._hash.update(chunk)
-            self.offset = self._file.tell()
+            self.offset, _ = file_digest(self._file, self._hash)
         except OSError as e:
             self._file.close()
             raise disk_error(self.partial, e, "read") from None
@@ -100,8 +101,7 @@ class BlobWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.partial, dest)
-            _fsync_dir(dest.parent)
+            atomicfile.move(self.partial, dest)
         except OSError as e:
             raise disk_error(Path(e.filename or self.partial), e) from None
         return dest
@@ -117,14 +117,6 @@ class BlobWriter:
                 self._file.close()
             except OSError as e:  # buffered bytes that no longer fit
                 raise disk_error(self.partial, e) from None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -169,6 +161,10 @@ class BlobCache:
     def partial_path(self, digest: str) -> Path:
         check_digest(digest, f"cache {self.root}")
         return self.root / "partial" / digest.removeprefix("sha256:")
+
+    def index_path(self, digest: str) -> Path:
+        """Where the header index of layer blob `digest` is kept (lxdocker.tar.layerindex)."""
+        return self.root / "index" / "sha256" / self.path(digest).name
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
@@ -284,7 +280,7 @@ def gc(cache: BlobCache, keep: Iterable[str]) -> int:
     """
     live = referenced(cache, keep)
     freed = 0
-    # index/: layer header indexes, named like their blob (lxdocker/sources/layerindex.py).
+    # index/: layer header indexes, named like their blob (lxdocker/tar/layerindex.py).
     for sub in ("blobs/sha256", "partial", "index/sha256"):
         d = cache.root / sub
         if not d.is_dir():

@@ -8,6 +8,8 @@ its deadline: the request's own budget (`--request-timeout`) or what is left of 
 image's (lxdocker.deadline), whichever ends first. The session's pools tell the
 watchdog which connection the exchange uses (`watch`), redirects included.
 
+A failing exchange is tried again as `RetryPolicy` says (registry.py runs the loop).
+
 Anything `requests` raises that is not a transient network error (a redirect loop,
 a redirect to ftp://, an invalid URL) becomes a RegistryError naming the request;
 anything after the watchdog fired becomes a DeadlineError saying which deadline.
@@ -16,10 +18,14 @@ anything after the watchdog fired becomes a DeadlineError saying which deadline.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -33,6 +39,27 @@ from lxdocker.errors import DeadlineError, RegistryError, quoted
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failing request is tried again, and how long between tries."""
+
+    attempts: int = 5
+    backoff: float = 0.5  # first delay; doubles, with jitter
+    max_backoff: float = 8.0
+    max_retry_after: float = 60.0
+    timeout: float = 60.0  # connect timeout, and the longest wait for any one read
+    # One HTTP exchange, from sending the request to its body's last byte (a blob
+    # download cut by it resumes where it stopped); None: the job's --request-timeout
+    # (lxdocker.deadline), else DEFAULT_REQUEST_TIMEOUT.
+    deadline: float | None = None
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before try `attempt` + 1: doubling from `backoff`, with jitter."""
+        d = min(self.max_backoff, self.backoff * (2.0**attempt))
+        return d * (0.5 + random.random() / 2)
+
+
+DEFAULT_RETRY = RetryPolicy()
 _WATCH = threading.local()  # .dog: the Watchdog of this thread's exchange
 
 
@@ -197,6 +224,20 @@ def path_of(url: str) -> str:
     except ValueError:
         path = "?"
     return path if len(path) <= 200 else path[:200] + "..."
+
+
+def retry_after(value: str | None, default: float) -> float:
+    """The seconds a Retry-After header asks for (a number or an HTTP date)."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default
 
 
 __all__ = ["TRANSIENT", "Watchdog", "path_of", "read_body", "read_timeout", "watch", "watched"]

@@ -1,4 +1,5 @@
-"""Media types, descriptors, manifests, indexes, image configs; platform choice.
+"""Media types, descriptors, manifests and indexes; platform choice. The image
+config is imageconfig.py.
 
 Pure parsing of the OCI image spec (manifest.md, image-index.md, config.md) and
 the Docker v2 schema 2 equivalents. Every descriptor digest is validated here, so
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lxdocker import arch as arches
@@ -115,7 +116,9 @@ class Descriptor:
             if not isinstance(p, dict):
                 raise RegistryError(f"{what}: 'platform' must be an object")
             plat = Platform(
-                _str(p, "os", what), _str(p, "architecture", what), _str(p, "variant", what)
+                field_str(p, "os", what),
+                field_str(p, "architecture", what),
+                field_str(p, "variant", what),
             )
         ann = obj.get("annotations")
         if ann is not None and not (
@@ -128,7 +131,7 @@ class Descriptor:
         ):
             raise RegistryError(f"{what}: 'urls' must be a list of strings")
         return cls(
-            media_type=_str(obj, "mediaType", what),
+            media_type=field_str(obj, "mediaType", what),
             digest=digest,
             size=size,
             platform=plat,
@@ -153,7 +156,7 @@ class Index:
     manifests: tuple[Descriptor, ...]
 
 
-def _str(obj: dict[str, Any], key: str, what: str) -> str:
+def field_str(obj: dict[str, Any], key: str, what: str) -> str:
     """A string field of a JSON object: "" when absent or null, else a str."""
     value = obj.get(key)
     if value is None:
@@ -195,7 +198,7 @@ def parse_manifest(raw: bytes, content_type: str, what: str) -> Manifest | Index
     if len(raw) > MAX_MANIFEST:
         raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
     obj = load_json(raw, what)
-    media_type = _str(obj, "mediaType", what) or content_type.split(";")[0].strip()
+    media_type = field_str(obj, "mediaType", what) or content_type.split(";")[0].strip()
     if obj.get("schemaVersion") == 1 or media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         raise RegistryError(
             f"{what}: Docker image manifest v2 schema 1 is not supported "
@@ -255,70 +258,6 @@ def choose_platform(index: Index, want: arches.Arch, what: str) -> Descriptor:
     )
 
 
-def _strs(value: Any, what: str, key: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RegistryError(f"{what}: config field {key!r} must be a list of strings")
-    return tuple(value)
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The parsed image config blob (OCI image spec config.md)."""
-
-    architecture: str
-    os: str
-    variant: str
-    created: str  # RFC 3339, "" if absent
-    env: tuple[str, ...]
-    entrypoint: tuple[str, ...] | None
-    cmd: tuple[str, ...] | None
-    user: str
-    working_dir: str
-    stop_signal: str
-    labels: dict[str, str] = field(hash=False)
-    diff_ids: tuple[str, ...]
-    raw: bytes = field(repr=False)
-
-    @classmethod
-    def parse(cls, raw: bytes, what: str = "image config") -> ImageConfig:
-        if len(raw) > MAX_CONFIG:
-            raise RegistryError(f"{what}: larger than {MAX_CONFIG} bytes")
-        obj = load_json(raw, what)
-        cfg = obj.get("config") or {}
-        if not isinstance(cfg, dict):
-            raise RegistryError(f"{what}: 'config' must be an object")
-        rootfs = obj.get("rootfs") or {}
-        diff_ids = _strs(
-            rootfs.get("diff_ids") if isinstance(rootfs, dict) else None, what, "diff_ids"
-        )
-        for d in diff_ids or ():
-            check_digest(d, f"{what} rootfs.diff_ids")
-        labels = cfg.get("Labels") or {}
-        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            raise RegistryError(f"{what}: config field 'Labels' must be an object of strings")
-        return cls(
-            architecture=_str(obj, "architecture", what),
-            os=_str(obj, "os", what),
-            variant=_str(obj, "variant", what),
-            created=_str(obj, "created", what),
-            env=_strs(cfg.get("Env"), what, "Env") or (),
-            entrypoint=_strs(cfg.get("Entrypoint"), what, "Entrypoint"),
-            cmd=_strs(cfg.get("Cmd"), what, "Cmd"),
-            user=_str(cfg, "User", what),
-            working_dir=_str(cfg, "WorkingDir", what),
-            stop_signal=_str(cfg, "StopSignal", what),
-            labels=dict(labels),
-            diff_ids=diff_ids or (),
-            raw=raw,
-        )
-
-    @property
-    def platform(self) -> Platform:
-        return Platform(self.os, self.architecture, self.variant)
-
-
 __all__ = [
     "ACCEPT",
     "DOCKER_CONFIG",
@@ -337,12 +276,12 @@ __all__ = [
     "OCI_INDEX",
     "OCI_MANIFEST",
     "Descriptor",
-    "ImageConfig",
     "Index",
     "Manifest",
     "Platform",
     "check_digest",
     "choose_platform",
+    "field_str",
     "load_json",
     "parse_manifest",
     "platform_arch",

@@ -22,15 +22,13 @@ from lxdocker.arch import Arch
 from lxdocker.errors import LxdockerError, RegistryError
 from lxdocker.limits import DEFAULT_LIMITS, Limits
 from lxdocker.progress import Progress
-from lxdocker.sources import layerindex
 from lxdocker.sources.cache import BlobCache
-from lxdocker.sources.layerindex import LayerIndex
+from lxdocker.sources.imageconfig import ImageConfig
 from lxdocker.sources.layers import open_layer
 from lxdocker.sources.localsource import DockerArchiveSource, OciLayoutSource
 from lxdocker.sources.oci import (
     MAX_CONFIG,
     Descriptor,
-    ImageConfig,
     Index,
     choose_platform,
     parse_manifest,
@@ -38,6 +36,8 @@ from lxdocker.sources.oci import (
 )
 from lxdocker.sources.reference import Reference, parse
 from lxdocker.sources.registry import FetchedManifest, RegistryClient
+from lxdocker.tar import layerindex
+from lxdocker.tar.layerindex import LayerIndex
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ def layer_openers(pulled: PulledImage, cache: BlobCache) -> tuple[LayerOpener, .
 
 def _index(cache: BlobCache, desc: Descriptor, diff_id: str, limits: Limits) -> LayerIndex:
     opener = functools.partial(open_layer, cache, desc, diff_id)
-    return layerindex.cached(cache, desc.digest, diff_id, opener, f"layer {desc.digest}", limits)
+    path = cache.index_path(desc.digest)
+    return layerindex.cached(path, diff_id, opener, f"layer {desc.digest}", limits)
 
 
 def layer_indexes(

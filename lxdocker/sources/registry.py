@@ -8,11 +8,8 @@ the request loop ourselves instead of `Registry.do_request` because its retry
 decorator sleeps 3**attempt seconds on every error, including a refused login
 (so a wrong password takes minutes), ignores 429/Retry-After, and its token
 backend cannot answer a `Basic` challenge (it would request a token from the
-Basic realm string). We also ask the token server ourselves (distribution's token
-protocol, docs/spec/auth/token.md): oras' `request_token` sends it without a
-timeout, reads any answer whole and lets a non-JSON answer, a JSON list or a
-non-HTTP realm escape as a Python error. Credentials never enter a log line or an
-error message.
+Basic realm string). Logging in is registryauth.py. Credentials never enter a log
+line or an error message.
 
 Every answer is untrusted: each HTTP exchange runs under an overall deadline
 (lxdocker.sources.exchange: `RetryPolicy.deadline`, `--request-timeout`, never
@@ -24,13 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
-import re
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +35,7 @@ import urllib3.exceptions
 from lxdocker.errors import DeadlineError, DigestError, RegistryError, quoted
 from lxdocker.sources import exchange
 from lxdocker.sources.cache import BlobCache
-from lxdocker.sources.credentials import auth_files, find_credentials
+from lxdocker.sources.exchange import DEFAULT_RETRY, RetryPolicy, retry_after
 from lxdocker.sources.oci import (
     ACCEPT,
     MAX_MANIFEST,
@@ -51,29 +44,13 @@ from lxdocker.sources.oci import (
     load_json,
     sha256_digest,
 )
+from lxdocker.sources.registryauth import RegistryAuth
 
 log = logging.getLogger(__name__)
 
 _LOCALHOSTS = ("localhost", "127.0.0.1", "[::1]")
-# A token answer is a small JSON object (a JWT is a few kB); an error body is
-# only read for its `errors` messages.
-MAX_TOKEN_ANSWER = 1 << 20
+# An error body is only read for its `errors` messages.
 MAX_ERROR_BODY = 64 << 10
-# RFC 6750 section 2.1 b64token: what may follow "Bearer " in a header.
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    backoff: float = 0.5  # first delay; doubles, with jitter
-    max_backoff: float = 8.0
-    max_retry_after: float = 60.0
-    timeout: float = 60.0  # connect timeout, and the longest wait for any one read
-    # One HTTP exchange, from sending the request to its body's last byte (a blob
-    # download cut by it resumes where it stopped); None: the job's --request-timeout
-    # (lxdocker.deadline), else DEFAULT_REQUEST_TIMEOUT.
-    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +69,7 @@ class RegistryClient:
         auth_file: Path | None = None,
         tls_verify: bool | str = True,
         insecure: bool | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.registry, self.repository = registry, repository
@@ -107,17 +84,7 @@ class RegistryClient:
         )
         self._session: requests.Session = self._oras.session
         exchange.watch(self._session)
-        self._auth_header: str | None = None
-        creds = find_credentials(registry, auth_files(auth_file))
-        self._creds_file: Path | None = None
-        self._user: str | None = None
-        self._basic: str | None = None
-        if creds:
-            self._user, password, self._creds_file = creds
-            self._basic = oras.auth.utils.get_basic_auth(self._user, password)
-            log.debug(
-                "%s: using credentials of user %r from %s", registry, self._user, self._creds_file
-            )
+        self._auth = RegistryAuth(registry, self._what(), auth_file)
 
     @property
     def _base(self) -> str:
@@ -125,71 +92,6 @@ class RegistryClient:
 
     def _what(self) -> str:
         return f"registry {self.registry} repository {self.repository}"
-
-    # -- auth ------------------------------------------------------------
-    def _authenticate(self, resp: requests.Response) -> None:
-        challenge = resp.headers.get("Www-Authenticate", "")
-        scheme = challenge.split(" ", 1)[0].lower()
-        if scheme == "basic":
-            if not self._basic:
-                raise RegistryError(
-                    f"{self._what()}: authentication required, but no "
-                    f"credentials for {self.registry} in {self._files_text()}"
-                )
-            self._auth_header = f"Basic {self._basic}"
-            return
-        if scheme != "bearer":
-            raise RegistryError(
-                f"{self._what()}: unsupported authentication challenge {quoted(scheme, 40)}"
-            )
-        self._auth_header = f"Bearer {self._token(oras.auth.utils.parse_auth_header(challenge))}"
-
-    def _token(self, h: oras.auth.utils.authHeader) -> str:
-        """A bearer token from the challenge's token server (anonymous, or with our
-        Basic credentials)."""
-        realm = h.realm if isinstance(h.realm, str) else ""
-        try:
-            url = urllib.parse.urlsplit(realm)
-            ok = url.scheme in ("http", "https") and bool(url.hostname)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise RegistryError(
-                f"{self._what()}: the token server {quoted(realm, 100)} named by the "
-                "registry's challenge is not an http(s) URL"
-            )
-        params = {k: v for k, v in (("service", h.service), ("scope", h.scope)) if v}
-        headers = {"Accept": "application/json"}
-        if self._basic:
-            headers["Authorization"] = f"Basic {self._basic}"
-        server = f"the token server {quoted(realm, 100)}"
-        with self._exchange("GET", realm, headers, stream=True, params=params) as (resp, _):
-            if resp.status_code != 200:
-                who = (
-                    f"as user {self._user!r} (from {self._creds_file})"
-                    if self._user
-                    else "anonymously"
-                )
-                raise RegistryError(
-                    f"{self._what()}: authentication failed {who}: {server} "
-                    f"refused the request (HTTP {resp.status_code})"
-                )
-            body = exchange.read_body(resp, MAX_TOKEN_ANSWER, f"{self._what()}: {server}")
-        try:
-            answer = load_json(body, f"{self._what()}: {server}")
-        except RegistryError as e:
-            raise RegistryError(f"{e} (it must answer a JSON object with a token)") from None
-        token = answer.get("token") or answer.get("access_token")
-        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
-            raise RegistryError(f"{self._what()}: {server} answered without a valid token")
-        return token
-
-    def _files_text(self) -> str:
-        return (
-            ", ".join(str(p) for p in auth_files(None))
-            if self._creds_file is None
-            else str(self._creds_file)
-        )
 
     # -- requests --------------------------------------------------------
     def _send(
@@ -202,8 +104,9 @@ class RegistryClient:
     ) -> requests.Response:
         h = dict(headers)
         # Our credentials go to the registry only, never to a token server elsewhere.
-        if self._auth_header and "Authorization" not in h and url.startswith(self._base):
-            h["Authorization"] = self._auth_header
+        header = self._auth.header
+        if header and "Authorization" not in h and url.startswith(self._base):
+            h["Authorization"] = header
         return self._session.request(
             method,
             url,
@@ -237,8 +140,7 @@ class RegistryClient:
             yield got
 
     def _delay(self, attempt: int) -> float:
-        d = min(self._retry.max_backoff, self._retry.backoff * (2.0**attempt))
-        return d * (0.5 + random.random() / 2)
+        return self._retry.delay(attempt)
 
     @contextlib.contextmanager
     def request(
@@ -278,18 +180,13 @@ class RegistryClient:
                     self._insecure = self._scheme == "http"
                 if resp.status_code == 401 and not authed_fresh:
                     stack.close()
-                    self._authenticate(resp)
+                    self._auth.answer(resp, self._exchange)
                     authed_fresh = True
                     continue
                 if resp.status_code == 401:
-                    who = (
-                        f"user {self._user!r} from {self._creds_file}"
-                        if self._user
-                        else f"no credentials for {self.registry} in {self._files_text()}"
-                    )
-                    raise RegistryError(f"{self._what()}: authentication failed ({who}); HTTP 401")
+                    raise self._auth.refused()
                 if resp.status_code == 429:
-                    wait = _retry_after(resp.headers.get("Retry-After"), self._delay(attempt))
+                    wait = retry_after(resp.headers.get("Retry-After"), self._delay(attempt))
                     wait = min(wait, self._retry.max_retry_after)
                     log.warning("%s: rate limited (429), waiting %.1fs", self.registry, wait)
                     stack.close()
@@ -444,17 +341,4 @@ def _hostname(registry: str) -> str:
     return registry.partition(":")[0]
 
 
-def _retry_after(value: str | None, default: float) -> float:
-    if not value:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return default
-
-
-__all__ = ["FetchedManifest", "RegistryClient", "RetryPolicy"]
+__all__ = ["FetchedManifest", "RegistryClient"]

@@ -1,6 +1,6 @@
 """App images for the end-to-end tests, built from the host's static busybox.
 
-Every image is made here from bytes (DESIGN section 9): busybox plus applet
+Every image is made here from bytes (docs/design.md section 9): busybox plus applet
 symlinks, accounts, a page for busybox `httpd`, and small shell apps. The shapes
 cover what real images look like: a classic /bin + /etc layout with a non-root
 user, an image with its own /sbin/init, a merged-/usr image (`bin -> usr/bin`)

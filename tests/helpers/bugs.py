@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lxdocker import job
+from lxdocker import conversion
 
 
 class _Collect(logging.Handler):
@@ -22,14 +22,15 @@ class _Collect(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, job.INTERNAL_ERROR, False):
+        if getattr(record, conversion.INTERNAL_ERROR, False):
             self.records.append(record)
 
 
 @pytest.fixture(autouse=True)
 def no_internal_errors(request: pytest.FixtureRequest) -> Iterator[list[logging.LogRecord]]:
     handler = _Collect()
-    logger = logging.getLogger(job.__name__)
+    # Every module of lxdocker's logs below this one (conversion and job log them).
+    logger = logging.getLogger("lxdocker")
     logger.addHandler(handler)
     try:
         yield handler.records

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-# Debian arch names with a busybox-static .deb in bookworm (DESIGN section 11).
+from lxdocker import arch as archmod
+
+# Debian arch names with a busybox-static .deb in bookworm (docs/design.md section 11).
 DEBIAN_ARCHES = ("amd64", "arm64", "armel", "armhf", "i386", "ppc64el", "s390x")
 _LOCK = threading.Lock()
 
@@ -113,3 +116,32 @@ def static_busybox(arch: str) -> Path:
         if not dest.is_file():
             _download(arch, dest)
     return dest
+
+
+# The applets lxdocker's busybox check asks for (lxdocker/build/busybox.py _APPLETS).
+_STAND_IN_APPLETS = b"\0nsenter\0udhcpc\0mount\0ip\0sed\0tr\0sleep\0mkdir\0"
+
+
+def stand_in(arch: str) -> bytes:
+    """A file that passes lxdocker's checks of a static busybox for `arch` (ELF class,
+    byte order, machine, ARM float ABI, no interpreter, the applets) but runs nothing:
+    the same bytes on every machine and every day, for tests that compare converted
+    images byte for byte and never boot them (Debian's busybox-static may be updated)."""
+    a = archmod.by_debian(arch)
+    end = "<" if a.elf_data == 1 else ">"
+    flags = 0x05000000 | (0x400 if a.arm_hard_float else 0)  # EABI 5, float ABI
+    if a.elf_class == 2:
+        header = struct.pack(
+            end + "16sHHIQQQIHHHHHH",
+            b"\x7fELF" + bytes((2, a.elf_data, 1)) + bytes(9),
+            2, a.elf_machine, 1, 0x400000, 64, 0, flags, 64, 56, 1, 64, 0, 0,
+        )  # fmt: skip
+        phdr = struct.pack(end + "IIQQQQQQ", 1, 5, 0, 0x400000, 0x400000, 0, 0, 0x1000)
+    else:
+        header = struct.pack(
+            end + "16sHHIIIIIHHHHHH",
+            b"\x7fELF" + bytes((1, a.elf_data, 1)) + bytes(9),
+            2, a.elf_machine, 1, 0x8000, 52, 0, flags, 52, 32, 1, 40, 0, 0,
+        )  # fmt: skip
+        phdr = struct.pack(end + "IIIIIIII", 1, 0, 0x8000, 0x8000, 0, 0, 5, 0x1000)
+    return header + phdr + _STAND_IN_APPLETS + f"stand-in busybox for {arch}\n".encode()

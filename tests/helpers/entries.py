@@ -7,8 +7,8 @@ import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
-from lxdocker.build.tarstream import Entry
 from lxdocker.config import ImageFormat
+from lxdocker.tar.stream import Entry
 from tests.helpers.images import Member, layer_tar
 
 FORMATS: list[ImageFormat] = ["squashfs", "gzip", "tar"]

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import zstandard
 
+from lxdocker.sources.imageconfig import ImageConfig
+
 Compression = Literal["gzip", "zstd", "none"]
 
 # Spelled out from the specs rather than imported from lxdocker.sources.oci: images built
@@ -213,3 +215,10 @@ def write_oci_layout(
         canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]})
     )
     return path
+
+
+def image_config(config: dict[str, Any]) -> ImageConfig:
+    """An image config blob with `config` as its "config" object, parsed as `pull`
+    parses one (what the build reads of an image)."""
+    blob = {"architecture": "amd64", "os": "linux", "config": config}
+    return ImageConfig.parse(canonical(blob), "test image config")

@@ -1,4 +1,4 @@
-"""The real Incus daemon for end-to-end tests (DESIGN section 9).
+"""The real Incus daemon for end-to-end tests (docs/design.md section 9).
 
 Incus 6.0 from Debian bookworm-backports (`incus-base`: the container-only daemon,
 `incus-client`). `incus` (session) starts `incusd --group root` in a new session when

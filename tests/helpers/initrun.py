@@ -144,7 +144,7 @@ QEMU_NAMES = {"arm64": "aarch64", "armhf": "arm", "armel": "arm", "ppc64el": "pp
 
 
 def foreign_arch(arch: str, mountpoint: Path) -> str:
-    """pre_boot shell that runs `arch`'s binaries under qemu-user (DESIGN section 11).
+    """pre_boot shell that runs `arch`'s binaries under qemu-user (docs/design.md section 11).
 
     It mounts the user namespace's OWN binfmt_misc (Linux >= 6.7) at `mountpoint`
     and registers Debian's rule for qemu under another name: flag F (the interpreter

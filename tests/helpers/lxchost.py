@@ -3,7 +3,7 @@
 Every container lives in this host's own LXC path (`-P`), the download template
 caches into its own directory (LXC_CACHE_PATH) and trusts the test server's
 certificate through WGETRC (`ca_certificate`), as a router would trust it through
-its system store (DESIGN section 12). `close()` destroys what was created.
+its system store (docs/design.md section 12). `close()` destroys what was created.
 """
 
 from __future__ import annotations

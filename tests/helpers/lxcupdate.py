@@ -117,7 +117,8 @@ class Updater:
                 LXDT_KILL_NTH=str(kill.nth),
                 LXDT_COUNT=str(count),
             )
-        argv = [*SHELLS[self.shell], str(SCRIPT), *self.options, "-P", str(self.lxcpath), *args]
+        argv = [*SHELLS[self.shell], str(self._script()), *self.options, "-P", str(self.lxcpath)]
+        argv += args
         if self.world is not None:
             # The sandbox's exec clears the environment: `env` sets the script's.
             argv = self.world.command(["env", *(f"{k}={v}" for k, v in env.items()), *argv])
@@ -138,6 +139,15 @@ class Updater:
                 f"{proc.stdout}\n{proc.stderr}"
             )
         return proc
+
+    def _script(self) -> Path:
+        """The script as the shell can open it: a world (uxc's sandbox) has its own
+        /tmp, where a checkout may be, so it gets a copy beside its lxcpath."""
+        if self.world is None:
+            return SCRIPT
+        copy = self.lxcpath.parent / SCRIPT.name
+        copy.write_bytes(SCRIPT.read_bytes())
+        return copy
 
     def _shims(self) -> Path:
         shims = self.lxcpath.parent / "shims"

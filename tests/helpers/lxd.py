@@ -1,4 +1,4 @@
-"""The real LXD daemon for end-to-end tests (DESIGN section 9).
+"""The real LXD daemon for end-to-end tests (docs/design.md section 9).
 
 `lxd` (session) starts the daemon when it is not running (`lxd --group root` in a
 new session, `lxd waitready`, preseed a `dir` pool, no managed network) and gives
@@ -55,7 +55,7 @@ class Lxd:
     remote_cache = Path("/var/cache/lxd")
     # The client's own index cache (the `lxc` of LXD 5.0 keeps none).
     client_cache: Path | None = None
-    # Pinned image-server certificates the client hands to the daemon (DESIGN section 8).
+    # Pinned image-server certificates the client hands to the daemon (docs/design.md section 8).
     servercerts = Path.home() / ".config" / "lxc" / "servercerts"
 
     def lxc(
@@ -77,7 +77,7 @@ class Lxd:
         return proc
 
     def clear_remote_cache(self) -> None:
-        """Forget the cached simplestreams indexes (DESIGN section 8): the daemon's,
+        """Forget the cached simplestreams indexes (docs/design.md section 8): the daemon's,
         and the client's own where it keeps one (Incus)."""
         for cache in (self.remote_cache, self.client_cache):
             if cache is None or not cache.is_dir():

@@ -4,7 +4,7 @@ uxc (tests/helpers/uxc.py), each in a "world" the test makes:
 * `Host`: crun and runc as root on this machine, state under the test's directory;
 * `uxc.Sandbox`: uxc with procd and ubusd in their own mount and pid namespaces;
 * `Userns`: a user, mount and network namespace of its own, with its own
-  binfmt_misc where qemu-user runs a foreign arch (DESIGN section 11); crun runs
+  binfmt_misc where qemu-user runs a foreign arch (docs/design.md section 11); crun runs
   there in its rootless mode.
 A world runs commands (`run`) where its runtime sees namespaces and files; the
 bundles and udhcpd's files live in a directory all worlds and the host share.

@@ -1,6 +1,6 @@
 """An LXD remote for a running imgserver, trusted by pinning its certificate.
 
-DESIGN section 8: the certificate to pin (imgserver's CA, or a self-signed server
+docs/design.md section 8: the certificate to pin (imgserver's CA, or a self-signed server
 certificate) goes to
 `~/.config/lxc/servercerts/<remote>.crt` BEFORE `lxc remote add` (LXD 5.0 checks
 it there already); the CLI hands the pinned certificate to the daemon, so image

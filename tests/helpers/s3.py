@@ -94,7 +94,7 @@ def rclone(data: Path, tls: Path, log: Path, *extra: str) -> Face:
         "--key",
         str(tls / "server.key"),
         "--min-tls-version",
-        "tls1.3",  # LXD and Incus require it (DESIGN section 8)
+        "tls1.3",  # LXD and Incus require it (docs/design.md section 8)
         # Re-list after a second: each face sees what the other wrote (0 s made
         # rclone 1.75 spin with two processes on one directory).
         "--dir-cache-time",

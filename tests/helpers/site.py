@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxdocker import arch
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.images import Image
 from tests.helpers.imgserver import RunningServer

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS
+from lxdocker.tar.stream import TAR_ENCODING, TAR_ERRORS
 
 XATTR_PREFIX = "SCHILY.xattr."
 

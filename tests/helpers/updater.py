@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from tests.helpers import apps
 from tests.helpers.images import Image
 from tests.helpers.imgserver import raw_get_json
+from tests.helpers.killproxy import kill_at
 from tests.helpers.lxd import wait_for
 from tests.helpers.site import Site
 
@@ -56,17 +58,17 @@ class World:
             # gives a fingerprint the server already lists (issue 20).
             key = f"'{newest.version}'"
             assert wait_for(lambda: key in str(raw_get_json(server, IMAGES_JSON)), 10)
-        # The daemon answers from its cached index for an hour (DESIGN section 8).
+        # The daemon answers from its cached index for an hour (docs/design.md section 8).
         self.lxd.clear_remote_cache()
         return newest.fingerprint
 
-    def argv(self, *args: str) -> list[str]:
+    def argv(self, *args: str, socket: Path | None = None) -> list[str]:
         return [
             sys.executable,
             "-m",
             "lxdupdate",
             "--socket",
-            str(self.socket),
+            str(socket or self.socket),
             "--state-dir",
             str(self.state),
             "--grace",
@@ -74,16 +76,19 @@ class World:
             *args,
         ]
 
-    def update(
-        self, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def update(self, *args: str, kill: str = "") -> subprocess.CompletedProcess[str]:
+        """`lxdocker-update --once`; with `kill`, SIGKILLed at that step of its journal
+        (tests/helpers/killproxy.py), which the returned exit status says."""
+        if not kill:
+            return self._run(self.argv("--once", "--format", "json", *args))
+        with kill_at(self.socket, self.state, kill) as proxy:
+            proc = self._run(self.argv("--once", "--format", "json", *args, socket=proxy.path))
+            assert proc.returncode == -signal.SIGKILL, f"{kill}: {proc.returncode} {proc.stderr}"
+        return proc
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv("--once", "--format", "json", *args),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            env={**os.environ, **(env or {})},
+            argv, capture_output=True, text=True, timeout=600, check=False, env=dict(os.environ)
         )
 
     def outcomes(self, proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:

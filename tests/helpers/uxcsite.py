@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lxdocker import arch
-from lxdocker.publish.store import complete_versions
+from lxdocker.publish.imagedir import complete_versions
 from lxdocker.versioninfo import VersionInfo
 from tests.helpers.images import Image
 from tests.helpers.imgserver import RunningServer, client_context

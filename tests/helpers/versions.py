@@ -1,4 +1,4 @@
-"""Write fake-but-valid version directories (DESIGN section 7) for tests.
+"""Write fake-but-valid version directories (docs/design.md section 7) for tests.
 
 `write_version` lays out <root>/<name>/<arch>/<version>/ with meta.tar.xz, the rootfs
 and version.json (last, as the converter does). `lxd_meta` and `squashfs_rootfs` /
@@ -22,18 +22,18 @@ from pathlib import Path
 
 import yaml
 
-from lxdocker import arch
-from lxdocker.versioninfo import (
+from lxdocker import RECIPE_VERSION, arch
+from lxdocker.artifact import (
     BUNDLE_FILE,
     META_FILE,
     ROLE_BUNDLE,
     ROOTFS_FILES,
-    VERSION_FILE,
     Artifact,
-    Runtime,
-    VersionInfo,
     delta_name,
 )
+from lxdocker.buildkey import BuildKey
+from lxdocker.runtime import Runtime
+from lxdocker.versioninfo import VERSION_FILE, VersionInfo
 
 DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/hostname": b"lxdocker\n",
@@ -41,6 +41,21 @@ DEFAULT_FILES: Mapping[str, bytes] = {
     "srv/hello.txt": b"hello from a test image\n",
 }
 MTIME = 1_700_000_000  # fixed, so equal inputs give equal bytes
+
+
+def build_key(rootfs_format: str = "tar", **changes: object) -> BuildKey:
+    """A build key with made-up digests: a version of that format and nothing more."""
+    key = BuildKey(
+        manifest_digest="sha256:" + "a" * 64,
+        spec_digest="sha256:" + "b" * 64,
+        recipe=RECIPE_VERSION,
+        rootfs_format=rootfs_format,
+        compressor="xz" if rootfs_format == "squashfs" else "",
+        busybox=None,
+        lxc=False,
+        bundle=False,
+    )
+    return dataclasses.replace(key, **changes)  # type: ignore[arg-type]
 
 
 def _tar(files: Mapping[str, bytes], executable: Collection[str] = ()) -> bytes:

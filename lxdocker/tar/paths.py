@@ -2,7 +2,7 @@
 
 Modelled on go-containerregistry's `mutate.Extract` and umoci's `oci/layer`, but
 stricter about escapes: umoci clamps `../x` and `/x` into the rootfs
-(`CleanPath` + securejoin); DESIGN section 5 asks us to reject them, which is
+(`CleanPath` + securejoin); docs/design.md section 5 asks us to reject them, which is
 the safer reading for a converter that must never write anything but the image.
 
 Names are `str` decoded with surrogateescape (PEP 383), so non-UTF-8 bytes survive
@@ -42,7 +42,7 @@ _SHORT = 63
 _LONG = 1023
 _DEEP = 2 * MAX_DEPTH - 1  # the shortest path of more than MAX_DEPTH components
 _LONG_PART = re.compile(f"[^/]{{{_SHORT + 1}}}")
-_ENCODING, _ERRORS = "utf-8", "surrogateescape"  # as lxdocker.build.tarstream
+_ENCODING, _ERRORS = "utf-8", "surrogateescape"  # as lxdocker.tar.stream
 
 
 def clean_name(name: str) -> str:
@@ -147,15 +147,6 @@ def check_xattrs(pax_headers: Mapping[str, str], name: str) -> None:
             )
 
 
-def escapes_root(name: str) -> bool:
-    """True when `name` is absolute or climbs above the root with `..`."""
-    try:
-        clean_name(name)
-    except LayerError:
-        return True
-    return False
-
-
 def parent(path: str) -> str:
     """The parent of a canonical path ("a/b" -> "a", "a" -> "").
 
@@ -176,13 +167,6 @@ def ancestors(path: str) -> Iterator[str]:
     while head:
         yield head
         head = parent(head)
-
-
-def is_below(path: str, ancestor: str) -> bool:
-    """True when `path` lies strictly below `ancestor` (the root is above all)."""
-    if ancestor == ROOT:
-        return path != ROOT
-    return path.startswith(ancestor + "/")
 
 
 def is_whiteout(path: str) -> bool:
@@ -224,8 +208,6 @@ __all__ = [
     "check_link",
     "check_xattrs",
     "clean_name",
-    "escapes_root",
-    "is_below",
     "is_opaque_whiteout",
     "is_whiteout",
     "opaque_dir",

@@ -1,4 +1,4 @@
-"""lxdocker.sources.layerindex: a layer's headers, built by one verified read, cached by digest."""
+"""lxdocker.tar.layerindex: a layer's headers, built by one verified read, cached by digest."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from lxdocker.errors import DigestError, LayerError
-from lxdocker.sources import layerindex
 from lxdocker.sources.cache import BlobCache, gc
-from lxdocker.sources.layerindex import Header
 from lxdocker.sources.layers import open_layer
 from lxdocker.sources.oci import Descriptor
+from lxdocker.tar import layerindex
+from lxdocker.tar.layerindex import Header
 from tests.helpers.images import Member, build_image, layer_tar
 
 M = Member
@@ -48,13 +48,13 @@ def _cached_layer(tmp_path: Path, tar: bytes) -> tuple[BlobCache, Descriptor, st
 
 def _index(cache: BlobCache, desc: Descriptor, diff_id: str) -> list[Header]:
     opener = functools.partial(open_layer, cache, desc, diff_id)
-    return layerindex.cached(cache, desc.digest, diff_id, opener, "layer 0")
+    return layerindex.cached(cache.index_path(desc.digest), diff_id, opener, "layer 0")
 
 
 def test_headers_survive_the_cache_file_byte_for_byte(tmp_path: Path) -> None:
     cache, desc, diff_id = _cached_layer(tmp_path, layer_tar(MEMBERS))
     assert _index(cache, desc, diff_id) == EXPECTED
-    path = Path(layerindex.index_path(cache, desc.digest))
+    path = cache.index_path(desc.digest)
     assert path.read_bytes().startswith(b"lxdocker-layer-index 1 " + diff_id.encode())
     assert layerindex.loads(path.read_bytes(), diff_id, "x") == EXPECTED
 
@@ -68,7 +68,7 @@ def test_a_cached_index_is_read_not_rebuilt(tmp_path: Path) -> None:
 
 def test_a_damaged_index_is_rebuilt(tmp_path: Path) -> None:
     cache, desc, diff_id = _cached_layer(tmp_path, layer_tar(MEMBERS))
-    path = Path(layerindex.index_path(cache, desc.digest))
+    path = cache.index_path(desc.digest)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"lxdocker-layer-index 1 " + diff_id.encode() + b"\n0etc")
     assert _index(cache, desc, diff_id) == EXPECTED
@@ -83,11 +83,11 @@ def test_a_layer_not_matching_its_diff_id_gets_no_index(tmp_path: Path) -> None:
     wrong = "sha256:" + "1" * 64
     with pytest.raises(DigestError, match="does not match"):
         _index(cache, desc, wrong)
-    assert not os.path.exists(layerindex.index_path(cache, desc.digest))
+    assert not os.path.exists(cache.index_path(desc.digest))
 
 
 def test_gc_removes_the_index_with_its_blob(tmp_path: Path) -> None:
     cache, desc, diff_id = _cached_layer(tmp_path, layer_tar(MEMBERS))
     _index(cache, desc, diff_id)
     gc(cache, [])
-    assert not os.path.exists(layerindex.index_path(cache, desc.digest))
+    assert not os.path.exists(cache.index_path(desc.digest))

@@ -1,4 +1,4 @@
-"""lxdocker.build.tarreader: strict single-pass reading of layer tars."""
+"""lxdocker.tar.reader: strict single-pass reading of layer tars."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from lxdocker.build.tarreader import TarReader
 from lxdocker.errors import LayerError
 from lxdocker.limits import Limits, SizeBudget
+from lxdocker.tar.reader import TarReader
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:

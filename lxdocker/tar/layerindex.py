@@ -3,11 +3,12 @@
 The flattener must know a layer's future before it streams it: a path listed
 twice in one layer takes the LATER entry (image-spec #196), a hardlink resolves
 against the tree as it stands at its own position, a non-directory late in the
-layer removes a directory with everything the layer put below it (DESIGN
+layer removes a directory with everything the layer put below it (docs/design.md
 section 5). Reading the headers first is cheap next to the data; the index is
 built once per layer blob, by a full read that also checks the diff_id, and
 cached beside the blob by digest (`<cache>/index/sha256/<hex>`), so later
-conversions of images sharing the layer read it from disk.
+conversions of images sharing the layer read it from disk (the blob cache says where:
+lxdocker.sources.cache.BlobCache.index_path).
 
 File format (version 1): the line `lxdocker-layer-index 1 <diff_id>\\n`, then per
 entry one type byte, the raw name and the raw link name (UTF-8 with surrogate
@@ -19,19 +20,17 @@ hold NUL (the tar reader refuses them), so no escaping is needed.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from lxdocker.build.tarreader import TarReader
-from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS
-from lxdocker.errors import LayerError
+from lxdocker import atomicfile
+from lxdocker.errors import LayerError, StoreError
 from lxdocker.limits import DEFAULT_LIMITS, Limits
-from lxdocker.sources.cache import BlobCache, disk_error
+from lxdocker.tar.reader import TarReader
+from lxdocker.tar.stream import TAR_ENCODING, TAR_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -101,48 +100,33 @@ def _enc(s: str) -> bytes:
     return s.encode(TAR_ENCODING, TAR_ERRORS)
 
 
-def index_path(cache: BlobCache, digest: str) -> os.PathLike[str]:
-    return cache.root / "index" / "sha256" / cache.path(digest).name
-
-
 def cached(
-    cache: BlobCache,
-    digest: str,
+    path: Path,
     diff_id: str,
     opener: LayerOpener,
     label: str,
     limits: Limits = DEFAULT_LIMITS,
 ) -> list[Header]:
-    """The index of blob `digest`, from the cache or built now (and then cached).
+    """The index of the layer `opener` reads, from the file `path` or built now (and
+    then written there).
 
     A damaged index file is rebuilt, never trusted: the flattener also checks
     every name it streams against the index.
     """
-    path = index_path(cache, digest)
     try:
         with open(path, "rb") as f:
-            return loads(f.read(), diff_id, f"layer {digest} index {path}")
+            return loads(f.read(), diff_id, f"{label} index {path}")
     except FileNotFoundError:
         pass
     except (LayerError, OSError) as exc:
         log.warning("%s; rebuilding it", exc)
     index = build(opener, label, limits)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # Written to a temporary name and renamed, so a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomicfile.write(path, dumps(index, diff_id))
     except OSError as e:
-        raise disk_error(Path(path), e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(dumps(index, diff_id))
-        os.replace(tmp, path)
-    except BaseException as e:
-        os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise disk_error(Path(path), e) from None
-        raise
+        raise StoreError(f"cache {path}: cannot write: {e.strerror or e}") from None
     return index
 
 
-__all__ = ["Header", "LayerIndex", "build", "cached", "dumps", "index_path", "loads"]
+__all__ = ["Header", "LayerIndex", "LayerOpener", "build", "cached", "dumps", "loads"]

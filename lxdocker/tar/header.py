@@ -7,7 +7,7 @@ directory or link: no PAX or GNU extended header before it, no base-256 number.
 (header index, flatten), ~30 000 of them for a distribution base image.
 
 `parse_plain` gives exactly what `TarInfo.fromtarfile` gives for such a header
-(tests/test_tarheader.py compares every attribute, on generated headers, with
+(tests/test_tar_header.py compares every attribute, on generated headers, with
 the running Python's tarfile) and None for anything else: another type, an
 unusual number encoding, a bad checksum, an undecodable field. The caller then
 lets tarfile parse it, errors and all.

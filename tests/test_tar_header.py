@@ -1,4 +1,4 @@
-"""lxdocker.build.tarheader: the plain-header fast path reads what tarfile reads."""
+"""lxdocker.tar.header: the plain-header fast path reads what tarfile reads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lxdocker.build.tarheader import parse_plain
-from lxdocker.build.tarstream import TAR_ENCODING, TAR_ERRORS
+from lxdocker.tar.header import parse_plain
+from lxdocker.tar.stream import TAR_ENCODING, TAR_ERRORS
 
 BLOCK = tarfile.BLOCKSIZE
 _MISSING = object()

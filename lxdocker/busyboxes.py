@@ -1,37 +1,30 @@
-"""The static busybox each image gets as /busybox-lxd: checks and sources (DESIGN 11).
+"""Finding the static busybox of each arch for a run (docs/design.md section 11).
 
-One binary per architecture. It comes from a path the operator names (`--busybox
-[ARCH=]PATH`) or, for an arch without one, from a registry image for that
-platform (`--busybox-image`), whose /bin/busybox is extracted once and cached
-under `<cache>/busybox/<manifest digest>/`. Every binary is checked the same way
-before it goes into an image: ELF class, byte order, machine and (ARM) float ABI
-match the arch, and it is static (no PT_INTERP), since the image may have no libc.
-
-Busybox is GPL-2.0: where each copy came from is recorded in version.json
-(`Busybox.provenance`), so the operator can point to the matching source.
+It comes from a path the operator names (`--busybox [ARCH=]PATH`) or, for an arch
+without one, from a registry image for that platform (`--busybox-image`), whose
+/bin/busybox is extracted once and cached under `<cache>/busybox/<manifest digest>/`.
+This pulls and flattens an image, so it sits above the stages (the job calls it)
+and hands the build a checked binary (lxdocker.build.busybox.Busybox).
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import logging
-import os
 import shutil
-import struct
-import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from lxdocker import atomicfile
 from lxdocker.arch import Arch
+from lxdocker.build.busybox import Busybox, check_busybox, check_elf
 from lxdocker.build.flatten import flatten
-from lxdocker.build.tarstream import copy_exact
-from lxdocker.errors import DeadlineError, LxdockerError, PatchError
+from lxdocker.errors import DeadlineError, LxdockerError, PatchError, StoreError
 from lxdocker.sources.cache import BlobCache
 from lxdocker.sources.pull import ResolvedImage, layer_openers, pull, resolve
 from lxdocker.sources.reference import parse
+from lxdocker.tar.stream import copy_exact
 
 log = logging.getLogger(__name__)
 
@@ -39,91 +32,6 @@ log = logging.getLogger(__name__)
 # static for amd64, arm32v6/v7, arm64v8, i386, ppc64le, riscv64 and s390x.
 DEFAULT_IMAGE = "docker.io/library/busybox:stable-musl"
 BINARY_IN_IMAGE = "bin/busybox"
-_PT_INTERP = 3
-_EF_ARM_ABI_FLOAT_HARD = 0x400
-_CLASSES = {1: "32-bit", 2: "64-bit"}
-_ORDERS = {1: "little endian", 2: "big endian"}
-# Applets the init and the udhcpc script call; a trimmed busybox would fail at boot.
-_APPLETS = (b"nsenter", b"udhcpc", b"mount", b"ip", b"sed", b"tr", b"sleep", b"mkdir")
-
-
-@dataclass(frozen=True)
-class Busybox:
-    """A checked busybox for one arch and where it came from."""
-
-    arch: Arch
-    path: Path
-    sha256: str  # hex of the binary
-    source: Literal["path", "image"]
-    image: str = ""  # the registry image, for source "image"
-    digest: str = ""  # that image's platform manifest digest
-
-    def provenance(self) -> dict[str, str]:
-        """The version.json `busybox` field."""
-        out = {"arch": self.arch.debian, "source": self.source, "sha256": self.sha256}
-        if self.source == "path":
-            out["path"] = str(self.path)
-        else:
-            out["image"], out["digest"] = self.image, self.digest
-        return out
-
-
-def check_elf(data: bytes, arch: Arch, what: str) -> None:
-    """Refuse a binary that cannot run as `arch`'s static busybox; errors name `what`."""
-    if data[:4] != b"\x7fELF" or len(data) < 64:
-        raise PatchError(f"{what}: not an ELF binary")
-    cls, enc = data[4], data[5]
-    if cls not in _CLASSES or enc not in _ORDERS:
-        raise PatchError(f"{what}: unknown ELF class or byte order")
-    end = "<" if enc == 1 else ">"
-    machine = struct.unpack_from(end + "H", data, 18)[0]
-    if machine != arch.elf_machine:
-        raise PatchError(
-            f"{what}: ELF machine {machine}, but {arch.debian} needs {arch.elf_machine}"
-        )
-    if cls != arch.elf_class or enc != arch.elf_data:
-        raise PatchError(
-            f"{what}: {_CLASSES[cls]} {_ORDERS[enc]} ELF, but {arch.debian} needs "
-            f"{_CLASSES[arch.elf_class]} {_ORDERS[arch.elf_data]}"
-        )
-    # ELF header offsets (System V gABI): e_phoff, e_flags, e_phentsize, e_phnum.
-    if cls == 2:
-        (phoff,) = struct.unpack_from(end + "Q", data, 32)
-        flags, _, phentsize, phnum = struct.unpack_from(end + "IHHH", data, 48)
-    else:
-        (phoff,) = struct.unpack_from(end + "I", data, 28)
-        flags, _, phentsize, phnum = struct.unpack_from(end + "IHHH", data, 36)
-    if arch.arm_hard_float is not None:
-        # ARM ELF ABI (IHI 0044) e_flags: a hard-float binary passes floats in VFP
-        # registers; armel boards (v5, v6 without VFP) cannot run it.
-        hard = bool(flags & _EF_ARM_ABI_FLOAT_HARD)
-        if hard != arch.arm_hard_float:
-            abi = "hard-float" if hard else "soft-float"
-            need = "hard-float" if arch.arm_hard_float else "soft-float"
-            raise PatchError(f"{what}: {abi} ARM binary, but {arch.debian} needs {need}")
-    for i in range(phnum):
-        off = phoff + i * phentsize
-        if off + 4 > len(data):
-            raise PatchError(f"{what}: truncated ELF program headers")
-        if struct.unpack_from(end + "I", data, off)[0] == _PT_INTERP:
-            raise PatchError(
-                f"{what}: dynamically linked; a static busybox is needed "
-                "(the image may have no libc; Debian: busybox-static)"
-            )
-    missing = [a.decode() for a in _APPLETS if b"\0" + a + b"\0" not in data]
-    if missing:
-        raise PatchError(f"{what}: lacks the applets {', '.join(missing)}")
-
-
-def check_busybox(path: Path, arch: Arch) -> str:
-    """Check the binary at `path` for `arch`; returns its sha256 (hex)."""
-    what = f"busybox {path} ({arch.debian})"
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PatchError(f"{what}: cannot read: {e} (Debian: busybox-static)") from None
-    check_elf(data, arch, what)
-    return hashlib.sha256(data).hexdigest()
 
 
 def from_path(path: Path, arch: Arch) -> Busybox:
@@ -191,21 +99,18 @@ def _extract(resolved: ResolvedImage, cache_root: Path, target: Path, what: str)
     if BINARY_IN_IMAGE not in links:
         raise PatchError(f"{what}: the image has no /{BINARY_IN_IMAGE}")
     source = _target(links, BINARY_IN_IMAGE, what)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".busybox-", dir=target.parent)
+    data = io.BytesIO()  # a busybox is a megabyte or two
+    for entry in flatten(openers):
+        if entry.info.name == source and entry.info.isreg():
+            if entry.data is not None:
+                copy_exact(entry.data, data, entry.info.size)
+            break
+    check_elf(data.getvalue(), resolved.arch, f"{what}: /{BINARY_IN_IMAGE}")
     try:
-        with os.fdopen(fd, "wb") as out:
-            for entry in flatten(openers):
-                if entry.info.name == source and entry.info.isreg():
-                    if entry.data is not None:
-                        copy_exact(entry.data, out, entry.info.size)
-                    break
-        os.chmod(tmp, 0o755)
-        check_elf(Path(tmp).read_bytes(), resolved.arch, f"{what}: /{BINARY_IN_IMAGE}")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomicfile.write(target, data.getvalue(), mode=0o755)
+    except OSError as e:
+        raise StoreError(f"cache {target}: cannot write: {e.strerror or e}") from None
 
 
 class BusyboxSet:
@@ -271,15 +176,8 @@ class BusyboxSet:
             if d.is_dir() and d.name not in used:
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
+                log.info("cache: removed busybox %s no arch uses any more", d.name)
         return removed
 
 
-__all__ = [
-    "DEFAULT_IMAGE",
-    "Busybox",
-    "BusyboxSet",
-    "check_busybox",
-    "check_elf",
-    "from_image",
-    "from_path",
-]
+__all__ = ["BINARY_IN_IMAGE", "DEFAULT_IMAGE", "BusyboxSet", "from_image", "from_path"]

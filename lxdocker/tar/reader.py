@@ -5,7 +5,7 @@ at a truncated header, a corrupt checksum or data missing at the end of a skippe
 member, so a broken layer would flatten into a silently incomplete root
 filesystem. This reader drives `tarfile.TarInfo.fromtarfile` (which still parses
 ustar, GNU long names and PAX headers for us) and makes every short read an error;
-a lone plain header, the common case, is read by lxdocker.build.tarheader instead
+a lone plain header, the common case, is read by lxdocker.tar.header instead
 (same result, half the cost).
 
 Like Go's archive/tar (what umoci and Docker use), a stream that ends cleanly at
@@ -25,10 +25,10 @@ import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
-from lxdocker.build.tarheader import PLAIN_TYPES, parse_plain
-from lxdocker.build.tarstream import COPY_BUFSIZE, TAR_ENCODING, TAR_ERRORS
 from lxdocker.errors import LayerError, quoted
 from lxdocker.limits import DEFAULT_LIMITS, Limits, SizeBudget
+from lxdocker.tar.header import PLAIN_TYPES, parse_plain
+from lxdocker.tar.stream import COPY_BUFSIZE, TAR_ENCODING, TAR_ERRORS
 
 BLOCK = tarfile.BLOCKSIZE
 _ZERO_BLOCK = bytes(BLOCK)
