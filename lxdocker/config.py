@@ -188,10 +188,8 @@ def read_spec(path: Path) -> Spec:
     file (a dangling symlink, a directory, a FIFO: never waited for) or not a spec."""
     try:
         text = smallfile.read_text(path, MAX_SPEC)
-    except OSError as e:
+    except (OSError, smallfile.NotSmallFile) as e:
         raise SpecError(f"{path}: cannot read: {smallfile.why(path, e)}") from None
-    except smallfile.NotSmallFile as e:
-        raise SpecError(f"{path}: cannot read: {e}") from None
     return parse_spec(path, text)
 
 

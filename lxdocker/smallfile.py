@@ -43,8 +43,10 @@ def read_text(path: Path, limit: int) -> str:
         raise NotSmallFile(f"not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def why(path: Path, e: OSError) -> str:
-    """What `read`'s OSError means for `path`, in words ("a symlink to nothing")."""
+def why(path: Path, e: OSError | NotSmallFile) -> str:
+    """Why `read` failed for `path`, in words ("a symlink to nothing", "a directory")."""
+    if isinstance(e, NotSmallFile):
+        return str(e)
     if isinstance(e, FileNotFoundError) and path.is_symlink():
         return "a symlink to nothing"
     return e.strerror or str(e)

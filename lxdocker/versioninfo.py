@@ -182,10 +182,8 @@ class VersionInfo:
     def load(cls, path: Path) -> VersionInfo:
         try:
             text = smallfile.read_text(path, MAX_VERSION_FILE)
-        except OSError as e:
+        except (OSError, smallfile.NotSmallFile) as e:
             raise StoreError(f"{path}: cannot read: {smallfile.why(path, e)}") from None
-        except smallfile.NotSmallFile as e:
-            raise StoreError(f"{path}: cannot read: {e}") from None
         return cls.from_json(text, str(path))
 
     def check(self, where: str) -> None:
