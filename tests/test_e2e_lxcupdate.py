@@ -29,8 +29,11 @@ from tests.helpers.lxcsite import LxcSite
 from tests.helpers.lxcupdate import (
     EXIT_FAILED,
     EXIT_OK,
+    GATE,
+    VOLUME,
     KillAt,
     Updater,
+    app_release,
     need_shells,
 )
 from tests.helpers.registry import RunningRegistry
@@ -38,10 +41,7 @@ from tests.helpers.registry import RunningRegistry
 pytestmark = [pytest.mark.lxc, pytest.mark.registry]
 
 NO_NET = "lxc.net.0.type = empty"
-VOLUME = f"{apps.APP_DIR}/data"  # the image's VOLUME
 IDMAP_BASE = 6_100_000  # root's subordinate ids, apart from test_e2e_lxc's
-# Short gate for tests: 2 s running, the healthcheck within 10 s.
-GATE = ("--grace", "2", "--health-timeout", "10", "--start-timeout", "30", "--stop-timeout", "10")
 
 
 def page(n: int) -> str:
@@ -49,12 +49,12 @@ def page(n: int) -> str:
 
 
 def good(n: int) -> Image:
-    return apps.app_image(page(n), volumes=[VOLUME], seed=f"seed of v{n}\n")
+    return app_release(page(n), n)
 
 
 def broken(n: int) -> Image:
     """Serves its page but fails its HEALTHCHECK."""
-    return apps.app_image(page(n), volumes=[VOLUME], seed=f"seed of v{n}\n", healthcheck="false")
+    return app_release(page(n), n, healthy=False)
 
 
 @pytest.fixture(scope="module")

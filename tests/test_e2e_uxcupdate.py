@@ -25,16 +25,21 @@ from tests.helpers import apps, uxc
 from tests.helpers.images import Image
 from tests.helpers.imgserver import damaged
 from tests.helpers.initrun import need_namespaces
-from tests.helpers.lxcupdate import EXIT_FAILED, EXIT_OK, EXIT_USAGE, KillAt, need_shells
+from tests.helpers.lxcupdate import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    GATE,
+    VOLUME,
+    KillAt,
+    app_release,
+    need_shells,
+)
 from tests.helpers.ocirun import dhcp_network
 from tests.helpers.registry import RunningRegistry
 from tests.helpers.uxcsite import BB, HOST, UxcSite
 
 pytestmark = pytest.mark.registry
-
-VOLUME = f"{apps.APP_DIR}/data"  # the image's VOLUME
-# Short gate for tests: 2 s running, the healthcheck within 10 s.
-GATE = ("--grace", "2", "--health-timeout", "10", "--start-timeout", "30", "--stop-timeout", "10")
 
 
 def page(n: int) -> str:
@@ -42,12 +47,12 @@ def page(n: int) -> str:
 
 
 def good(n: int) -> Image:
-    return apps.app_image(page(n), volumes=[VOLUME], seed=f"seed of v{n}\n")
+    return app_release(page(n), n)
 
 
 def broken(n: int) -> Image:
     """Serves its page but fails its HEALTHCHECK."""
-    return apps.app_image(page(n), volumes=[VOLUME], seed=f"seed of v{n}\n", healthcheck="false")
+    return app_release(page(n), n, healthy=False)
 
 
 @pytest.fixture(scope="module")

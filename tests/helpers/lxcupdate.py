@@ -23,12 +23,17 @@ from typing import Protocol
 import pytest
 
 from imgserver import lxcindex
+from tests.helpers import apps
+from tests.helpers.images import Image
 
 SCRIPT = Path(lxcindex.__file__).parent / "scripts" / lxcindex.UPDATER_NAME
 # The shells routers and Debian run it with: argv prefix of each.
 SHELLS = {"busybox-ash": ("/bin/busybox", "ash"), "dash": ("/usr/bin/dash",)}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 75
 STATE = "lxdocker-update"  # the per-container state directory beside its config
+VOLUME = f"{apps.APP_DIR}/data"  # the test app's VOLUME
+# Short gate for tests: 2 s running, the healthcheck within 10 s.
+GATE = ("--grace", "2", "--health-timeout", "10", "--start-timeout", "30", "--stop-timeout", "10")
 # Every external command the script calls (the kill shims wrap these).
 COMMANDS = (
     "mv", "cp", "rm", "mkdir", "chmod", "chown", "ls", "sed", "cat", "sort", "tail",
@@ -79,6 +84,13 @@ class KillAt:
     @property
     def id(self) -> str:
         return f"{self.step}-{self.command}-{self.nth}"
+
+
+def app_release(page: str, n: int, *, healthy: bool = True) -> Image:
+    """Release `n` of the test app: serves `page`, declares VOLUME with a seed; an
+    unhealthy one serves its page but fails its HEALTHCHECK."""
+    check = apps.HEALTHCHECK if healthy else "false"
+    return apps.app_image(page, volumes=[VOLUME], seed=f"seed of v{n}\n", healthcheck=check)
 
 
 class World(Protocol):
